@@ -70,6 +70,9 @@ class Cost:
     def __add__(self, other: "Cost") -> "Cost":
         return Cost(self.macs + other.macs, self.flops + other.flops, self.paper + other.paper)
 
+    def __rmul__(self, k: int) -> "Cost":
+        return Cost(self.macs * k, self.flops * k, self.paper * k)
+
     def get(self, convention: str) -> int:
         return getattr(self, convention)
 
@@ -442,8 +445,8 @@ class _Counter:
         if mode == "exclude":
             cost = Cost(cost.macs, cost.flops, 0)
         elif mode == "macs_only":
-            # only multiply-accumulates count: the paper price of a matmul is its MAC count
-            cost = Cost(cost.macs, cost.flops, cost.macs if cost.macs and not is_attention else 0)
+            # only multiply-accumulates the paper charges (the conv), nothing element-wise
+            cost = Cost(cost.macs, cost.flops, min(cost.paper, cost.macs))
         elif mode == "dense_attention" and is_attention:
             entry = self.dense_open.get(id(owner))
             if entry is not None and heads is not None:

@@ -1,0 +1,265 @@
+"""Command line: thin. Parse, call the API, render. User mistakes -> one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UhdProfileError
+from .flops import CONVENTION_HELP, CONVENTIONS
+
+# Wide enough for the tables when piped (rich would otherwise assume 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"error: {message}", markup=False, highlight=False)
+    sys.exit(code)
+
+
+def parse_resolution(text: str | None) -> tuple[int, int] | None:
+    """``R`` (square) or ``WxH`` (width x height, like image sizes) -> (H, W) pixels."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = []
+    if len(nums) not in (1, 2) or any(n <= 0 for n in nums):
+        raise UhdProfileError(f"resolution {text!r} is not valid; give a positive side R (square) or WxH, e.g. 980 or 1344x756")
+    if len(nums) == 1:
+        return (nums[0], nums[0])
+    w, h = nums
+    return (h, w)
+
+
+def resolve_spec(encoder, resolution, variant, compressor, depth, post_ratio, quiet=False):
+    """Turn CLI choices into a VariantSpec. ``post_ratio`` None means the design's ratio where the
+    token grid allows it, else 1 (the ViT alone), said on stderr."""
+    from .variants import VariantSpec
+
+    if compressor is not None and variant is not None:
+        raise UhdProfileError(f"--variant {variant} and --compressor {compressor} both given; use one (v4 = window-attn-reused-mlp at depth 6)")
+    if variant == "baseline" and depth is not None:
+        raise UhdProfileError("--depth does not apply to --variant baseline (no in-ViT compression)")
+    if compressor is not None and depth is None:
+        raise UhdProfileError(f"--compressor {compressor} needs --depth K (0-based encoder layer index after which it runs)")
+    kw = dict(encoder=encoder, resolution=parse_resolution(resolution), post_ratio=1)
+    if compressor is not None:
+        spec = VariantSpec(compressor=compressor, depth=depth, **kw)
+    else:
+        spec = VariantSpec.alias(variant or "baseline", **kw)
+        if depth is not None:
+            spec = spec.with_(depth=depth)
+    if post_ratio is not None:
+        return spec.with_(post_ratio=int(post_ratio))
+    design = 16 // spec.in_vit_ratio
+    if spec.connector_fits(design):
+        return spec.with_(post_ratio=design)
+    if not quiet:
+        h, w = spec.grid_after_vit
+        err.print(
+            f"note: a {design}x connector does not fit the {h}x{w} token grid after the ViT; counting the ViT alone "
+            f"(--post-ratio 1). Pass --post-ratio, or a resolution whose grid divides, to change that.",
+            markup=False, highlight=False,
+        )
+    return spec
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="uhd-profile")
+def cli() -> None:
+    """uhd-profile: what high-resolution visual encoding costs in multimodal LLMs."""
+
+
+def variant_options(f):
+    from .encoders import DEFAULT_ENCODER
+
+    opts = [
+        click.option("--encoder", default=DEFAULT_ENCODER, show_default=True, help="encoder preset (uhd-profile list encoders)"),
+        click.option("--resolution", default=None, help="input view: R (square) or WxH pixels [default: the encoder's native size]"),
+        click.option("--variant", default=None, help="baseline (post-ViT 16x) or v4 (window-attn-reused-mlp at depth 6 + 4x) [default: baseline]"),
+        click.option("--compressor", default=None, help="in-ViT compressor (uhd-profile list compressors)"),
+        click.option("--depth", default=None, type=int, help="0-based encoder layer index after which the compressor runs"),
+        click.option("--post-ratio", default=None, help="post-ViT connector ratio 1|4|16 (1 = the ViT alone) [default: the design's, if the grid allows]"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@cli.command()
+@variant_options
+@click.option("--convention", default="macs", show_default=True, help="macs | flops | paper")
+@click.option("--by-module", is_flag=True, help="also break the count down by module (per layer)")
+@click.option("--counter", default="uhd", show_default=True, help="uhd (ours) | fvcore | thop (peer libraries, run on the same variant)")
+@click.option("--weights", default=None, help="local checkpoint directory (counts then run a real forward on CPU)")
+@click.option("--batch", default=1, type=int, show_default=True, help="images per forward")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def flops(encoder, resolution, variant, compressor, depth, post_ratio, convention, by_module, counter, weights, batch, as_json):
+    """Count a variant's FLOPs by executing its module graph (shapes only: no arithmetic)."""
+    from .flops import check_convention, count_flops
+    from .variants import POST_RATIOS
+
+    check_convention(convention)
+    if weights is not None:
+        from .trunks import check_weights_dir
+
+        check_weights_dir(weights)
+    if post_ratio is not None and post_ratio not in {str(r) for r in POST_RATIOS}:
+        raise UhdProfileError(f"--post-ratio {post_ratio} is not valid; valid: 1, 4, 16")
+    if batch < 1:
+        raise UhdProfileError(f"--batch {batch} is not valid; it must be at least 1")
+    spec = resolve_spec(encoder, resolution, variant, compressor, depth, post_ratio, quiet=as_json)
+    if counter != "uhd":
+        return _peer(counter, spec, batch, as_json)
+    if weights is not None:
+        from .flops import count_module
+        from .variants import build_variant, example_input
+
+        model = build_variant(spec, device="cpu", weights=weights)
+        fc = count_module(model, example_input(spec, batch, "cpu"), shape_only=False)
+        fc.variant_id, fc.encoder, fc.tokens_in, fc.tokens_llm = spec.id, spec.encoder, spec.tokens_in, spec.tokens_llm
+    else:
+        fc = count_flops(spec, batch=batch)
+    total = fc.get(convention)
+    record = {
+        "encoder": spec.encoder,
+        "variant_id": spec.id,
+        "resolution": list(spec.size),
+        "post_ratio": spec.ratio,
+        "batch": batch,
+        "tokens_in": spec.tokens_in,
+        "tokens_llm": spec.tokens_llm,
+        "convention": convention,
+        "total": total,
+        "gflops": total / 1e9,
+        "counts": {c: fc.get(c) for c in CONVENTIONS},
+        "by_module": fc.grouped(1, convention),
+        "uncounted_ops": fc.uncounted_ops,
+        "count_seconds": fc.seconds,
+    }
+    if as_json:
+        click.echo(json.dumps(record))
+        return
+    unit = "GMACs" if convention == "macs" else "GFLOPs"
+    t = Table(title=f"{spec.id}  ({convention}: {CONVENTION_HELP[convention]})", title_justify="left")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row("tokens into the ViT", f"{spec.tokens_in:,}")
+    t.add_row("tokens to the LLM", f"{spec.tokens_llm:,}")
+    for c in CONVENTIONS:
+        u = "GMACs" if c == "macs" else "GFLOPs"
+        t.add_row(f"{'[b]' if c == convention else ''}total, {c} convention ({u})", f"{fc.get(c) / 1e9:,.3f}")
+    out.print(t)
+    if by_module:
+        bm = Table(title=f"by module ({convention}, {unit})", title_justify="left")
+        bm.add_column("module")
+        bm.add_column(unit, justify="right")
+        bm.add_column("share", justify="right")
+        for name, v in fc.grouped(1, convention).items():
+            bm.add_row(name, f"{v / 1e9:,.3f}", f"{(v / total if total else 0):.1%}")
+        out.print(bm)
+    if fc.uncounted_ops:
+        err.print(f"warning: ops with no formula, NOT in the totals: {fc.uncounted_ops}", markup=False)
+
+
+def _peer(counter: str, spec, batch: int, as_json: bool) -> None:
+    from .peers import run_peer
+
+    pc = run_peer(counter, spec, batch=batch)
+    record = {"encoder": spec.encoder, "variant_id": spec.id, "counter": pc.counter, "unit": pc.unit,
+              "total": pc.total, "gflops": pc.total / 1e9, "by_module": pc.by_module,
+              "uncounted_ops": pc.unsupported_ops, "notes": pc.notes, "count_seconds": pc.seconds}
+    if as_json:
+        click.echo(json.dumps(record))
+        return
+    t = Table(title=f"{spec.id}  (peer counter: {pc.counter})", title_justify="left")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row(f"total as {pc.counter} reports it ({pc.unit})", f"{pc.total / 1e9:,.3f} G")
+    out.print(t)
+    for n in pc.notes:
+        err.print(f"note: {n}", markup=False)
+    if pc.unsupported_ops:
+        err.print(f"{pc.counter} skipped: {pc.unsupported_ops}", markup=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def reproduce(as_json):
+    """Every FLOPs figure the paper prints next to what uhd-profile counts (exit 1 if any is off by >0.1%)."""
+    from .paper import REL_TOL, reproduce as run
+
+    r = run()
+    if as_json:
+        click.echo(json.dumps(r.as_dict()))
+    else:
+        t = Table(title="LLaVA-UHD v4 visual-encoding FLOPs per 980 px slice (so400m/14, ViT alone)", title_justify="left")
+        for col in ("figure", "paper (G)", "counted, paper conv. (G)", "rel. err", "", "as executed (GMACs)"):
+            t.add_column(col, justify="left" if col == "figure" else "right")
+        for row in r.rows:
+            mark = "[green]pass[/]" if row.ok else "[red]FAIL[/]"
+            t.add_row(row.figure, f"{row.paper_gflops:,.1f}", f"{row.counted_gflops:,.2f}", f"{row.rel_err:+.4%}", mark, f"{row.executed_gflops:,.2f}")
+        out.print(t)
+        red = r.reduction
+        out.print(
+            f"v4 vs post-ViT baseline: paper {red['paper']:.2%} | counted (paper convention) {red['counted']:.2%} | "
+            f"as executed (macs) {red['executed']:.2%}"
+        )
+        out.print(f"counted from executed modules in {r.count_seconds:.1f} s; tolerance {REL_TOL:.1%}")
+    if not r.ok:
+        sys.exit(1)
+
+
+@cli.command(name="list")
+@click.argument("what", type=str)
+def list_(what):
+    """List presets: `encoders` or `compressors`."""
+    if what == "encoders":
+        from .encoders import ENCODERS
+
+        t = Table(title="encoder presets", title_justify="left")
+        for col in ("name", "layers", "hidden", "mlp", "heads", "patch", "native px", "description"):
+            t.add_column(col)
+        for e in ENCODERS.values():
+            t.add_row(e.name, str(e.layers), str(e.hidden), str(e.mlp), str(e.heads), str(e.patch), str(e.image_size), e.description)
+        out.print(t)
+    elif what == "compressors":
+        from .compressors import COMPRESSORS
+
+        t = Table(title="in-ViT compressors (each followed by a 4x connector: 16x in total)", title_justify="left")
+        for col in ("name", "paper", "reuses layer k", "structure"):
+            t.add_column(col)
+        for c in COMPRESSORS.values():
+            t.add_row(c.name, c.paper_label, "yes" if c.reuse else "no", c.description)
+        out.print(t)
+    else:
+        raise UhdProfileError(f"cannot list {what!r}; valid: encoders, compressors")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors, exit 2 for usage mistakes."""
+    try:
+        rv = cli.main(args=argv, prog_name="uhd-profile", standalone_mode=False)
+    except UhdProfileError as exc:
+        _fail(str(exc))
+    except click.exceptions.NoSuchOption as exc:
+        _fail(exc.format_message())
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    else:
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+
+
+if __name__ == "__main__":
+    main()
