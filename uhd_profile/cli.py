@@ -54,9 +54,7 @@ def resolve_spec(encoder, resolution, variant, compressor, depth, post_ratio, qu
     if compressor is not None:
         spec = VariantSpec(compressor=compressor, depth=depth, **kw)
     else:
-        spec = VariantSpec.alias(variant or "baseline", **kw)
-        if depth is not None:
-            spec = spec.with_(depth=depth)
+        spec = VariantSpec.alias(variant or "baseline", depth=depth, **kw)
     if post_ratio is not None:
         return spec.with_(post_ratio=int(post_ratio))
     design = 16 // spec.in_vit_ratio

@@ -252,14 +252,14 @@ register(
         for n in (
             "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "reciprocal",
             "gelu", "gelu_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "relu", "relu_",
-            "exp", "exp_", "log", "sqrt", "rsqrt", "pow", "erf", "abs", "clamp", "clamp_min",
+            "exp", "exp_", "log", "sqrt", "rsqrt", "pow", "erf", "abs", "abs_", "clamp", "clamp_", "clamp_min",
             "maximum", "minimum", "addcmul", "lerp", "sin", "cos", "hardtanh",
         )
     )
 )(_out_elems)
 
 
-@register("aten::mean", "aten::sum")
+@register("aten::mean", "aten::sum", "aten::prod")
 def _reduce(args, kwargs, out) -> Cost:
     # a reduction touches every input element once; the paper does not charge pooling arithmetic
     n = args[0].numel()

@@ -157,12 +157,14 @@ class VariantSpec:
         return d
 
     @classmethod
-    def alias(cls, name: str, **kw) -> "VariantSpec":
-        """``baseline`` (post-ViT 16x) or ``v4`` (window-attn-reused-mlp at depth 6, then 4x)."""
+    def alias(cls, name: str, depth: int | None = None, **kw) -> "VariantSpec":
+        """``baseline`` (post-ViT 16x) or ``v4`` (window-attn-reused-mlp at depth 6, or ``depth``, then 4x)."""
         if name == "baseline":
+            if depth is not None:
+                raise UhdProfileError("depth does not apply to the baseline variant (no in-ViT compression)")
             return cls(**kw)
         if name == "v4":
-            return cls(compressor=V4_COMPRESSOR, depth=V4_DEPTH, **kw)
+            return cls(compressor=V4_COMPRESSOR, depth=V4_DEPTH if depth is None else depth, **kw)
         raise UhdProfileError(f"unknown variant {name!r}; valid variants: {', '.join(ALIASES)} (or --compressor NAME --depth K)")
 
     def with_(self, **kw) -> "VariantSpec":
