@@ -12,6 +12,8 @@ from rich.table import Table
 from .errors import UhdProfileError
 from .flops import CONVENTION_HELP, CONVENTIONS
 
+COUNTERS = ("uhd", "fvcore", "thop")  # ours, then the peer libraries (uhd_profile.peers)
+
 # Wide enough for the tables when piped (rich would otherwise assume 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
@@ -112,6 +114,8 @@ def flops(encoder, resolution, variant, compressor, depth, post_ratio, conventio
         check_weights_dir(weights)
     if post_ratio is not None and post_ratio not in {str(r) for r in POST_RATIOS}:
         raise UhdProfileError(f"--post-ratio {post_ratio} is not valid; valid: 1, 4, 16")
+    if counter not in COUNTERS:
+        raise UhdProfileError(f"--counter {counter!r} is not valid; valid: {', '.join(COUNTERS)}")
     if batch < 1:
         raise UhdProfileError(f"--batch {batch} is not valid; it must be at least 1")
     spec = resolve_spec(encoder, resolution, variant, compressor, depth, post_ratio, quiet=as_json)
