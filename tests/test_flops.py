@@ -175,3 +175,23 @@ def test_paper_convention_excludes_connector_and_charges_window_densely():
 def test_cost_arithmetic():
     assert 3 * Cost(1, 2, 3) == Cost(3, 6, 9)
     assert Cost(1, 2, 3) + Cost(1, 1, 1) == Cost(2, 3, 4)
+
+
+def test_packed_variable_length_attention_priced_per_view():
+    """The released MiniCPM-V 4.6 model packs views into one sequence and keeps attention within
+    each view (cu_seqlens). Two views of 32x32 and 24x40 patches: attention MACs per layer are
+    2 * (1024^2 + 960^2) * d, not 2 * 1984^2 * d."""
+    from uhd_profile.trunks import minicpm_model
+    from uhd_profile.encoders import get_encoder
+
+    enc = get_encoder("minicpm-v-4.6")
+    with torch.device("meta"):
+        model = minicpm_model(enc).eval()
+    sizes = torch.tensor([[32, 32], [24, 40]], dtype=torch.int32)
+    tokens = 32 * 32 + 24 * 40
+    pixels = torch.empty(1, 3, 14, 14 * tokens, device="meta")  # patches laid side by side, as packed
+    fc = count_module(model, pixels, target_sizes=sizes, use_vit_merger=False)
+    attn = fc.by_op["F.scaled_dot_product_attention"].macs
+    d = enc.hidden
+    assert attn == enc.layers * 2 * (1024**2 + 960**2) * d
+    assert fc.uncounted_ops == {}

@@ -28,6 +28,16 @@ SMALL = {CLIP: dict(image_size=112), INTERN: dict(image_size=112), QWEN: dict(im
 OFF_NATIVE = {CLIP: (56, 168), INTERN: (168, 112), QWEN: (168, 280), NAFLEX: (64, 192)}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tensors here are tiny: one intra-op thread runs them many times faster than several
+    threads contending for a small (often shared) CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def small_name(preset: str) -> str:
     return f"test-small-{preset}"
 
