@@ -177,7 +177,7 @@ def _peer(counter: str, spec, batch: int, as_json: bool) -> None:
 
     pc = run_peer(counter, spec, batch=batch)
     record = {"encoder": spec.encoder, "variant_id": spec.id, "counter": pc.counter, "unit": pc.unit,
-              "total": pc.total, "gflops": pc.total / 1e9, "by_module": pc.by_module,
+              "total": pc.total, "giga": pc.total / 1e9, "by_module": pc.by_module,
               "uncounted_ops": pc.unsupported_ops, "notes": pc.notes, "count_seconds": pc.seconds}
     if as_json:
         click.echo(json.dumps(record))

@@ -46,11 +46,10 @@ from .variants import VariantSpec, build_variant, example_input
 
 PEER_COUNTERS: tuple[str, ...] = ("fvcore", "thop")
 
+# Short enough for a table header; the per-op pricing details are in PeerCount.notes.
 PEER_UNITS = {
-    "fvcore": "MACs (fvcore names them 'flops': one fused multiply-add counts 1); "
-    "layer_norm at 5 per element",
-    "thop": "MACs (thop's total_ops: Linear and Conv as multiply-accumulates); "
-    "LayerNorm at 4 per element (2, doubled with affine)",
+    "fvcore": "MACs, which fvcore calls 'flops'",
+    "thop": "MACs (thop's total_ops)",
 }
 
 BY_MODULE_GRANULARITY = (
