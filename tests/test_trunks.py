@@ -197,3 +197,16 @@ def test_full_size_presets_count_on_meta(preset):
         result = count_flops(spec)
         assert result.uncounted_ops == {}, spec.id
         assert result.total.macs > 0
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_batch_is_images_side_by_side(small, preset):
+    spec = VariantSpec(encoder=small_name(preset), compressor="window-attn-reused-mlp", depth=1, post_ratio=1)
+    torch.manual_seed(0)
+    model = build_variant(spec)
+    pixels = example_input(spec, batch=2)
+    with torch.no_grad():
+        together = model(pixels)
+        apart = torch.cat([model(pixels[:1]), model(pixels[1:])])
+    torch.testing.assert_close(together, apart, rtol=1e-4, atol=1e-4)
+    assert count_flops(spec, batch=2).total.macs == 2 * count_flops(spec).total.macs

@@ -20,7 +20,9 @@ class EncoderSpec:
     ``heads`` attention heads; ``patch`` patch size in pixels; ``image_size`` native input side in
     pixels (the position table); ``trunk`` the adapter class name in ``uhd_profile.trunks``;
     ``prefix_tokens`` class tokens ahead of the patch grid; ``mlp_kind``/``norm`` describe the
-    layer; ``released`` marks the released MiniCPM-V 4.6 model, which is run whole.
+    layer; ``released`` marks the released MiniCPM-V 4.6 model, which is run whole;
+    ``grid_multiple`` is what every token-grid side must be a multiple of, also after an in-ViT
+    compressor halves it (Qwen2.5-VL's window and rotary layout works in 2x2 merge units).
     """
 
     name: str
@@ -36,6 +38,7 @@ class EncoderSpec:
     mlp_kind: str = "gelu_tanh"
     norm: str = "layernorm"
     released: bool = False
+    grid_multiple: int = 1  # token-grid sides must be multiples of this (Qwen2.5-VL: 2x2 merge units)
 
     def build(self, weights: str | None = None, attn: str = "sdpa"):
         """Build the trunk adapter (or, for the released preset, the whole HF model)."""
@@ -64,7 +67,7 @@ _PRESETS = [
                 prefix_tokens=1, mlp_kind="gelu"),
     EncoderSpec("qwen2.5-vl-vit", 32, 1280, 3420, 16, 14, 448, "Qwen25VlTrunk",
                 "Qwen2.5-VL ViT (SwiGLU, RMSNorm, 2D RoPE, 112 px window attention, full attention in blocks 7/15/23/31)",
-                mlp_kind="swiglu", norm="rmsnorm"),
+                mlp_kind="swiglu", norm="rmsnorm", grid_multiple=2),
     EncoderSpec("minicpm-v-4.6", 27, 1152, 4304, 16, 14, 980, "minicpm_model",
                 "MiniCPM-V 4.6's released vision model (transformers MiniCPMV4_6VisionModel); "
                 "baseline = merger off, v4 = merger on", released=True),

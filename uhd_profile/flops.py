@@ -493,6 +493,9 @@ class _DispatchCounter(TorchDispatchMode):
         if self.state.suppress:
             return out
         name = _qualname(func)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        if not any(_is_float(o) for o in outs):
+            return out  # integer/bool bookkeeping (grid sizes, indices, masks) is not model arithmetic
         formula = _FORMULAS.get(name)
         if formula is not None:
             is_attn = "attention" in name or "attn" in name
@@ -502,9 +505,7 @@ class _DispatchCounter(TorchDispatchMode):
                 heads = (int(q.shape[-3] if "scaled_dot" in name else q.shape[-2]), int(q.shape[-1]), int(v.shape[-1]))
             self.state.price(name, formula(args, kwargs, out), is_attention=is_attn, heads=heads)
         elif name not in FREE_OPS:
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            if any(_is_float(o) for o in outs):
-                self.state.uncounted[name] += 1
+            self.state.uncounted[name] += 1
         return out
 
 

@@ -362,17 +362,21 @@ class Qwen25VlTrunk(Trunk):
         self.rotary = hf.rotary_pos_emb
         self.layers = hf.blocks
         self.post_norm = nn.Identity()
+        self._input_grid: tuple[int, int] | None = None  # of the current forward, for error messages
         self._grids: dict[tuple[int, int], _QwenGrid] = {}
         self._rope: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _grid(self, grid: tuple[int, int]) -> _QwenGrid:
         h, w = grid
         if h % self.merge or w % self.merge:
+            came_from = ""
+            if self._input_grid is not None and grid != self._input_grid:
+                came_from = f" (the {self._input_grid[0]}x{self._input_grid[1]} input grid halved by the in-ViT compressor)"
             raise UhdProfileError(
-                f"{self.spec.name}: token grid {h}x{w} has an odd side, but Qwen2.5-VL's windows are made of "
-                f"{self.merge}x{self.merge} merge units; use a resolution that is a multiple of "
-                f"{self.merge * self.spec.patch} px ({2 * self.merge * self.spec.patch} px with an in-ViT compressor, "
-                f"which halves the grid)"
+                f"{self.spec.name}: token grid {h}x{w}{came_from} has a side that is not a multiple of "
+                f"{self.merge}, but Qwen2.5-VL's windows are made of {self.merge}x{self.merge} merge units; use a "
+                f"resolution that is a multiple of {self.merge * self.spec.patch} px "
+                f"({2 * self.merge * self.spec.patch} px with an in-ViT compressor)"
             )
         if grid not in self._grids:
             self._grids[grid] = _QwenGrid(h, w, self.merge, self.window_size, self.spec.patch)
@@ -382,6 +386,7 @@ class Qwen25VlTrunk(Trunk):
         b, c, H, W = pixels.shape
         p, t = self.spec.patch, self.temporal
         h, w = H // p, W // p
+        self._input_grid = (h, w)
         self._grid((h, w))  # fail early on a grid Qwen cannot window
         # Qwen's processor repeats a still image into `t` frames and flattens each patch as
         # (channel, frame, row, col); patches here are taken row-major over the grid

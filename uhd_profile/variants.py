@@ -54,6 +54,14 @@ class VariantSpec:
                 raise UhdProfileError(
                     f"resolution {h}x{w}: {name} {side} is not a positive multiple of {self.encoder}'s patch size {enc.patch}"
                 )
+        gm = enc.grid_multiple
+        for stage, (gh, gw) in (("at the input", self.grid), ("after the in-ViT compressor", self.grid_after_vit)):
+            if gm > 1 and (gh % gm or gw % gm):
+                step = enc.patch * gm * (2 if self.compressor else 1)
+                raise UhdProfileError(
+                    f"resolution {h}x{w} gives a {gh}x{gw} token grid {stage}; {self.encoder} needs grid sides that are "
+                    f"multiples of {gm}: use a resolution that is a multiple of {step} px"
+                )
         if self.compressor is not None:
             get_compressor(self.compressor)
             if self.depth is None:
