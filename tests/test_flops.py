@@ -59,7 +59,10 @@ def test_minicpm_cross_check():
         released = count_flops(VariantSpec.alias(alias, encoder="minicpm-v-4.6", post_ratio=1))
         assert released.uncounted_ops == {}
         assert released.get("macs") == ours == expected
-        assert abs(released.get("paper") - count_flops(VariantSpec.alias(alias, post_ratio=1)).get("paper")) < 1e5
+        ours_all = count_flops(VariantSpec.alias(alias, post_ratio=1))
+        assert released.get("paper") == ours_all.get("paper")
+        # its nearest-position bucketing does a little float arithmetic of its own (140 FLOPs)
+        assert 0 <= released.get("flops") - ours_all.get("flops") < 1000
 
 
 def test_reproduce_all_rows_and_reduction():

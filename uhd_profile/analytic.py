@@ -6,8 +6,8 @@ counted == analytic: if a module runs an op the closed form does not expect, or 
 shape, they disagree.
 
 Coverage: every convention for the SigLIP-family trunks (the paper's tower, the 384 px SigLIP, the
-tiny test preset) and the released MiniCPM-V 4.6 model in ``macs`` (its ``flops``/``paper``
-differ by its own position-id bookkeeping, a few thousand FLOPs). Other towers are
+tiny test preset) and the released MiniCPM-V 4.6 model in ``macs`` and ``paper`` (its ``flops``
+holds 140 more, from its own nearest-position bucketing). Other towers are
 cross-checked against real CPU execution instead (tests/test_trunks.py).
 """
 
