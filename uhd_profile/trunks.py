@@ -84,7 +84,30 @@ class Trunk(nn.Module):
                         norm_template=parts.norm1, gated=parts.gate is not None)
 
 
-class SiglipTrunk(Trunk):
+class PreNormTrunk(Trunk):
+    """Towers whose layers are ``layer_norm1 -> self_attn(q/k/v/out_proj) -> layer_norm2 ->
+    mlp(fc1, activation_fn, fc2)`` with a learned position table that the embeddings interpolate
+    off the native size (SigLIP, CLIP). Vision layers are bidirectional: no mask is passed."""
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        h, w = pixels.shape[-2:]
+        native = (h == w == self.spec.image_size)
+        return self.embed(pixels, interpolate_pos_encoding=not native)
+
+    def run_layer(self, i: int, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return self.layers[i](x, None)
+
+    def layer_parts(self, k: int) -> LayerParts:
+        layer = self.layers[k]
+        a = layer.self_attn
+        return LayerParts(
+            norm1=layer.layer_norm1, q=a.q_proj, k=a.k_proj, v=a.v_proj, o=a.out_proj,
+            norm2=layer.layer_norm2, fc1=layer.mlp.fc1, fc2=layer.mlp.fc2,
+            act=layer.mlp.activation_fn, eps=layer.layer_norm1.eps,
+        )
+
+
+class SiglipTrunk(PreNormTrunk):
     """SigLIP (and SigLIP-2 fixed-resolution) towers: conv patch embedding, learned position table
     (bicubically interpolated when the input is not the native size), pre-norm layers, post-LN."""
 
@@ -103,22 +126,6 @@ class SiglipTrunk(Trunk):
         self.layers = hf.encoder.layers
         self.post_norm = tag(hf.post_layernorm, "exclude")
 
-    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        h, w = pixels.shape[-2:]
-        native = (h == w == self.spec.image_size)
-        return self.embed(pixels, interpolate_pos_encoding=not native)
-
-    def run_layer(self, i: int, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        return self.layers[i](x, None)
-
-    def layer_parts(self, k: int) -> LayerParts:
-        layer = self.layers[k]
-        a = layer.self_attn
-        return LayerParts(
-            norm1=layer.layer_norm1, q=a.q_proj, k=a.k_proj, v=a.v_proj, o=a.out_proj,
-            norm2=layer.layer_norm2, fc1=layer.mlp.fc1, fc2=layer.mlp.fc2,
-            act=layer.mlp.activation_fn, eps=layer.layer_norm1.eps,
-        )
 
 
 def minicpm_model(spec, weights: str | None = None, attn: str = "sdpa"):
@@ -179,7 +186,7 @@ class _ClipEmbed(nn.Module):
         return self.pre_layrnorm(self.embeddings(pixels, interpolate_pos_encoding=interpolate_pos_encoding))
 
 
-class ClipTrunk(Trunk):
+class ClipTrunk(PreNormTrunk):
     """CLIP ViT towers (LLaVA-1.5's ViT-L/14-336): conv patch embedding without bias, class token,
     learned position table (bicubically interpolated off the native size), pre-LN, quick-GELU MLP.
 
@@ -204,25 +211,6 @@ class ClipTrunk(Trunk):
         self.embed = tag(_ClipEmbed(hf.embeddings, hf.pre_layrnorm), "macs_only")
         self.layers = hf.encoder.layers
         self.post_norm = tag(hf.post_layernorm, "exclude")
-
-    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        h, w = pixels.shape[-2:]
-        native = (h == w == self.spec.image_size)
-        return self.embed(pixels, interpolate_pos_encoding=not native)
-
-    def run_layer(self, i: int, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        # vision layers are bidirectional: CLIPVisionModel passes no mask (the causal mask is the
-        # text tower's)
-        return self.layers[i](x, None)
-
-    def layer_parts(self, k: int) -> LayerParts:
-        layer = self.layers[k]
-        a = layer.self_attn
-        return LayerParts(
-            norm1=layer.layer_norm1, q=a.q_proj, k=a.k_proj, v=a.v_proj, o=a.out_proj,
-            norm2=layer.layer_norm2, fc1=layer.mlp.fc1, fc2=layer.mlp.fc2,
-            act=layer.mlp.activation_fn, eps=layer.layer_norm1.eps,
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,7 +451,7 @@ class _NaflexEmbed(nn.Module):
         return x + self.position_resize(spatial_shapes, patches.shape[1])
 
 
-class Siglip2NaflexTrunk(Trunk):
+class Siglip2NaflexTrunk(PreNormTrunk):
     """SigLIP-2 NaFlex towers (``Siglip2VisionModel``): pre-patchified input, linear patch
     embedding, a 16x16 position table resized (bilinear, antialiased) to each input's grid,
     pre-LN layers, tanh-GELU MLP, post-LN.
@@ -497,14 +485,3 @@ class Siglip2NaflexTrunk(Trunk):
         spatial_shapes = torch.tensor([[h, w]] * b, dtype=torch.long)
         return self.embed(patches, spatial_shapes)
 
-    def run_layer(self, i: int, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        return self.layers[i](x, None)
-
-    def layer_parts(self, k: int) -> LayerParts:
-        layer = self.layers[k]
-        a = layer.self_attn
-        return LayerParts(
-            norm1=layer.layer_norm1, q=a.q_proj, k=a.k_proj, v=a.v_proj, o=a.out_proj,
-            norm2=layer.layer_norm2, fc1=layer.mlp.fc1, fc2=layer.mlp.fc2,
-            act=layer.mlp.activation_fn, eps=layer.layer_norm1.eps,
-        )
