@@ -193,6 +193,118 @@ def _peer(counter: str, spec, batch: int, as_json: bool) -> None:
         err.print(f"{pc.counter} skipped: {pc.unsupported_ops}", markup=False)
 
 
+def _float_opt(name: str, value: float | None, minimum: float = 0.0, strict: bool = False) -> None:
+    import math
+
+    if value is None:
+        return
+    if not math.isfinite(value) or value < minimum or (strict and value <= minimum):
+        rule = f"> {minimum}" if strict else f">= {minimum}"
+        raise UhdProfileError(f"{name} {value} is not valid; it must be a finite number {rule}")
+
+
+@cli.command()
+@variant_options
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (only auto may fall back to the CPU)")
+@click.option("--dtype", default="fp32", show_default=True, help="fp32 | bf16 | fp16")
+@click.option("--batch", default=1, type=int, show_default=True, help="images per forward")
+@click.option("--threads", default=None, type=int, help="CPU threads for torch [default: torch's]")
+@click.option("--attn", default="sdpa", show_default=True, help="attention backend: sdpa | eager")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the variant")
+@click.option("--cuda-graphs", is_flag=True, help="replay the forward from a CUDA graph")
+@click.option("--l2-flush", is_flag=True, help="flush the GPU L2 before each iteration (cold cache)")
+@click.option("--min-time", default=None, type=float, help="minimum measuring time, s [default 1.0]")
+@click.option("--max-time", default=None, type=float, help="time limit of the measurement, s [default 30]")
+@click.option("--target-iqr", default=None, type=float, help="stop when IQR/median is under this [default 0.05]")
+@click.option("--min-samples", default=None, type=int, help="minimum samples [default 10]")
+@click.option("--no-telemetry", is_flag=True, help="do not sample NVML while timing")
+@click.option("--trace", "trace_dir", default=None, help="write a torch.profiler trace to this directory")
+@click.option("--weights", default=None, help="local checkpoint directory")
+@click.option("--json", "as_json", is_flag=True, help="print the record as one JSON object")
+def bench(encoder, resolution, variant, compressor, depth, post_ratio, device, dtype, batch, threads, attn,
+          use_compile, cuda_graphs, l2_flush, min_time, max_time, target_iqr, min_samples, no_telemetry,
+          trace_dir, weights, as_json):
+    """Measure one variant on one device: latency, memory, energy, roofline."""
+    from dataclasses import replace
+
+    from .bench import BenchSettings, bench as run_bench, resolve_device
+    from .timing import TimingSettings
+
+    for name, value in (("--min-time", min_time), ("--max-time", max_time)):
+        _float_opt(name, value)
+    _float_opt("--target-iqr", target_iqr, strict=True)
+    if weights is not None:
+        from .trunks import check_weights_dir
+
+        check_weights_dir(weights)
+    resolve_device(device)  # a missing GPU is a usage error before anything is built
+    timing = TimingSettings()
+    overrides = {k: v for k, v in (("min_time_s", min_time), ("max_time_s", max_time), ("target_iqr", target_iqr),
+                                   ("min_samples", min_samples)) if v is not None}
+    if l2_flush:
+        overrides["l2_flush"] = True
+    if overrides:
+        if "min_time_s" in overrides and "max_time_s" not in overrides and overrides["min_time_s"] > timing.max_time_s:
+            overrides["max_time_s"] = overrides["min_time_s"]
+        timing = replace(timing, **overrides)
+    settings = BenchSettings(device=device, dtype=dtype, batch=batch, threads=threads, attn=attn, compile=use_compile,
+                             cuda_graphs=cuda_graphs, timing=timing, telemetry=not no_telemetry, trace_dir=trace_dir)
+    spec = resolve_spec(encoder, resolution, variant, compressor, depth, post_ratio, quiet=as_json)
+    rec = run_bench(spec, settings, weights=weights)
+    if as_json:
+        click.echo(json.dumps(rec.as_dict()))
+        return
+    _render_bench(rec)
+
+
+def _fmt_bytes(b):
+    return "n/a" if b is None else f"{b / 2**20:,.1f} MiB"
+
+
+def _render_bench(rec) -> None:
+    lat = rec.latency_s
+    t = Table(title=f"{rec.variant_id} on {rec.device} ({rec.dtype}, batch {rec.batch}, {rec.threads} threads, {rec.attn})",
+              title_justify="left")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    flag = {"ok": "[green]ok[/]", "noisy": "[yellow]noisy (IQR/median >= 10%)[/]",
+            "unreliable": "[red]unreliable (IQR/median >= 25%)[/]"}[rec.noise_flag]
+    t.add_row("latency median", f"{lat['median'] * 1e3:,.2f} ms")
+    t.add_row("latency p10 / p90", f"{lat['p10'] * 1e3:,.2f} / {lat['p90'] * 1e3:,.2f} ms")
+    t.add_row("IQR / median", f"{lat['iqr_over_median']:.2%}  {flag}")
+    stop = lat["stop_reason"] + (f" ({lat['unmet']})" if lat.get("unmet") else "")
+    t.add_row("samples / stop rule", f"{lat['n']} / {stop}")
+    if rec.memory:
+        m = rec.memory
+        t.add_row(f"peak memory ({m['method']})", _fmt_bytes(m.get("peak_bytes")))
+        t.add_row("activation memory (peak - before)", _fmt_bytes(m.get("activation_bytes")))
+        t.add_row("weights", _fmt_bytes(m.get("weights_bytes")))
+    t.add_row("counted per forward", f"{rec.flops['macs'] / 1e9:,.2f} GMACs | {rec.flops['flops'] / 1e9:,.2f} GFLOPs (flops convention)")
+    if rec.achieved_flops_per_s:
+        t.add_row("achieved", f"{rec.achieved_flops_per_s / 1e9:,.1f} GFLOP/s")
+    if rec.peak:
+        mfu = f"{rec.mfu:.1%}" if rec.mfu is not None else "n/a"
+        t.add_row("MFU", f"{mfu} of {rec.peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({rec.peak['kind']}: {rec.peak['source']})")
+    tel = rec.telemetry
+    if tel.get("available"):
+        e = tel.get("energy_j")
+        t.add_row("energy per image", "n/a" if e is None else f"{e / max(1, rec.batch * lat['n']):.3f} J ({tel.get('energy_method')})")
+        t.add_row("mean power / max temp", f"{tel.get('mean_power_w')} W / {tel.get('max_temp_c')} C")
+    else:
+        t.add_row("telemetry", f"none: {tel.get('reason')}")
+    out.print(t)
+    if rec.module_time_s:
+        mt = Table(title="time per forward by module (profiler)", title_justify="left")
+        mt.add_column("module")
+        mt.add_column("ms", justify="right")
+        for k, v in sorted(rec.module_time_s.items(), key=lambda kv: -kv[1]):
+            mt.add_row(k, f"{v * 1e3:,.2f}")
+        out.print(mt)
+        out.print(f"trace: {rec.trace_path}")
+    for n in rec.notes:
+        err.print(f"note: {n}", markup=False)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def reproduce(as_json):

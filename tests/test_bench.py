@@ -1,0 +1,132 @@
+"""uhd-profile bench: the record, device resolution, trace files, and the error cases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from uhd_profile.bench import BenchSettings, bench, resolve_device
+from uhd_profile.cli import main
+from uhd_profile.errors import UhdProfileError
+from uhd_profile.timing import TimingSettings
+from uhd_profile.variants import VariantSpec
+
+FAST = TimingSettings(warmup_iters=1, warmup_time_s=0.0, min_samples=3, min_time_s=0.05, max_time_s=0.5)
+TINY = VariantSpec(encoder="tiny", compressor="window-attn-reused-mlp", depth=1, post_ratio=4)
+
+
+def run(capsys, *args):
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def record():
+    return bench(TINY, BenchSettings(device="cpu", timing=FAST, threads=1))
+
+
+def test_record_fields_and_units(record):
+    d = record.as_dict()
+    for key in ("variant_id", "device", "dtype", "batch", "latency_s", "memory", "telemetry", "flops",
+                "achieved_flops_per_s", "mfu", "noise_flag", "env"):
+        assert key in d
+    lat = d["latency_s"]
+    assert {"median", "p10", "p90", "iqr_over_median", "n", "samples"} <= set(lat)
+    assert lat["n"] == len(lat["samples"]) >= 3
+    assert lat["p10"] <= lat["median"] <= lat["p90"]
+    assert d["device"] == "cpu" and d["threads"] == 1
+    assert d["flops"]["macs"] > 0 and d["flops"]["flops"] > 2 * d["flops"]["macs"] - 1
+    # achieved = flops convention / median latency
+    assert d["achieved_flops_per_s"] == pytest.approx(d["flops"]["flops"] / lat["median"])
+    assert d["peak"]["kind"] == "measured" and 0 < d["mfu"]
+    assert d["telemetry"]["available"] is False and d["telemetry"]["reason"]
+    assert d["memory"]["weights_bytes"] > 0
+    assert d["env"]["torch"] == torch.__version__
+    json.dumps(d)  # strict JSON-ready
+
+
+def test_auto_falls_back_and_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: auto picks it")
+    assert resolve_device("auto") == torch.device("cpu")
+    rec = bench(TINY, BenchSettings(device="auto", timing=FAST, memory=False))
+    assert rec.device == "cpu" and rec.device_requested == "auto"
+    assert any("no GPU" in n for n in rec.notes)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
+def test_gpu_requested_but_absent_is_exit_2(capsys, device):
+    code, out, err = run(capsys, "bench", "--encoder", "tiny", "--device", device)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "devices found: cpu" in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--batch", "0"], "batch 0"),
+    (["--dtype", "fp64"], "valid: fp32, bf16, fp16"),
+    (["--min-time", "-1"], "--min-time -1.0"),
+    (["--max-time", "nan"], "--max-time nan"),
+    (["--target-iqr", "0"], "--target-iqr 0.0"),
+    (["--threads", "0"], "threads 0"),
+    (["--attn", "flash"], "valid: sdpa, eager"),
+    (["--device", "tpu"], "valid: auto, cpu, cuda"),
+    (["--cuda-graphs", "--device", "cpu"], "needs a CUDA device"),
+    (["--l2-flush", "--device", "cpu"], "--l2-flush needs a CUDA device"),
+])
+def test_nonsense_settings_rejected(capsys, args, fragment):
+    code, out, err = run(capsys, "bench", "--encoder", "tiny", "--max-time", "1", *args) if "--max-time" not in args \
+        else run(capsys, "bench", "--encoder", "tiny", *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+def test_bench_json_cli(capsys):
+    code, out, _ = run(capsys, "bench", "--encoder", "tiny", "--device", "cpu", "--min-time", "0.05", "--max-time", "0.5",
+                       "--min-samples", "3", "--json")
+    assert code == 0
+    rec = json.loads(out)
+    assert rec["variant_id"] == "tiny@64x64/baseline/post16" and rec["latency_s"]["n"] >= 3
+
+
+def test_trace_written_and_breakdown(tmp_path, capsys):
+    code, out, _ = run(capsys, "bench", "--encoder", "tiny", "--variant", "v4", "--depth", "1", "--device", "cpu",
+                       "--min-time", "0.05", "--max-time", "0.5", "--trace", str(tmp_path), "--json")
+    assert code == 0
+    rec = json.loads(out)
+    trace = json.loads(open(rec["trace_path"]).read())
+    assert "traceEvents" in trace and trace["traceEvents"]  # what TensorBoard's plugin and chrome://tracing read
+    names = {e.get("name") for e in trace["traceEvents"]}
+    assert {"uhd::attention", "uhd::mlp", "uhd::compressor", "uhd::connector"} <= names
+    assert set(rec["module_time_s"]) >= {"attention", "mlp", "compressor", "connector", "embed"}
+    assert all(v > 0 for v in rec["module_time_s"].values())
+
+
+def test_table_output_names_noise_and_device(capsys):
+    code, out, err = run(capsys, "bench", "--encoder", "tiny", "--device", "cpu", "--min-time", "0.05", "--max-time", "0.5")
+    assert code == 0 and "latency median" in out and "IQR / median" in out and "on cpu" in out
+
+
+def test_bad_settings_in_api():
+    with pytest.raises(UhdProfileError, match="batch"):
+        BenchSettings(batch=0)
+    with pytest.raises(UhdProfileError, match="dtype"):
+        BenchSettings(dtype="int8")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bench_on_cuda_has_memory_and_telemetry_fields():
+    rec = bench(TINY, BenchSettings(device="cuda", timing=FAST, dtype="fp16"))
+    assert rec.device.startswith("cuda")
+    assert rec.memory["method"] == "cuda_allocator" and rec.memory["peak_bytes"] > 0
+    assert "available" in rec.telemetry
