@@ -127,7 +127,9 @@ def test_energy_from_the_total_energy_counter():
     assert tel.mean_power_w == pytest.approx(250.0)
     assert tel.gpu_name == "Fake GPU (not real)" and tel.gpu_uuid == "GPU-fake-0000"  # bytes decoded
     assert tel.default_sm_clock_mhz == 1400
-    assert fake.handle_index == 0 and fake.inits == 1 and fake.shutdowns == 1
+    assert fake.inits == 1 and fake.shutdowns == 1
+    if not torch.cuda.is_available():  # with CUDA, the index goes through CUDA_VISIBLE_DEVICES
+        assert fake.handle_index == 0
     assert tel.window_s >= 0.05
     with pytest.raises(ValueError):
         tel.energy_per_image_j(0)

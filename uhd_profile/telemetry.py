@@ -340,7 +340,8 @@ class NvmlSampler:
         self._energy_end = self._read("_read_energy")
         self._t_end = time.perf_counter() - self._t0
         self._entered = False
-        self._shutdown()
+        if self._thread is None:  # never shut NVML down under a thread still inside a call
+            self._shutdown()
         return False
 
     # -- result ---------------------------------------------------------------------------------
