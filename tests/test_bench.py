@@ -8,23 +8,12 @@ import pytest
 import torch
 
 from uhd_profile.bench import BenchSettings, bench, resolve_device
-from uhd_profile.cli import main
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.timing import TimingSettings
 from uhd_profile.variants import VariantSpec
 
 FAST = TimingSettings(warmup_iters=1, warmup_time_s=0.0, min_samples=3, min_time_s=0.05, max_time_s=0.5)
 TINY = VariantSpec(encoder="tiny", compressor="window-attn-reused-mlp", depth=1, post_ratio=4)
-
-
-def run(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +52,8 @@ def test_auto_falls_back_and_says_so():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
-def test_gpu_requested_but_absent_is_exit_2(capsys, device):
-    code, out, err = run(capsys, "bench", "--encoder", "tiny", "--device", device)
+def test_gpu_requested_but_absent_is_exit_2(cli, device):
+    code, out, err = cli("bench", "--encoder", "tiny", "--device", device)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "devices found: cpu" in lines[0] and "Traceback" not in err
@@ -82,24 +71,24 @@ def test_gpu_requested_but_absent_is_exit_2(capsys, device):
     (["--cuda-graphs", "--device", "cpu"], "needs a CUDA device"),
     (["--l2-flush", "--device", "cpu"], "--l2-flush needs a CUDA device"),
 ])
-def test_nonsense_settings_rejected(capsys, args, fragment):
-    code, out, err = run(capsys, "bench", "--encoder", "tiny", "--max-time", "1", *args) if "--max-time" not in args \
-        else run(capsys, "bench", "--encoder", "tiny", *args)
+def test_nonsense_settings_rejected(cli, args, fragment):
+    code, out, err = cli("bench", "--encoder", "tiny", "--max-time", "1", *args) if "--max-time" not in args \
+        else cli("bench", "--encoder", "tiny", *args)
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
 
 
-def test_bench_json_cli(capsys):
-    code, out, _ = run(capsys, "bench", "--encoder", "tiny", "--device", "cpu", "--min-time", "0.05", "--max-time", "0.5",
+def test_bench_json_cli(cli):
+    code, out, _ = cli("bench", "--encoder", "tiny", "--device", "cpu", "--min-time", "0.05", "--max-time", "0.5",
                        "--min-samples", "3", "--json")
     assert code == 0
     rec = json.loads(out)
     assert rec["variant_id"] == "tiny@64x64/baseline/post16" and rec["latency_s"]["n"] >= 3
 
 
-def test_trace_written_and_breakdown(tmp_path, capsys):
-    code, out, _ = run(capsys, "bench", "--encoder", "tiny", "--variant", "v4", "--depth", "1", "--device", "cpu",
+def test_trace_written_and_breakdown(tmp_path, cli):
+    code, out, _ = cli("bench", "--encoder", "tiny", "--variant", "v4", "--depth", "1", "--device", "cpu",
                        "--min-time", "0.05", "--max-time", "0.5", "--trace", str(tmp_path), "--json")
     assert code == 0
     rec = json.loads(out)
@@ -111,8 +100,8 @@ def test_trace_written_and_breakdown(tmp_path, capsys):
     assert all(v > 0 for v in rec["module_time_s"].values())
 
 
-def test_table_output_names_noise_and_device(capsys):
-    code, out, err = run(capsys, "bench", "--encoder", "tiny", "--device", "cpu", "--min-time", "0.05", "--max-time", "0.5")
+def test_table_output_names_noise_and_device(cli):
+    code, out, err = cli("bench", "--encoder", "tiny", "--device", "cpu", "--min-time", "0.05", "--max-time", "0.5")
     assert code == 0 and "latency median" in out and "IQR / median" in out and "on cpu" in out
 
 

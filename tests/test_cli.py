@@ -8,21 +8,10 @@ import sys
 
 import pytest
 
-from uhd_profile.cli import main
 
 
-def run(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def test_flops_json_fields(capsys):
-    code, out, _ = run(capsys, "flops", "--encoder", "tiny", "--variant", "v4", "--depth", "1", "--post-ratio", "4", "--json")
+def test_flops_json_fields(cli):
+    code, out, _ = cli("flops", "--encoder", "tiny", "--variant", "v4", "--depth", "1", "--post-ratio", "4", "--json")
     assert code == 0
     rec = json.loads(out)
     for key in ("encoder", "variant_id", "tokens_in", "convention", "total", "gflops", "by_module", "uncounted_ops"):
@@ -32,26 +21,26 @@ def test_flops_json_fields(capsys):
     assert rec["gflops"] == rec["total"] / 1e9
 
 
-def test_flops_default_is_paper_geometry_vit_alone(capsys):
-    code, out, err = run(capsys, "flops", "--json")
+def test_flops_default_is_paper_geometry_vit_alone(cli):
+    code, out, err = cli("flops", "--json")
     rec = json.loads(out)
     assert code == 0 and rec["post_ratio"] == 1 and rec["total"] == 3_511_178_496_000
 
 
-def test_flops_conventions_and_wxh(capsys):
-    _, out, _ = run(capsys, "flops", "--resolution", "1344x756", "--convention", "paper", "--json")
+def test_flops_conventions_and_wxh(cli):
+    _, out, _ = cli("flops", "--resolution", "1344x756", "--convention", "paper", "--json")
     rec = json.loads(out)
     assert rec["resolution"] == [756, 1344] and rec["convention"] == "paper"
     assert rec["total"] == rec["counts"]["paper"]
 
 
-def test_flops_table_names_the_convention(capsys):
-    code, out, _ = run(capsys, "flops", "--encoder", "tiny", "--by-module")
+def test_flops_table_names_the_convention(cli):
+    code, out, _ = cli("flops", "--encoder", "tiny", "--by-module")
     assert code == 0 and "macs convention" in out and "layers.3" in out
 
 
-def test_reproduce_json(capsys):
-    code, out, _ = run(capsys, "reproduce", "--json")
+def test_reproduce_json(cli):
+    code, out, _ = cli("reproduce", "--json")
     rec = json.loads(out)
     assert code == 0
     assert len(rec["rows"]) == 12
@@ -61,10 +50,10 @@ def test_reproduce_json(capsys):
     assert rec["count_seconds"] > 0
 
 
-def test_list(capsys):
-    code, out, _ = run(capsys, "list", "encoders")
+def test_list(cli):
+    code, out, _ = cli("list", "encoders")
     assert code == 0 and "siglip2-so400m-p14" in out and "minicpm-v-4.6" in out
-    code, out, _ = run(capsys, "list", "compressors")
+    code, out, _ = cli("list", "compressors")
     assert code == 0 and "window-attn-reused-mlp" in out
 
 
@@ -86,8 +75,8 @@ def test_list(capsys):
     (["flops", "--no-such-flag"], "no-such-flag"),
     (["list", "things"], "valid: encoders, compressors"),
 ])
-def test_bad_input_one_line_exit_2(capsys, args, fragment):
-    code, out, err = run(capsys, *args)
+def test_bad_input_one_line_exit_2(cli, args, fragment):
+    code, out, err = cli(*args)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ")

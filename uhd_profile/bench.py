@@ -14,38 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .devices import resolve_device
 from .errors import UhdProfileError
 from .timing import TimingSettings
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def available_devices() -> list[str]:
-    """Device strings this process can use, e.g. ``["cpu", "cuda:0"]``."""
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return found
-
-
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` -> the first GPU, else the CPU (the only request that may fall back);
-    ``cpu``, ``cuda``, ``cuda:N`` must exist or a one-line error lists the devices found."""
-    found = available_devices()
-    if requested == "auto":
-        return torch.device("cuda:0" if len(found) > 1 else "cpu")
-    try:
-        dev = torch.device(requested)
-    except (RuntimeError, ValueError):
-        raise UhdProfileError(f"--device {requested!r} is not a device; valid: auto, cpu, cuda, cuda:N (found: {', '.join(found)})") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        dev = torch.device("cuda", dev.index or 0)
-        if str(dev) in found:
-            return dev
-        raise UhdProfileError(f"--device {requested} requested but this machine has no such device; devices found: {', '.join(found)}")
-    raise UhdProfileError(f"--device {requested!r} is not supported; valid: auto, cpu, cuda, cuda:N (found: {', '.join(found)})")
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,8 @@ def bench(encoder, resolution, variant, compressor, depth, post_ratio, device, d
     """Measure one variant on one device: latency, memory, energy, roofline."""
     from dataclasses import replace
 
-    from .bench import BenchSettings, bench as run_bench, resolve_device
+    from .bench import BenchSettings, bench as run_bench
+    from .devices import resolve_device
     from .timing import TimingSettings
 
     for name, value in (("--min-time", min_time), ("--max-time", max_time)):

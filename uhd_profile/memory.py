@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from .devices import resolve_device
 from .errors import UhdProfileError
 
 METHOD_CUDA = "cuda_allocator"
@@ -269,24 +270,12 @@ def _measure_cuda(fn: Callable[[], object], dev: torch.device, weights: int) -> 
     )
 
 
-def _resolve_device(device: torch.device | str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UhdProfileError(f"device {device!r} is not a valid torch device ({e}); valid: cpu, cuda, cuda:N") from None
-    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
-        dev = torch.device("cuda", torch.cuda.current_device())
-    if dev.type not in ("cpu", "cuda"):
-        raise UhdProfileError(f"memory measurement on device {str(dev)!r} is not supported; valid: cpu, cuda, cuda:N")
-    return dev
-
-
 def measure_memory(fn: Callable[[], object], model: torch.nn.Module, device: torch.device | str) -> MemoryStats:
     """Peak memory of one call of ``fn`` (the forward), after the caller's warm-up.
 
     ``fn`` is called once (not at all on a CPU without a resettable peak RSS; see the note).
     """
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     weights = model_bytes(model)
     if dev.type == "cuda":
         return _measure_cuda(fn, dev, weights)

@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .devices import resolve_device
 from .errors import UhdProfileError
 
 NOISY_AT = 0.10
@@ -266,24 +267,6 @@ def _result(samples: list[float], srt: list[float], elapsed_s: float, reason: st
 # Probes
 
 
-def _resolve_device(device: torch.device | str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise UhdProfileError(f"device {device!r}: not a torch device; use 'cpu' or 'cuda[:N]'") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type != "cuda":
-        raise UhdProfileError(f"device {str(dev)!r}: latency is timed on 'cpu' or 'cuda[:N]' only")
-    if not torch.cuda.is_available():
-        raise UhdProfileError(f"device {str(dev)!r}: CUDA is not available on this machine; use 'cpu'")
-    index = torch.cuda.current_device() if dev.index is None else dev.index
-    if index >= torch.cuda.device_count():
-        raise UhdProfileError(f"device {str(dev)!r}: no such CUDA device "
-                              f"({torch.cuda.device_count()} visible)")
-    return torch.device("cuda", index)
-
-
 def time_forward(fn: Callable[[], object], device: torch.device | str = "cpu",
                  settings: TimingSettings = TimingSettings(),
                  clock_ns: Callable[[], int] | None = None,
@@ -300,7 +283,7 @@ def time_forward(fn: Callable[[], object], device: torch.device | str = "cpu",
         raise UhdProfileError(f"time_forward: fn = {fn!r} is not callable")
     if not isinstance(settings, TimingSettings):
         raise UhdProfileError(f"time_forward: settings = {settings!r} is not a TimingSettings")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     clock = time.perf_counter_ns if clock_ns is None else clock_ns
     if dev.type == "cpu":
         if settings.l2_flush:
