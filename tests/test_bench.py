@@ -119,3 +119,11 @@ def test_bench_on_cuda_has_memory_and_telemetry_fields():
     assert rec.device.startswith("cuda")
     assert rec.memory["method"] == "cuda_allocator" and rec.memory["peak_bytes"] > 0
     assert "available" in rec.telemetry
+
+
+def test_compile_is_recorded_and_compilation_stays_out_of_the_samples():
+    # torch.compile on CPU needs the system C++ compiler (present on these machines); ~30 s
+    rec = bench(TINY, BenchSettings(device="cpu", timing=FAST, compile=True, memory=False))
+    assert rec.compile is True
+    # compilation happens in the untimed first call, not in the samples
+    assert rec.latency_s["first_call_s"] > 10 * rec.latency_s["median"]
