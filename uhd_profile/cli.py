@@ -333,10 +333,95 @@ def reproduce(as_json):
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("recipe", required=False, default="paper")
+@click.option("--out", "out_dir", default=None, help="run directory [default: runs/<recipe>-<UTC time>]")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (selects the recipe's [when.*] settings)")
+@click.option("--resume", is_flag=True, help="continue the run in --out: skip recorded points")
+@click.option("--shard", default=None, help="run the deterministic I/N share of the points (0 <= I < N)")
+@click.option("--executor", default="local", show_default=True, help="local | ray")
+@click.option("--ray-address", default=None, help="an existing Ray cluster (auto, host:port, ray://host:port) [default: a local one]")
+@click.option("--only", default=None, help="run only points whose variant id or point id matches this glob")
+@click.option("--dry-run", is_flag=True, help="list the points and their count, run nothing")
+def sweep(recipe, out_dir, device, resume, shard, executor, ray_address, only, dry_run):
+    """Run a recipe (a shipped name such as paper, smoke, depth-sweep, encoders, or a TOML path).
+
+    With no RECIPE it runs paper.toml. Exit code 1 if any point failed (oom or error).
+    """
+    import os
+    from datetime import datetime, timezone
+
+    from .executors import EXECUTORS
+    from .recipe import load_recipe
+    from .sweep import parse_shard, run_sweep, select
+
+    if executor not in EXECUTORS:
+        raise UhdProfileError(f"--executor {executor!r} is not valid; valid: {', '.join(EXECUTORS)}")
+    if ray_address is not None and executor != "ray":
+        raise UhdProfileError("--ray-address needs --executor ray")
+    shard_t = parse_shard(shard)
+    rec = load_recipe(recipe, device=device)
+    if dry_run:
+        pts = select([p.as_dict() for p in rec.points], shard_t, only)
+        t = Table(title=f"{rec.name} ({rec.path}): {len(pts)} points" + (f", shard {shard}" if shard else ""), title_justify="left")
+        for col in ("#", "point_id", "variant_id", "measure", "dtype", "batch", "device"):
+            t.add_column(col)
+        for i, p in enumerate(pts):
+            t.add_row(str(i), p["point_id"], p["variant_id"], "+".join(p["measure"]), p["dtype"], str(p["batch"]), p["device"])
+        out.print(t)
+        out.print(f"{len(pts)} points")
+        return
+    if resume and out_dir is None:
+        raise UhdProfileError("--resume needs --out DIR (the run directory to continue)")
+    if out_dir is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        out_dir = os.path.join("runs", f"{rec.name}-{stamp}")
+    summary = run_sweep(rec, out_dir, resume=resume, shard=shard_t, executor=executor, ray_address=ray_address, only=only)
+    _render_summary(summary)
+    if summary.failed:
+        sys.exit(1)
+
+
+def _render_summary(summary) -> None:
+    t = Table(title=f"sweep results ({summary.run_dir})", title_justify="left")
+    for col in ("variant", "dtype", "device", "status", "GMACs", "paper G", "latency median", "IQR/median", "peak mem"):
+        t.add_column(col, justify="left" if col in ("variant", "status", "dtype", "device") else "right")
+    for r in summary.records:
+        m, p = r.get("metrics") or {}, r["point"]
+        status = {"ok": "[green]ok[/]", "oom": "[red]oom[/]", "error": "[red]error[/]"}.get(r["status"], r["status"])
+        lat = m.get("latency_median_s")
+        iqr = m.get("latency_iqr_over_median")
+        flag = "" if m.get("noise_flag") in (None, "ok") else f" {m['noise_flag']}"
+        t.add_row(p["variant_id"], p["dtype"], p["device"], status,
+                  f"{m['macs'] / 1e9:,.2f}" if m.get("macs") is not None else "",
+                  f"{m['paper'] / 1e9:,.2f}" if m.get("paper") is not None else "",
+                  f"{lat * 1e3:,.1f} ms" if lat is not None else "",
+                  (f"{iqr:.1%}" + flag) if iqr is not None else "",
+                  _fmt_bytes(m.get("peak_mem_bytes")) if m.get("peak_mem_bytes") is not None else "")
+    out.print(t)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
+    out.print(f"{summary.total} points: {summary.already_done} already recorded, this run: {counts}; "
+              f"{summary.wall_s:.1f} s. Results: {summary.run_dir} (uhd_profile.load(dir) -> DataFrame)")
+    for r in summary.records:
+        if r["status"] != "ok":
+            err.print(f"{r['status']}: {r['point']['variant_id']}: {r.get('error')}", markup=False)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True)
+@click.option("--out", "out_dir", required=True, help="the merged run directory (must not hold results)")
+def merge(run_dirs, out_dir):
+    """Combine shard run directories into one (refuses duplicate points and mismatched recipes)."""
+    from .store import merge as merge_dirs
+
+    n = merge_dirs(list(run_dirs), out_dir)
+    out.print(f"merged {len(run_dirs)} run directories into {out_dir}: {n} records")
+
+
 @cli.command(name="list")
 @click.argument("what", type=str)
 def list_(what):
-    """List presets: `encoders` or `compressors`."""
+    """List presets: `encoders`, `compressors` or `recipes`."""
     if what == "encoders":
         from .encoders import ENCODERS
 
@@ -355,8 +440,18 @@ def list_(what):
         for c in COMPRESSORS.values():
             t.add_row(c.name, c.paper_label, "yes" if c.reuse else "no", c.description)
         out.print(t)
+    elif what == "recipes":
+        from .recipe import load_recipe, shipped_recipes
+
+        t = Table(title="shipped recipes (uhd-profile sweep NAME; on this machine's device)", title_justify="left")
+        for col in ("name", "points", "measured", "description"):
+            t.add_column(col)
+        for name in shipped_recipes():
+            r = load_recipe(name)
+            t.add_row(name, str(len(r.points)), str(sum(p.measured for p in r.points)), r.description)
+        out.print(t)
     else:
-        raise UhdProfileError(f"cannot list {what!r}; valid: encoders, compressors")
+        raise UhdProfileError(f"cannot list {what!r}; valid: encoders, compressors, recipes")
 
 
 def main(argv: list[str] | None = None) -> None:

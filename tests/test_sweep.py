@@ -1,0 +1,140 @@
+"""Sweeps: end to end on the smoke recipe, failure isolation, resume after SIGKILL, shards + merge."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from uhd_profile import sweep as sweep_mod
+from uhd_profile.recipe import load_recipe
+from uhd_profile.store import RESULTS_FILE, load
+from uhd_profile.sweep import in_shard, parse_shard, run_sweep
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    return load_recipe("smoke", device="cpu")
+
+
+def _ids(run_dir) -> list[str]:
+    """Point ids recorded in a run directory, read straight from the file (duplicates included)."""
+    lines = Path(run_dir, RESULTS_FILE).read_text().splitlines()[1:]
+    return [json.loads(line)["point_id"] for line in lines if line.strip()]
+
+
+def test_smoke_sweep_end_to_end(tmp_path, smoke):
+    s = run_sweep(smoke, str(tmp_path / "run"), progress=False)
+    assert s.total == len(smoke.points) and s.failed == 0 and s.counts == {"ok": len(smoke.points)}
+    df = load(str(tmp_path / "run"))
+    assert len(df) == len(smoke.points) and set(df["status"]) == {"ok"}
+    assert (df["macs"] > 0).all()
+    measured = df[df["latency_median_s"].notna()]
+    assert len(measured) > 0 and (measured["latency_n"] >= 3).all()
+    assert (tmp_path / "run" / "recipe.toml").read_text() == smoke.text
+
+
+def test_failure_at_one_point_is_recorded_and_the_sweep_goes_on(tmp_path, smoke, monkeypatch, cli):
+    victim = smoke.points[1].point_id
+    real = sweep_mod.measure_point
+
+    def flaky(point):
+        if point["point_id"] == victim:
+            raise RuntimeError("planted failure")
+        return real(point)
+
+    monkeypatch.setattr(sweep_mod, "measure_point", flaky)
+    code, out, err = cli("sweep", "smoke", "--out", str(tmp_path / "run"), "--device", "cpu")
+    assert code == 1  # the exit code says a point failed
+    df = load(str(tmp_path / "run")).set_index("point_id")
+    assert len(df) == len(smoke.points)
+    assert df.loc[victim, "status"] == "error" and "planted failure" in df.loc[victim, "error"]
+    assert (df.drop(victim)["status"] == "ok").all()
+
+
+def test_out_of_memory_is_a_status(tmp_path, smoke, monkeypatch):
+    def oom(point):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB")
+
+    monkeypatch.setattr(sweep_mod, "measure_point", oom)
+    s = run_sweep(smoke, str(tmp_path / "run"), progress=False, only=smoke.points[0].spec.id)
+    assert s.counts == {"oom": 1}
+
+
+def test_resume_after_sigkill_loses_at_most_the_point_in_flight(tmp_path, smoke):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "uhd_profile.cli", "sweep", "smoke", "--out", str(run_dir), "--device", "cpu"]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = run_dir / RESULTS_FILE
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until some, but not all, points are recorded
+        if results.exists() and len(results.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    before = _ids(run_dir)
+    assert 2 <= len(before) < len(smoke.points), "the child finished before it could be killed"
+    s = run_sweep(smoke, str(run_dir), resume=True, progress=False)
+    after = _ids(run_dir)
+    assert s.already_done == len(before)
+    assert sorted(after) == sorted(p.point_id for p in smoke.points)  # every point once, none twice
+    assert len(after) == len(set(after))
+
+
+def test_resume_refuses_another_recipe(tmp_path, smoke, cli):
+    run_sweep(smoke, str(tmp_path / "run"), progress=False, only=smoke.points[0].spec.id)
+    code, out, err = cli("sweep", "depth-sweep", "--out", str(tmp_path / "run"), "--resume", "--device", "cpu")
+    assert code == 2 and "recipe" in err and len(err.strip().splitlines()) == 1
+
+
+def test_shards_merge_to_the_unsharded_run(tmp_path, smoke, cli):
+    full = run_sweep(smoke, str(tmp_path / "full"), progress=False)
+    for i in range(3):
+        run_sweep(smoke, str(tmp_path / f"s{i}"), shard=(i, 3), progress=False)
+    code, out, err = cli("merge", *(str(tmp_path / f"s{i}") for i in range(3)), "--out", str(tmp_path / "merged"))
+    assert code == 0, err
+    a = load(str(tmp_path / "full")).set_index("point_id").sort_index()
+    b = load(str(tmp_path / "merged")).set_index("point_id").sort_index()
+    assert list(a.index) == list(b.index) and len(a) == full.total
+    for col in ("variant_id", "status", "macs", "flops", "paper_flops", "tokens_llm"):
+        assert a[col].tolist() == b[col].tolist()
+    # merging a shard twice is refused
+    code, _, err = cli("merge", str(tmp_path / "s0"), str(tmp_path / "s0"), "--out", str(tmp_path / "twice"))
+    assert code == 2 and "duplicate" in err.lower()
+
+
+def test_shards_partition_deterministically(smoke):
+    ids = [p.point_id for p in smoke.points]
+    owners = [[i for i in range(4) if in_shard(pid, (i, 4))] for pid in ids]
+    assert all(len(o) == 1 for o in owners)
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "x", "1/0"):
+        with pytest.raises(Exception, match="--shard"):
+            parse_shard(bad)
+
+
+def test_dry_run_lists_points(cli):
+    code, out, err = cli("sweep", "smoke", "--dry-run", "--device", "cpu")
+    smoke = load_recipe("smoke", device="cpu")
+    assert code == 0 and f"{len(smoke.points)} points" in out
+
+
+def test_bad_sweep_usage(cli, tmp_path):
+    for args, fragment in ((["--executor", "slurm"], "valid: local, ray"), (["--shard", "3/2"], "--shard"),
+                           (["--resume"], "--resume needs --out"), (["--ray-address", "auto"], "needs --executor ray")):
+        code, out, err = cli("sweep", "smoke", "--device", "cpu", *args)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_sweep_on_a_local_ray_instance(tmp_path, smoke):
+    pytest.importorskip("ray")
+    s = run_sweep(smoke, str(tmp_path / "ray"), executor="ray", progress=False)
+    assert s.counts == {"ok": len(smoke.points)}
+    assert sorted(_ids(tmp_path / "ray")) == sorted(p.point_id for p in smoke.points)
