@@ -172,6 +172,7 @@ COLUMNS: dict[str, str] = {
     "point_id": "string", "variant_id": "string", "status": "string", "error": "string",
     "encoder": "string", "resolution_h_px": "Int64", "resolution_w_px": "Int64", "encoding": "string",
     "compressor": "string", "depth": "Int64", "post_ratio": "Int64", "tokens_in": "Int64", "tokens_llm": "Int64",
+    "params": "Int64",
     "measure": "string", "dtype": "string", "batch": "Int64", "device": "string",
     "macs": "Int64", "flops": "Int64", "paper_flops": "Int64",
     "latency_median_s": "Float64", "latency_p10_s": "Float64", "latency_p90_s": "Float64",

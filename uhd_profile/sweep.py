@@ -41,6 +41,13 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def count_params(spec) -> int:
+    """Parameters of the variant (built on ``meta``: shapes only)."""
+    from .variants import build_variant
+
+    return sum(t.numel() for t in build_variant(spec, device="meta").parameters())
+
+
 def measure_point(point: dict) -> dict:
     """The metrics of one point (raises on failure; ``run_point`` turns that into a record)."""
     from .bench import BenchSettings, bench
@@ -50,7 +57,8 @@ def measure_point(point: dict) -> dict:
 
     p = Point.from_dict(point)
     spec = p.spec
-    metrics: dict = {"post_ratio": spec.ratio, "tokens_in": spec.tokens_in, "tokens_llm": spec.tokens_llm}
+    metrics: dict = {"post_ratio": spec.ratio, "tokens_in": spec.tokens_in, "tokens_llm": spec.tokens_llm,
+                     "params": count_params(spec)}
     if set(p.measure) == {"flops"}:
         fc = count_flops(spec, batch=p.batch)
         metrics.update(macs=fc.get("macs"), flops=fc.get("flops"), paper=fc.get("paper"))
