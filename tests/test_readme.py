@@ -16,7 +16,7 @@ def test_ci_runs_the_readme_test_command():
     blocks = re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
     assert len(blocks) >= 2
     main_job, tests = blocks[0].strip(), blocks[1].strip()
-    assert main_job.endswith("uhd-profile reproduce") and "pip install torch==2.13.0" in main_job
+    assert main_job.endswith("uhd-profile sweep") and "pip install torch==2.13.0" in main_job
     assert tests in (ROOT / ".ci" / "run").read_text()
 
 
