@@ -16,7 +16,7 @@ import torch
 from uhd_profile import sweep as sweep_mod
 from uhd_profile.recipe import load_recipe
 from uhd_profile.store import RESULTS_FILE, load
-from uhd_profile.sweep import in_shard, parse_shard, run_sweep
+from uhd_profile.sweep import in_shard, parse_shard, run_point, run_sweep
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +96,10 @@ def test_resume_refuses_another_recipe(tmp_path, smoke, cli):
 
 
 def test_shards_merge_to_the_unsharded_run(tmp_path, smoke, cli):
-    full = run_sweep(smoke, str(tmp_path / "full"), progress=False)
+    # in-process measurement: sharding does not depend on where a point is measured, and it is faster
+    full = run_sweep(smoke, str(tmp_path / "full"), progress=False, runner=run_point)
     for i in range(3):
-        run_sweep(smoke, str(tmp_path / f"s{i}"), shard=(i, 3), progress=False)
+        run_sweep(smoke, str(tmp_path / f"s{i}"), shard=(i, 3), progress=False, runner=run_point)
     code, out, err = cli("merge", *(str(tmp_path / f"s{i}") for i in range(3)), "--out", str(tmp_path / "merged"))
     assert code == 0, err
     a = load(str(tmp_path / "full")).set_index("point_id").sort_index()
@@ -137,6 +138,31 @@ def test_bad_sweep_usage(cli, tmp_path):
 def test_sweep_on_a_local_ray_instance(tmp_path, smoke):
     if not os.environ.get("CI"):  # CI installs the [ray] extra: there a missing Ray is a failure, not a skip
         pytest.importorskip("ray")
-    s = run_sweep(smoke, str(tmp_path / "ray"), executor="ray", progress=False)
+    s = run_sweep(smoke, str(tmp_path / "ray"), executor="ray", progress=False, runner=run_point)
     assert s.counts == {"ok": len(smoke.points)}
     assert sorted(_ids(tmp_path / "ray")) == sorted(p.point_id for p in smoke.points)
+
+
+def test_a_measuring_process_that_dies_costs_only_its_point(tmp_path, smoke, monkeypatch):
+    # a sitecustomize that SIGKILLs every new interpreter: the measuring child dies at start-up,
+    # as it would under the kernel's OOM killer; count-only points (run in this process) are unaffected
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    s = run_sweep(smoke, str(tmp_path / "run"), progress=False)
+    df = load(str(tmp_path / "run")).set_index("point_id")
+    measured = [p.point_id for p in smoke.points if p.measured]
+    assert s.counts == {"ok": len(smoke.points) - len(measured), "error": len(measured)}
+    for pid in measured:
+        assert df.loc[pid, "status"] == "error" and "killed by SIGKILL" in df.loc[pid, "error"]
+
+
+def test_measured_points_run_in_their_own_process(tmp_path, smoke):
+    s = run_sweep(smoke, str(tmp_path / "run"), progress=False, only="*window-attn*")
+    recs = {r["point_id"]: r for r in s.records}
+    measured = [p for p in smoke.points if p.measured and "window-attn" in p.spec.id]
+    assert measured and all(recs[p.point_id]["status"] == "ok" for p in measured)
+    import os as _os
+    # the fingerprint's process id is not ours: the point ran in a child
+    pids = {recs[p.point_id]["metrics"].get("pid") for p in measured}
+    assert None not in pids and _os.getpid() not in pids

@@ -343,7 +343,8 @@ def reproduce(as_json):
 @click.option("--ray-address", default=None, help="an existing Ray cluster (auto, host:port, ray://host:port) [default: a local one]")
 @click.option("--only", default=None, help="run only points whose variant id or point id matches this glob")
 @click.option("--dry-run", is_flag=True, help="list the points and their count, run nothing")
-def sweep(recipe, out_dir, device, resume, shard, executor, ray_address, only, dry_run):
+@click.option("--in-process", is_flag=True, help="measure in this process, not a fresh one per measured point (debugging)")
+def sweep(recipe, out_dir, device, resume, shard, executor, ray_address, only, dry_run, in_process):
     """Run a recipe (a shipped name such as paper, smoke, depth-sweep, encoders, or a TOML path).
 
     With no RECIPE it runs paper.toml. Exit code 1 if any point failed (oom or error).
@@ -376,7 +377,10 @@ def sweep(recipe, out_dir, device, resume, shard, executor, ray_address, only, d
     if out_dir is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out_dir = os.path.join("runs", f"{rec.name}-{stamp}")
-    summary = run_sweep(rec, out_dir, resume=resume, shard=shard_t, executor=executor, ray_address=ray_address, only=only)
+    from .sweep import run_point, run_point_isolated
+
+    summary = run_sweep(rec, out_dir, resume=resume, shard=shard_t, executor=executor, ray_address=ray_address, only=only,
+                        runner=run_point if in_process else run_point_isolated)
     _render_summary(summary)
     if summary.failed:
         sys.exit(1)
@@ -452,6 +456,18 @@ def list_(what):
         out.print(t)
     else:
         raise UhdProfileError(f"cannot list {what!r}; valid: encoders, compressors, recipes")
+
+
+from .cli_gate import baseline, check  # noqa: E402 - the regression gate (cli_gate.py)
+cli.add_command(baseline); cli.add_command(check)  # noqa: E702
+
+
+from .cli_report import report  # noqa: E402
+cli.add_command(report)
+
+
+from .cli_images import dataset, image  # noqa: E402  (registered last: cli_images imports this module)
+cli.add_command(image); cli.add_command(dataset)  # noqa: E702
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ in flight, and ``resume`` skips every recorded point.
 from __future__ import annotations
 
 import fnmatch
+import os
 import hashlib
 import time
 import traceback
@@ -77,7 +78,7 @@ def measure_point(point: dict) -> dict:
         latency_iqr_over_median=lat["iqr_over_median"], latency_n=lat["n"], latency_samples_s=lat["samples"],
         noise_flag=rec.noise_flag, stop_reason=lat["stop_reason"],
         achieved_flops_per_s=rec.achieved_flops_per_s, mfu=rec.mfu, env_key=fingerprint_key(rec.env),
-        threads=rec.threads,
+        threads=rec.threads, pid=os.getpid(),
     )
     if rec.memory:
         metrics.update(peak_mem_bytes=rec.memory.get("peak_bytes"), activation_mem_bytes=rec.memory.get("activation_bytes"),
@@ -118,6 +119,70 @@ def run_point(point: dict, recipe_hash: str = "", recipe_name: str = "") -> dict
             torch.cuda.empty_cache()
     env = fingerprint(point.get("device", "cpu"))
     return make_record(point, status, metrics, error, env, recipe_hash, recipe_name, started, time.perf_counter() - t0)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the measuring child gets SIGKILL when the sweep dies, so a killed sweep leaves no
+    orphan measuring in the background (and contaminating the next run)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _describe_exit(code: int) -> str:
+    import signal
+
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit code {code}"
+
+
+def run_point_isolated(point: dict, recipe_hash: str = "", recipe_name: str = "") -> dict:
+    """``run_point`` in a fresh Python process for points that run on a device.
+
+    Each measurement then starts from a clean process: its peak RSS is its own (no model of an
+    earlier point still resident), allocator and thread-pool state do not carry over, and a crash
+    (segfault, the OOM killer) costs that point only. Count-only points run here (no device work).
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    if point.get("device", "meta") == "meta":
+        return run_point(point, recipe_hash, recipe_name)
+    started, t0 = _utc_now(), time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="uhd-point-") as tmp:
+        job, result = Path(tmp, "point.json"), Path(tmp, "record.json")
+        job.write_text(json.dumps({"point": point, "recipe_hash": recipe_hash, "recipe_name": recipe_name}))
+        proc = subprocess.run([sys.executable, "-m", "uhd_profile.sweep", str(job), str(result)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        if proc.returncode == 0 and result.exists():
+            return json.loads(result.read_text())
+    from .env import fingerprint
+    from .store import make_record
+
+    tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
+    msg = f"measuring process {_describe_exit(proc.returncode)}" + (f": {tail[-1].strip()}" if tail else "")
+    return make_record(point, "error", None, msg, fingerprint("cpu"), recipe_hash, recipe_name, started,
+                       time.perf_counter() - t0)
+
+
+def _child_main(job_path: str, result_path: str) -> None:
+    import json
+
+    job = json.loads(Path(job_path).read_text())
+    rec = run_point(job["point"], job["recipe_hash"], job["recipe_name"])
+    tmp = Path(result_path + ".tmp")
+    tmp.write_text(json.dumps(rec, default=str))
+    tmp.replace(result_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +241,7 @@ class SweepSummary:
 
 def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int] | None = None,
               executor: str = "local", ray_address: str | None = None, only: str | None = None,
-              progress: bool = True, runner: Callable[..., dict] = run_point) -> SweepSummary:
+              progress: bool = True, runner: Callable[..., dict] = run_point_isolated) -> SweepSummary:
     """Run ``recipe``'s points into ``out_dir`` (see module docstring)."""
     from functools import partial
 
@@ -255,3 +320,9 @@ class _Progress:
         if self.enabled:
             mark = "" if rec["status"] == "ok" else f" [{rec['status']}]"
             self.progress.update(self.task, advance=1, description=rec["point"]["variant_id"] + mark)
+
+
+if __name__ == "__main__":  # the measuring child of run_point_isolated
+    import sys
+
+    _child_main(sys.argv[1], sys.argv[2])
