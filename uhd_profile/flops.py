@@ -25,7 +25,9 @@ attributes set by the variant builder, so they work on ``transformers`` modules 
 * ``_uhd_paper = "macs_only"``: only multiply-accumulates count (patch embedding: the conv counts,
   the position-embedding add and conv bias do not).
 * ``_uhd_paper = "dense_attention"``: attention inside is charged as dense attention over all the
-  module's input tokens (the paper's charge for the 2x2 window attention of its compressor).
+  module's input tokens (the paper's charge for the 2x2 window attention of its compressor). A
+  module that takes several views packed in one sequence sets ``_uhd_dense_segments`` (token
+  counts per view) for the call; it is then charged densely within each view, sum n_i^2.
 """
 
 from __future__ import annotations
@@ -422,14 +424,17 @@ class _Counter:
         self.stack.append(module)
         if getattr(module, "_uhd_paper", None) == "dense_attention":
             x = args[0] if args else (kwargs or {}).get("hidden_states")
-            self.dense_open[id(module)] = [int(x.shape[0]), int(x.shape[1]), None, None, None]
+            self.dense_open[id(module)] = [int(x.shape[0]), int(x.shape[1]), None, None, None,
+                                           getattr(module, "_uhd_dense_segments", None)]
 
     def post_hook(self, module, args, output):
         if self.stack and self.stack[-1] is module:
             entry = self.dense_open.pop(id(module), None)
             if entry is not None and entry[2] is not None:
-                b, n, h, e, ev = entry
-                dense = attention_cost(b, h, n, n, e, ev, masked=False)
+                b, n, h, e, ev, segments = entry
+                dense = ZERO
+                for seg in segments or (n,):
+                    dense = dense + attention_cost(b, h, seg, seg, e, ev, masked=False)
                 if self.paper_mode()[0] != "exclude":
                     self.add(Cost(paper=dense.paper), "uhd::dense_window_attention_charge")
             self.stack.pop()

@@ -9,7 +9,8 @@ A recipe file::
     [defaults]                     # every [[grid]] starts from these (all optional)
     encoders = ["siglip2-so400m-p14"]
     resolutions = [980]            # an int (square), [H, W] or "HxW"
-    encodings = ["view"]
+    encodings = ["view"]           # "view" (one view), or "global"/"sliced": the resolution is then a
+                                   # whole image (any size), turned into views by uhd_profile.slicing
     compressors = ["none"]         # "none" = post-ViT compression only, or in-ViT design names
     depths = [6]                   # encoder layer index after which the compressor runs, or "all"
     post_ratios = ["auto"]         # 1, 4, 16 or "auto" (the design's own: 16 without, 4 with an in-ViT compressor)
@@ -103,7 +104,8 @@ class Point:
         s = self.spec
         return {
             "spec": {"encoder": s.encoder, "resolution": list(s.size), "compressor": s.compressor, "depth": s.depth,
-                     "post_ratio": s.ratio, "llm_hidden": s.llm_hidden, "encoding": s.encoding},
+                     "post_ratio": s.ratio, "llm_hidden": s.llm_hidden, "encoding": s.encoding,
+                     **_non_default_slicing(s)},
             "measure": list(self.measure), "dtype": self.dtype, "batch": self.batch, "device": self.device,
             "timing": dict(sorted(self.timing.items())) if self.measured else {},
         }
@@ -126,9 +128,19 @@ class Point:
         s = d["spec"]
         spec = VariantSpec(encoder=s["encoder"], resolution=tuple(s["resolution"]), compressor=s["compressor"],
                            depth=s["depth"], post_ratio=s["post_ratio"], llm_hidden=s.get("llm_hidden", 4096),
-                           encoding=s.get("encoding", "view"))
+                           encoding=s.get("encoding", "view"), **_non_default_slicing(s))
         return cls(spec=spec, measure=tuple(d["measure"]), dtype=d["dtype"], batch=int(d["batch"]),
                    device=d["device"], timing=dict(d.get("timing") or {}))
+
+
+_SLICING_DEFAULTS = {"packing": "batched", "max_slices": 9, "scale_resolution": 448}
+
+
+def _non_default_slicing(spec) -> dict:
+    """A spec's (or spec dict's) packing and slicing parameters that differ from the defaults: only
+    those enter a point's identity, so points that do not use them keep their ids."""
+    get = spec.get if isinstance(spec, dict) else (lambda k, d: getattr(spec, k))
+    return {k: get(k, d) for k, d in _SLICING_DEFAULTS.items() if get(k, d) != d}
 
 
 @dataclass
@@ -293,7 +305,7 @@ def _resolution(where: _Where, key: str, r: Any, native: int) -> tuple[int, int]
 def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) -> list[Point]:
     from .compressors import COMPRESSORS
     from .encoders import ENCODERS
-    from .variants import POST_RATIOS, VariantSpec
+    from .variants import ENCODINGS, POST_RATIOS, VariantSpec
 
     lists = {k: _as_list(where, f"{gkey}.{k}", block[k]) for k in GRID_DEFAULTS if k not in ("measure", "llm_hidden")}
     for enc in lists["encoders"]:
@@ -312,8 +324,8 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise where.error(f"{gkey}.batches", f"{b!r} is not valid", "integers >= 1")
     for e in lists["encodings"]:
-        if e != "view":
-            raise where.error(f"{gkey}.encodings", f"{e!r} is not available", "view")
+        if e not in ENCODINGS:
+            raise where.error(f"{gkey}.encodings", f"{e!r} is not valid", ", ".join(ENCODINGS))
     if lists["depths"] != ["all"]:
         for d in lists["depths"]:
             if isinstance(d, bool) or not isinstance(d, int):

@@ -171,7 +171,7 @@ def records(run_dir: str | os.PathLike) -> list[dict]:
 COLUMNS: dict[str, str] = {
     "point_id": "string", "variant_id": "string", "status": "string", "error": "string",
     "encoder": "string", "resolution_h_px": "Int64", "resolution_w_px": "Int64", "encoding": "string",
-    "compressor": "string", "depth": "Int64", "post_ratio": "Int64", "tokens_in": "Int64", "tokens_llm": "Int64",
+    "packing": "string", "max_slices": "Int64", "scale_resolution_px": "Int64", "compressor": "string", "depth": "Int64", "post_ratio": "Int64", "tokens_in": "Int64", "tokens_llm": "Int64",
     "params": "Int64",
     "measure": "string", "dtype": "string", "batch": "Int64", "device": "string",
     "macs": "Int64", "flops": "Int64", "paper_flops": "Int64",
@@ -192,7 +192,9 @@ def _row(rec: dict) -> dict:
     row = {
         "point_id": rec["point_id"], "variant_id": rec["variant_id"], "status": rec["status"], "error": rec.get("error"),
         "encoder": s["encoder"], "resolution_h_px": s["resolution"][0], "resolution_w_px": s["resolution"][1],
-        "encoding": s.get("encoding", "view"), "compressor": s["compressor"], "depth": s["depth"],
+        "encoding": s.get("encoding", "view"), "packing": s.get("packing", "batched"),
+        "max_slices": s.get("max_slices", 9), "scale_resolution_px": s.get("scale_resolution", 448),
+        "compressor": s["compressor"], "depth": s["depth"],
         "post_ratio": s["post_ratio"], "measure": "+".join(p["measure"]), "dtype": p["dtype"], "batch": p["batch"],
         "device": p["device"], "paper_flops": m.get("paper"),
         "recipe_hash": rec.get("recipe_hash"), "recipe_name": rec.get("recipe_name"),
