@@ -466,7 +466,7 @@ from .cli_report import report  # noqa: E402
 cli.add_command(report)
 
 
-from .cli_images import dataset, image  # noqa: E402  (registered last: cli_images imports this module)
+from .cli_images import dataset, image  # noqa: E402 - whole images: slicing vs global (cli_images.py)
 cli.add_command(image); cli.add_command(dataset)  # noqa: E702
 
 
