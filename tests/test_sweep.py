@@ -57,6 +57,10 @@ def test_failure_at_one_point_is_recorded_and_the_sweep_goes_on(tmp_path, smoke,
     assert len(df) == len(smoke.points)
     assert df.loc[victim, "status"] == "error" and "planted failure" in df.loc[victim, "error"]
     assert (df.drop(victim)["status"] == "ok").all()
+    # the sweep ends with its report, failed point and all
+    report = tmp_path / "run" / "report"
+    assert (report / "report.md").exists() and (report / "report.html").exists()
+    assert "report.md" in out
 
 
 def test_out_of_memory_is_a_status(tmp_path, smoke, monkeypatch):

@@ -344,7 +344,8 @@ def reproduce(as_json):
 @click.option("--only", default=None, help="run only points whose variant id or point id matches this glob")
 @click.option("--dry-run", is_flag=True, help="list the points and their count, run nothing")
 @click.option("--in-process", is_flag=True, help="measure in this process, not a fresh one per measured point (debugging)")
-def sweep(recipe, out_dir, device, resume, shard, executor, ray_address, only, dry_run, in_process):
+@click.option("--no-report", is_flag=True, help="do not write RUN_DIR/report at the end (`uhd-profile report` does it later)")
+def sweep(recipe, out_dir, device, resume, shard, executor, ray_address, only, dry_run, in_process, no_report):
     """Run a recipe (a shipped name such as paper, smoke, depth-sweep, encoders, or a TOML path).
 
     With no RECIPE it runs paper.toml. Exit code 1 if any point failed (oom or error).
@@ -382,8 +383,25 @@ def sweep(recipe, out_dir, device, resume, shard, executor, ray_address, only, d
     summary = run_sweep(rec, out_dir, resume=resume, shard=shard_t, executor=executor, ray_address=ray_address, only=only,
                         runner=run_point if in_process else run_point_isolated)
     _render_summary(summary)
+    if not no_report:
+        _sweep_report(out_dir)
     if summary.failed:
         sys.exit(1)
+
+
+def _sweep_report(run_dir: str) -> None:
+    """The report at the end of a sweep. The results are already safe on disk, so a report that
+    cannot be written is one line on stderr, not a failed sweep; `uhd-profile report` retries it."""
+    from .report import write_report
+
+    try:
+        written = write_report(run_dir, recount=False)
+    except (UhdProfileError, OSError, ValueError) as exc:
+        err.print(f"report not written: {exc}; retry with `uhd-profile report {run_dir}`", markup=False)
+        return
+    for key in ("md", "html"):
+        if key in written:
+            out.print(f"report: {written[key]}", markup=False, highlight=False)
 
 
 def _render_summary(summary) -> None:
