@@ -57,10 +57,9 @@ def run_ray(points: list[dict], run_point: Callable[[dict], dict], on_record: Ca
             raise UhdProfileError(f"--executor ray could not connect to {where}: {str(exc).splitlines()[0]}") from None
         started_here = True
     try:
-        resources = ray.cluster_resources()
-        cluster_cpus = max(1, int(resources.get("CPU", 1)))
-        node_cpus = max(1, min(cluster_cpus, int(max((n.get("Resources", {}).get("CPU", 1) for n in ray.nodes() if n.get("Alive")),
-                                                        default=1))))
+        cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        alive = [n.get("Resources", {}).get("CPU", 1) for n in ray.nodes() if n.get("Alive")]
+        node_cpus = max(1, int(max(alive, default=1)))  # a measured CPU point holds a whole node
         task = ray.remote(max_retries=0)(_call)
         fn_ref = ray.put(run_point)
 
