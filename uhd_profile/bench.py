@@ -76,6 +76,7 @@ class BenchRecord:
     module_time_s: dict | None = None  # per category (attention, mlp, compressor, connector, ...), from the trace
     trace_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    params: int | None = None  # parameters of the variant (from the FLOPs count)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -231,7 +232,7 @@ def bench(spec, settings: BenchSettings = BenchSettings(), weights: str | None =
         mfu=mfu_of(flops["flops"], med, peak) if achieved else None,
         peak=asdict(peak) if peak is not None else None, noise_flag=lat.noise_flag,
         env=fingerprint(device, threads=torch.get_num_threads()), module_time_s=module_times,
-        trace_path=trace_path, notes=notes,
+        trace_path=trace_path, notes=notes, params=counted.params,
     )
 
 

@@ -353,12 +353,11 @@ def sweep(recipe, out_dir, device, resume, shard, executor, ray_address, only, d
     import os
     from datetime import datetime, timezone
 
-    from .executors import EXECUTORS
+    from .executors import check_executor
     from .recipe import load_recipe
     from .sweep import parse_shard, run_sweep, select
 
-    if executor not in EXECUTORS:
-        raise UhdProfileError(f"--executor {executor!r} is not valid; valid: {', '.join(EXECUTORS)}")
+    check_executor(executor)
     if ray_address is not None and executor != "ray":
         raise UhdProfileError("--ray-address needs --executor ray")
     shard_t = parse_shard(shard)

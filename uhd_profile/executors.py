@@ -10,9 +10,14 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable
 
-from .errors import UhdProfileError
+from .errors import UhdProfileError, first_line
 
 EXECUTORS = ("local", "ray")
+
+
+def check_executor(name: str) -> None:
+    if name not in EXECUTORS:
+        raise UhdProfileError(f"--executor {name!r} is not valid; valid: {', '.join(EXECUTORS)}")
 
 
 def error_record(point: dict, message: str) -> dict:
@@ -86,7 +91,7 @@ def run_ray(points: list[dict], run_point: Callable[[dict], dict], on_record: Ca
                 try:
                     rec = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a lost task is that point's error, not the sweep's
-                    rec = error_record(p, f"ray task failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+                    rec = error_record(p, f"ray task failed: {first_line(exc)}")
                 on_record(rec)
     finally:
         if started_here and address is None:

@@ -329,6 +329,7 @@ class FlopCount:
     encoder: str | None = None
     tokens_in: int | None = None
     tokens_llm: int | None = None
+    params: int | None = None  # parameters of the counted module
     seconds: float = 0.0  # wall time of the counting run
 
     @property
@@ -578,6 +579,7 @@ def count_module(model: torch.nn.Module, *inputs: Any, shape_only: bool = True, 
         by_module=dict(state.by_module),
         by_op=dict(state.by_op),
         uncounted_ops=dict(state.uncounted),
+        params=sum(p.numel() for p in model.parameters()),
     )
 
 

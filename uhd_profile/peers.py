@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import UhdProfileError
+from .errors import UhdProfileError, first_line
 from .flops import module_group
 from .variants import VariantSpec, build_variant, example_input
 
@@ -115,7 +115,7 @@ def run_peer(counter: str, spec: VariantSpec, batch: int = 1) -> PeerCount:
         except UhdProfileError:
             raise
         except Exception as exc:  # the library failed on this model: one line, no traceback
-            raise UhdProfileError(f"{counter} failed on {spec.id}: {_first_line(exc)}") from None
+            raise UhdProfileError(f"{counter} failed on {spec.id}: {first_line(exc)}") from None
     result.seconds = time.perf_counter() - t0
     result.variant_id = spec.id
     return result
@@ -134,7 +134,7 @@ def _import(counter: str):
     except ImportError as exc:
         raise UhdProfileError(
             f"counter {counter!r} needs the {counter} package, which could not be imported "
-            f"({_first_line(exc)}); install it with: pip install {counter}"
+            f"({first_line(exc)}); install it with: pip install {counter}"
         ) from None
 
 
@@ -147,13 +147,6 @@ def _import_quietly(counter: str):
     from thop.profile import register_hooks
 
     return thop.profile, register_hooks
-
-
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        if line.strip():
-            return f"{type(exc).__name__}: {line.strip()}"
-    return type(exc).__name__
 
 
 def module_groups(model: nn.Module) -> list[str]:

@@ -10,18 +10,18 @@ in flight, and ``resume`` skips every recorded point.
 from __future__ import annotations
 
 import fnmatch
-import os
 import hashlib
+import os
 import time
 import traceback
-from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .errors import UhdProfileError
+from .errors import UhdProfileError, first_line
 
 
 def _utc_now() -> str:
@@ -37,18 +37,6 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def count_params(spec) -> int:
-    """Parameters of the variant (built on ``meta``: shapes only)."""
-    from .variants import build_variant
-
-    return sum(t.numel() for t in build_variant(spec, device="meta").parameters())
-
-
 def measure_point(point: dict) -> dict:
     """The metrics of one point (raises on failure; ``run_point`` turns that into a record)."""
     from .bench import BenchSettings, bench
@@ -58,11 +46,10 @@ def measure_point(point: dict) -> dict:
 
     p = Point.from_dict(point)
     spec = p.spec
-    metrics: dict = {"post_ratio": spec.ratio, "tokens_in": spec.tokens_in, "tokens_llm": spec.tokens_llm,
-                     "params": count_params(spec)}
+    metrics: dict = {"post_ratio": spec.ratio, "tokens_in": spec.tokens_in, "tokens_llm": spec.tokens_llm}
     if set(p.measure) == {"flops"}:
         fc = count_flops(spec, batch=p.batch)
-        metrics.update(macs=fc.get("macs"), flops=fc.get("flops"), paper=fc.get("paper"))
+        metrics.update(macs=fc.get("macs"), flops=fc.get("flops"), paper=fc.get("paper"), params=fc.params)
         if fc.uncounted_ops:
             metrics["uncounted_ops"] = fc.uncounted_ops
         return metrics
@@ -73,7 +60,7 @@ def measure_point(point: dict) -> dict:
     rec = bench(spec, settings)
     lat = rec.latency_s
     metrics.update(
-        macs=rec.flops["macs"], flops=rec.flops["flops"], paper=rec.flops["paper"],
+        macs=rec.flops["macs"], flops=rec.flops["flops"], paper=rec.flops["paper"], params=rec.params,
         latency_median_s=lat["median"], latency_p10_s=lat["p10"], latency_p90_s=lat["p90"],
         latency_iqr_over_median=lat["iqr_over_median"], latency_n=lat["n"], latency_samples_s=lat["samples"],
         noise_flag=rec.noise_flag, stop_reason=lat["stop_reason"],
@@ -110,7 +97,7 @@ def run_point(point: dict, recipe_hash: str = "", recipe_name: str = "") -> dict
         metrics = measure_point(point)
     except Exception as exc:  # noqa: BLE001 - a failing point becomes a record, see docstring
         status = "oom" if _is_oom(exc) else "error"
-        error = _first_line(exc)
+        error = first_line(exc)
         if not isinstance(exc, UhdProfileError) and status == "error":
             frames = traceback.extract_tb(exc.__traceback__)
             if frames:  # where it broke, for a bug report
@@ -248,11 +235,10 @@ def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int]
     """Run ``recipe``'s points into ``out_dir`` (see module docstring)."""
     from functools import partial
 
-    from .executors import EXECUTORS, error_record, run_local, run_ray
+    from .executors import check_executor, error_record, run_local, run_ray
     from .store import ResultStore, make_record
 
-    if executor not in EXECUTORS:
-        raise UhdProfileError(f"--executor {executor!r} is not valid; valid: {', '.join(EXECUTORS)}")
+    check_executor(executor)
     points = select([p.as_dict() for p in recipe.points], shard, only)
     if not points:
         raise UhdProfileError(f"no points to run: {recipe.name} has {len(recipe.points)}, none in shard {shard} matching {only!r}")
@@ -282,7 +268,7 @@ def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int]
                 try:
                     return work(point)
                 except Exception as exc:  # noqa: BLE001 - a runner that raises still yields a record
-                    return error_record(point, _first_line(exc))
+                    return error_record(point, first_line(exc))
 
             run_local(todo, guarded, on_record)
     summary.wall_s = time.perf_counter() - t0
