@@ -17,9 +17,9 @@ import argparse
 import json
 import sys
 
-from uhd_profile.bench import BenchSettings, bench
-from uhd_profile.timing import TimingSettings
-from uhd_profile.variants import VariantSpec
+from uhd_profile.measure.bench import BenchSettings, bench
+from uhd_profile.measure.timing import TimingSettings
+from uhd_profile.model.variants import VariantSpec
 
 
 def main() -> int:

@@ -16,8 +16,8 @@ import time
 
 def main() -> None:
     t_import = time.perf_counter()
-    from uhd_profile.flops import count_flops
-    from uhd_profile.paper import PAPER_FIGURES
+    from uhd_profile.count.flops import count_flops
+    from uhd_profile.count.paper import PAPER_FIGURES
 
     t0 = time.perf_counter()
     per = []

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from uhd_profile.bench import BenchSettings, bench, resolve_device
+from uhd_profile.measure.bench import BenchSettings, bench, resolve_device
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.timing import TimingSettings
-from uhd_profile.variants import VariantSpec
+from uhd_profile.measure.timing import TimingSettings
+from uhd_profile.model.variants import VariantSpec
 
 FAST = TimingSettings(warmup_iters=1, warmup_time_s=0.0, min_samples=3, min_time_s=0.05, max_time_s=0.5)
 TINY = VariantSpec(encoder="tiny", compressor="window-attn-reused-mlp", depth=1, post_ratio=4)

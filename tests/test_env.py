@@ -9,8 +9,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from uhd_profile import env
-from uhd_profile.env import FIELDS, fingerprint, fingerprint_key, gpu_info, key_differences
+from uhd_profile.measure import env
+from uhd_profile.measure.env import FIELDS, fingerprint, fingerprint_key, gpu_info, key_differences
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uhd_profile.analytic import analytic_cost
-from uhd_profile.compressors import COMPRESSORS
-from uhd_profile.flops import Cost, attention_cost, count_flops, count_module, varlen_attention_cost
-from uhd_profile.paper import PAPER_FIGURES, reproduce
-from uhd_profile.variants import VariantSpec
+from uhd_profile.count.analytic import analytic_cost
+from uhd_profile.model.compressors import COMPRESSORS
+from uhd_profile.count.flops import Cost, attention_cost, count_flops, count_module, varlen_attention_cost
+from uhd_profile.count.paper import PAPER_FIGURES, reproduce
+from uhd_profile.model.variants import VariantSpec
 
 ALL_COMPRESSORS = [None, *COMPRESSORS]
 
@@ -114,7 +114,7 @@ def test_sdpa_counted_on_meta_as_one_call():
 
 @pytest.mark.parametrize("compressor", [None, "window-attn-reused-mlp", "cross-attn-mean"])
 def test_eager_and_sdpa_paths_count_the_same(compressor):
-    from uhd_profile.variants import build_variant, example_input
+    from uhd_profile.model.variants import build_variant, example_input
 
     spec = _spec("tiny", compressor, 1, 1)
     counts = {}
@@ -184,8 +184,8 @@ def test_packed_variable_length_attention_priced_per_view():
     """The released MiniCPM-V 4.6 model packs views into one sequence and keeps attention within
     each view (cu_seqlens). Two views of 32x32 and 24x40 patches: attention MACs per layer are
     2 * (1024^2 + 960^2) * d, not 2 * 1984^2 * d."""
-    from uhd_profile.trunks import minicpm_model
-    from uhd_profile.encoders import get_encoder
+    from uhd_profile.model.trunks import minicpm_model
+    from uhd_profile.model.encoders import get_encoder
 
     enc = get_encoder("minicpm-v-4.6")
     with torch.device("meta"):

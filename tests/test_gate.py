@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from uhd_profile.check import (
+from uhd_profile.analyse.gate import (
     SCHEMA, SCHEMA_VERSION, GateSettings, baseline_from_run, compare, load_baseline, mann_whitney_u,
 )
-from uhd_profile.env import FIELDS, fingerprint_key
+from uhd_profile.measure.env import FIELDS, fingerprint_key
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.recipe import load_recipe
-from uhd_profile.store import ResultStore, make_record
+from uhd_profile.run.recipe import load_recipe
+from uhd_profile.run.store import ResultStore, make_record
 
 REPO = Path(__file__).resolve().parents[1]
 CI_BASELINE = REPO / "ci" / "smoke-baseline.json"
@@ -300,7 +300,7 @@ def test_significant_but_small_latency_change_is_same(tmp_path, points, base_fil
 
 
 def _records(run):
-    from uhd_profile.store import records
+    from uhd_profile.run.store import records
 
     return records(run)
 
@@ -460,7 +460,7 @@ def test_compare_api_result(tmp_path, points, base_file):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    from uhd_profile.sweep import run_sweep
+    from uhd_profile.run.sweep import run_sweep
 
     d = tmp_path_factory.mktemp("smoke")
     summary = run_sweep(load_recipe("smoke", device="cpu"), str(d), progress=False)

@@ -9,12 +9,12 @@ import json
 import pytest
 import torch
 
-import uhd_profile.variants as V
-from uhd_profile.analytic import analytic_cost
+import uhd_profile.model.variants as V
+from uhd_profile.count.analytic import analytic_cost
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.flops import CONVENTIONS, attention_cost, count_flops, varlen_attention_cost
-from uhd_profile.images import cost_image, image_size, plan_spec
-from uhd_profile.variants import VariantSpec, build_variant, example_input
+from uhd_profile.count.flops import CONVENTIONS, attention_cost, count_flops, varlen_attention_cost
+from uhd_profile.analyse.images import cost_image, image_size, plan_spec
+from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 
 # tiny preset: patch 8, so views align to 32 px; S = 64 px gives 8x8-patch slices. A 300x100 (w x h)
 # image: cnt = ceil(30000 / 64^2) = 8 -> grid 4x2 of 64x64 slices, thumbnail 96x32 (12x4 patches).
@@ -164,8 +164,8 @@ def test_packed_forward_equals_per_view_forwards(plan, monkeypatch):
 
 
 def test_bench_measures_both_packings():
-    from uhd_profile.bench import BenchSettings, bench
-    from uhd_profile.timing import TimingSettings
+    from uhd_profile.measure.bench import BenchSettings, bench
+    from uhd_profile.measure.timing import TimingSettings
 
     timing = TimingSettings(warmup_iters=1, warmup_time_s=0.0, min_samples=2, min_time_s=0.0, max_time_s=1.0, target_iqr=0.5)
     recs = {p: bench(tiny("v4", packing=p), BenchSettings(device="cpu", timing=timing, telemetry=False, memory=False))
@@ -176,8 +176,8 @@ def test_bench_measures_both_packings():
 
 
 def test_sweep_points_carry_encoding_and_packing():
-    from uhd_profile.recipe import Point
-    from uhd_profile.sweep import measure_point
+    from uhd_profile.run.recipe import Point
+    from uhd_profile.run.sweep import measure_point
 
     spec = tiny("v4", packing="packed")
     d = Point(spec=spec).as_dict()
@@ -189,7 +189,7 @@ def test_sweep_points_carry_encoding_and_packing():
 
 
 def test_global_vs_sliced_recipe(tmp_path):
-    from uhd_profile.recipe import load_recipe
+    from uhd_profile.run.recipe import load_recipe
 
     r = load_recipe("global-vs-sliced", device="cpu")
     assert len(r.points) == 64 and not any(p.measured for p in r.points)

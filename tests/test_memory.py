@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from uhd_profile import memory
+from uhd_profile.measure import memory
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.memory import (
+from uhd_profile.measure.memory import (
     MemoryStats,
     cpu_peak_rss_supported,
     measure_cpu_in_child,

@@ -29,11 +29,11 @@ import pytest
 import torch
 from torch import nn
 
-from uhd_profile import peers
+from uhd_profile.count import peers
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.flops import LAYER_NORM_PER_ELEM, count_flops
-from uhd_profile.peers import PEER_COUNTERS, PeerCount, run_peer
-from uhd_profile.variants import VariantSpec, build_variant, example_input
+from uhd_profile.count.flops import LAYER_NORM_PER_ELEM, count_flops
+from uhd_profile.count.peers import PEER_COUNTERS, PeerCount, run_peer
+from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 
 BASELINE = VariantSpec(encoder="tiny", post_ratio=1)
 V4_TINY = VariantSpec(encoder="tiny", compressor="window-attn-reused-mlp", depth=1, post_ratio=1)

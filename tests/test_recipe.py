@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.recipe import Point, load_recipe, shipped_recipes
+from uhd_profile.run.recipe import Point, load_recipe, shipped_recipes
 
 
 def _write(tmp_path, text: str, name: str = "r.toml"):
@@ -40,7 +40,7 @@ def test_paper_recipe_covers_the_papers_configurations():
 
 
 def test_when_cuda_selects_the_gpu_grid(monkeypatch):
-    import uhd_profile.recipe as recipe_mod
+    import uhd_profile.run.recipe as recipe_mod
 
     monkeypatch.setattr(recipe_mod, "_device_kind", lambda device: "cuda")
     r = load_recipe("paper", device="cuda")

@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from uhd_profile import report as R
+from uhd_profile.analyse import report as R
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.paper import PAPER_FIGURES
-from uhd_profile.store import load
+from uhd_profile.count.paper import PAPER_FIGURES
+from uhd_profile.run.store import load
 
 GOLDEN = Path(__file__).parent / "golden"
 PAPER_COUNTS = GOLDEN / "paper-counts"
@@ -43,8 +43,8 @@ def sliced_report(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
-    from uhd_profile.recipe import load_recipe
-    from uhd_profile.sweep import run_sweep
+    from uhd_profile.run.recipe import load_recipe
+    from uhd_profile.run.sweep import run_sweep
 
     run = tmp_path_factory.mktemp("smoke") / "run"
     run_sweep(load_recipe("smoke", device="cpu"), str(run), progress=False)

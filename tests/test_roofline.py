@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.roofline import (
+from uhd_profile.measure.roofline import (
     DTYPES,
     GPU_DTYPES,
     GPU_PEAKS,

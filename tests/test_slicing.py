@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.slicing import best_grid, global_resize, round_to, slice_image, views_of
+from uhd_profile.model.slicing import best_grid, global_resize, round_to, slice_image, views_of
 
 
 def llm_tokens_16x(views) -> int:

@@ -8,8 +8,8 @@ import pytest
 
 from uhd_profile import load as api_load
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.recipe import load_recipe
-from uhd_profile.store import COLUMNS, RESULTS_FILE, SCHEMA_VERSION, ResultStore, load, make_record, merge, read_header
+from uhd_profile.run.recipe import load_recipe
+from uhd_profile.run.store import COLUMNS, RESULTS_FILE, SCHEMA_VERSION, ResultStore, load, make_record, merge, read_header
 
 
 @pytest.fixture(scope="module")

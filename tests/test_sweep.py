@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from uhd_profile import sweep as sweep_mod
-from uhd_profile.recipe import load_recipe
-from uhd_profile.store import RESULTS_FILE, load
-from uhd_profile.sweep import in_shard, parse_shard, run_point, run_sweep
+from uhd_profile.run import sweep as sweep_mod
+from uhd_profile.run.recipe import load_recipe
+from uhd_profile.run.store import RESULTS_FILE, load
+from uhd_profile.run.sweep import in_shard, parse_shard, run_point, run_sweep
 
 
 @pytest.fixture(scope="module")

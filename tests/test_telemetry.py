@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from uhd_profile.telemetry import NvmlSampler, Telemetry, decode_reasons, null_telemetry, reason_bits
+from uhd_profile.measure.telemetry import NvmlSampler, Telemetry, decode_reasons, null_telemetry, reason_bits
 
 # pynvml's clock-event reason bits (documented values)
 IDLE, APP, SW_POWER, HW_SLOW, SYNC, SW_THERM, HW_THERM, HW_BRAKE = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80

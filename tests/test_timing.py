@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.timing import (
+from uhd_profile.measure.timing import (
     LatencyStats,
     TimingSettings,
     noise_flag,

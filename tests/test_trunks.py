@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from uhd_profile import UhdProfileError, VariantSpec, build_variant, count_flops
-from uhd_profile.compressors import COMPRESSORS
-from uhd_profile.encoders import ENCODERS, get_encoder
-from uhd_profile.variants import example_input
+from uhd_profile.model.compressors import COMPRESSORS
+from uhd_profile.model.encoders import ENCODERS, get_encoder
+from uhd_profile.model.variants import example_input
 
 CLIP, INTERN, QWEN, NAFLEX = "clip-vit-l14-336", "internvit-300m-448", "qwen2.5-vl-vit", "siglip2-so400m-p16"
 PRESETS = (CLIP, INTERN, QWEN, NAFLEX)

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uhd_profile.compressors import COMPRESSORS, FusionMLP, WindowAttention, unshuffle, windows
+from uhd_profile.model.compressors import COMPRESSORS, FusionMLP, WindowAttention, unshuffle, windows
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.variants import VariantSpec, build_variant, example_input
+from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 
 TINY_LAYERS = 4
 TINY_D = 64

@@ -1,0 +1,3 @@
+from uhd_profile.cli.main import main
+
+main()

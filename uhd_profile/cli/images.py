@@ -1,0 +1,203 @@
+"""``uhd-profile image`` and ``uhd-profile dataset``: what real images cost, sliced vs global.
+
+Thin: parse, call ``uhd_profile.analyse.images``, render. User mistakes raise ``UhdProfileError`` (one
+line, exit 2, printed by ``cli.main``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from uhd_profile.errors import UhdProfileError
+from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
+
+# The same consoles as cli.py's (not imported from it: `python -m uhd_profile.cli.main` runs cli.py as
+# __main__, and importing uhd_profile.cli.main from here would load it a second time).
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+_SIZE = re.compile(r"(-?\d+)x(-?\d+)")
+
+
+def _choices(encoding: str) -> tuple[str, ...]:
+    valid = {"sliced": ("sliced",), "global": ("global",), "both": ("global", "sliced")}
+    if encoding not in valid:
+        raise UhdProfileError(f"--encoding {encoding!r} is not valid; valid: sliced, global, both")
+    return valid[encoding]
+
+
+def _plans(variants: tuple[str, ...]) -> tuple[str, ...]:
+    from uhd_profile.analyse.images import PLANS
+
+    plans = tuple(dict.fromkeys(variants)) or PLANS
+    for p in plans:
+        if p not in PLANS:
+            raise UhdProfileError(f"--variant {p!r} is not valid; valid: {', '.join(PLANS)} (repeat the option for several)")
+    return plans
+
+
+def _target(arg: str) -> tuple[str | None, tuple[int, int]]:
+    """An image file -> (path, (w, h)); a size ``WxH`` that is not a file -> (None, (w, h))."""
+    from uhd_profile.analyse.images import image_size
+    from uhd_profile.model.slicing import check_image_size
+
+    m = _SIZE.fullmatch(arg)
+    if m and not Path(arg).exists():
+        return None, check_image_size(int(m.group(1)), int(m.group(2)))
+    return arg, image_size(arg)
+
+
+def _encoder_opt(f):
+    from uhd_profile.model.encoders import DEFAULT_ENCODER
+
+    return click.option("--encoder", default=DEFAULT_ENCODER, show_default=True, help="encoder preset (uhd-profile list encoders)")(f)
+
+
+def _g(v: float) -> str:
+    return f"{v:,.1f}"
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--encoding", default="both", show_default=True, help="sliced | global | both")
+@click.option("--max-slices", default=MAX_SLICE_NUMS, type=int, show_default=True, help="most slices per image (M); the global view has at most M x S^2 px")
+@click.option("--scale-resolution", default=SCALE_RESOLUTION, type=int, show_default=True, help="slice size S in px (area S^2), a multiple of patch x 4")
+@click.option("--variant", "variants", multiple=True, help="baseline | v4; repeat for several [default: both]")
+@_encoder_opt
+@click.option("--convention", default="macs", show_default=True, help="macs | flops | paper (the G numbers shown)")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list, one object per image")
+@click.option("--draw", "draw_path", default=None, help="write the image with its slice grid and thumbnail to this PNG "
+              "(several images: -<image name> is added before the suffix)")
+def image(paths, encoding, max_slices, scale_resolution, variants, encoder, convention, as_json, draw_path):
+    """Views, tokens and FLOPs of each image (PATH: an image file, or a size WxH) encoded sliced
+    (thumbnail + grid of slices) and globally (one resized view), per compression plan."""
+    from uhd_profile.model.encoders import get_encoder
+    from uhd_profile.count.flops import CONVENTION_HELP, check_convention
+    from uhd_profile.analyse.images import cost_image, draw_slicing
+    from uhd_profile.model.slicing import check_params, global_resize, slice_image
+
+    check_convention(convention)
+    encodings = _choices(encoding)
+    plans = _plans(variants)
+    align = get_encoder(encoder).patch * 4  # VariantSpec.align
+    check_params(max_slices, scale_resolution, align)
+    targets = [_target(p) for p in paths]
+    if draw_path is not None:
+        sizes_only = [f"{w}x{h}" for p, (w, h) in targets if p is None]
+        if sizes_only:
+            raise UhdProfileError(f"--draw needs image files, but {sizes_only[0]} is a size; give the image's path")
+    results = [cost_image(w, h, encoder, plans, encodings, max_slices, scale_resolution, path=p) for p, (w, h) in targets]
+    if draw_path is not None:
+        base = Path(draw_path)
+        seen: dict[str, int] = {}
+        for p, (w, h) in targets:
+            dest = base
+            if len(targets) > 1:
+                stem = Path(p).stem
+                seen[stem] = seen.get(stem, 0) + 1
+                tag = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+                dest = base.with_name(f"{base.stem}-{tag}{base.suffix or '.png'}")
+            sl = slice_image(w, h, max_slices, scale_resolution, align)
+            gv = global_resize(w, h, max_slices, scale_resolution, align) if "global" in encodings else None
+            try:
+                picture = draw_slicing(p, sl, gv)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                picture.save(dest, format="PNG")
+            except OSError as exc:
+                raise UhdProfileError(f"--draw: could not draw {p} into {dest}: {str(exc).splitlines()[0]}") from None
+            err.print(f"wrote {dest}", markup=False, highlight=False)
+    if as_json:
+        click.echo(json.dumps([r.as_dict(convention) for r in results]))
+        return
+    unit = "GMACs" if convention == "macs" else "GFLOPs"
+    for r in results:
+        name = r.path or "(size only)"
+        t = Table(title=f"{name}: {r.size[0]}x{r.size[1]} px (w x h), {r.encoder}; {unit} in the {convention} convention "
+                        f"({CONVENTION_HELP[convention]})", title_justify="left")
+        for col in ("encoding", "view", "size (w x h)", "patches (w x h)", "ViT tokens", *(f"LLM tokens {p}" for p in plans),
+                    *(f"{unit} {p}" for p in plans)):
+            t.add_column(col, justify="left" if col in ("encoding", "view") else "right")
+        for enc, e in r.encodings.items():
+            for i, v in enumerate(e.views):
+                label = v.role if v.role != "slice" else f"slice {i}"
+                t.add_row(enc, label, f"{v.size[0]}x{v.size[1]}", f"{v.grid[1]}x{v.grid[0]}", f"{v.vit_tokens:,}",
+                          *(f"{v.llm_tokens[p]:,}" for p in plans), *(_g(v.counts[p][convention] / 1e9) for p in plans))
+            n = f"{len(e.views)} view" + ("s" if len(e.views) > 1 else "")
+            what = f"{n}, grid {e.grid[0]}x{e.grid[1]} (cols x rows)" if e.grid else (f"{n}, no grid" if enc == "sliced" else n)
+            t.add_row(f"[b]{enc} total[/]", what, "", "", f"[b]{e.vit_tokens:,}[/]",
+                      *(f"[b]{e.llm_tokens[p]:,}[/]" for p in plans), *(f"[b]{_g(e.counts[p][convention] / 1e9)}[/]" for p in plans),
+                      end_section=True)
+        out.print(t)
+        if len(r.encodings) == 2:
+            g, s = r.encodings["global"], r.encodings["sliced"]
+            for p in plans:
+                ratio = s.counts[p][convention] / g.counts[p][convention]
+                out.print(f"{p}: sliced / global = {ratio:.2f}x the {unit}, {s.llm_tokens[p] / g.llm_tokens[p]:.2f}x the LLM tokens")
+
+
+@click.command()
+@click.argument("directory")
+@click.option("--out", "out_dir", default=None, help="output folder [default: ./dataset-<DIRECTORY name>]")
+@click.option("--max-slices", default=MAX_SLICE_NUMS, type=int, show_default=True, help="most slices per image (M)")
+@click.option("--scale-resolution", default=SCALE_RESOLUTION, type=int, show_default=True, help="slice size S in px, a multiple of patch x 4")
+@click.option("--variant", "variants", multiple=True, help="baseline | v4; repeat for several [default: both]")
+@_encoder_opt
+@click.option("--convention", default="macs", show_default=True, help="macs | flops | paper (histogram and printed summary)")
+def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder, convention):
+    """Per-image cost of every image in DIRECTORY, global vs sliced, per plan: per_image.csv,
+    summary.csv/summary.json (mean, median, p90, total) and histogram.png. Unreadable files are
+    listed and skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from uhd_profile.count.flops import CONVENTION_HELP, check_convention
+    from uhd_profile.analyse.images import cost_dataset, frame, histogram, list_files, summarize
+    from uhd_profile.model.encoders import get_encoder
+    from uhd_profile.model.slicing import check_params
+
+    check_convention(convention)
+    plans = _plans(variants)
+    check_params(max_slices, scale_resolution, get_encoder(encoder).patch * 4)
+    files = list_files(directory)
+    if not files:
+        raise UhdProfileError(f"{directory}: holds no files; give a folder of images")
+    dest = Path(out_dir) if out_dir else Path(f"dataset-{Path(directory).resolve().name}")
+    if dest.exists() and not dest.is_dir():
+        raise UhdProfileError(f"--out {dest}: exists and is not a directory")
+    with Progress(TextColumn("costing images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("images", total=len(files))
+        rows, skipped = cost_dataset(files, encoder, plans, max_slices, scale_resolution,
+                                     progress=lambda p: bar.advance(task))
+    dest.mkdir(parents=True, exist_ok=True)
+    frame(rows).to_csv(dest / "per_image.csv", index=False)
+    summary = summarize(rows)
+    summary.to_csv(dest / "summary.csv", index=False)
+    meta = {"directory": str(directory), "encoder": encoder, "plans": list(plans), "max_slices": max_slices,
+            "scale_resolution": scale_resolution, "images": len({r["path"] for r in rows}), "skipped": skipped,
+            "units": {"vit_tokens": "tokens", "llm_tokens": "tokens", "macs": "multiply-accumulates",
+                      "flops": "FLOPs (flops convention)", "paper": "FLOPs (paper convention)"},
+            "conventions": CONVENTION_HELP, "summary": summary.to_dict(orient="records")}
+    (dest / "summary.json").write_text(json.dumps(meta, indent=1))
+    fig = histogram(rows, convention)
+    fig.savefig(dest / "histogram.png", dpi=110)
+    unit = "GMACs" if convention == "macs" else "GFLOPs"
+    t = Table(title=f"{meta['images']} images in {directory} ({encoder}; {unit}, {convention} convention)", title_justify="left")
+    for col in ("encoding", "plan", "LLM tokens mean", "median", "p90", f"{unit} mean", "median", "p90", f"{unit} total"):
+        t.add_column(col, justify="left" if col in ("encoding", "plan") else "right")
+    if not summary.empty:
+        for (enc, plan), g in summary.groupby(["encoding", "plan"], sort=True):
+            tok = g[g.metric == "llm_tokens"].iloc[0]
+            fl = g[g.metric == convention].iloc[0]
+            t.add_row(enc, plan, f"{tok['mean']:,.0f}", f"{tok['median']:,.0f}", f"{tok['p90']:,.0f}",
+                      _g(fl["mean"] / 1e9), _g(fl["median"] / 1e9), _g(fl["p90"] / 1e9), _g(fl["total"] / 1e9))
+    out.print(t)
+    out.print(f"wrote {dest}/per_image.csv, summary.csv, summary.json, histogram.png")
+    for s in skipped:
+        err.print(f"skipped: {s['reason']}", markup=False, highlight=False)

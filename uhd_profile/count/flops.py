@@ -1,0 +1,607 @@
+"""FLOPs engine: counts what a module graph executes, per module, in named conventions.
+
+How it works (see README, "Conventions"):
+
+* The model runs under a ``TorchDispatchMode``; every aten op is priced by a pure function of
+  its shapes taken from a registry (``register``), which refuses duplicates. Ops with no formula
+  that produce floating-point tensors are listed in ``FlopCount.uncounted_ops``, never priced 0
+  silently. Pure data movement (views, gathers, copies) is priced 0 by an explicit list.
+* ``scaled_dot_product_attention`` is priced once per call at the torch-function level, before
+  any backend is chosen, so that CPU (where torch's own counter sees 0), CUDA (flash, efficient,
+  cuDNN, math) and ``meta`` execution all count the same. Lower-level attention ops (flash,
+  efficient, varlen) have dispatch formulas too, for code that calls them directly.
+* ``shape_only=True`` executes on ``meta`` tensors: floating-point tensors carry shapes but no
+  data, so counting a 4900-token so400m costs milliseconds and no memory. Small integer
+  bookkeeping tensors (grid sizes, ``cu_seqlens``, window indices) stay real on the CPU, because
+  ``transformers`` code takes ``.tolist()`` of them.
+* Every op is priced in all three conventions at once (``macs``, ``flops``, ``paper``), and
+  attributed to the innermost module running it.
+
+Module tags steer the ``paper`` convention (LLaVA-UHD v4, paper-spec section 2.1); they are plain
+attributes set by the variant builder, so they work on ``transformers`` modules too:
+
+* ``_uhd_paper = "exclude"``: the paper does not charge this module (post-ViT connector,
+  post-LayerNorm).
+* ``_uhd_paper = "macs_only"``: only multiply-accumulates count (patch embedding: the conv counts,
+  the position-embedding add and conv bias do not).
+* ``_uhd_paper = "dense_attention"``: attention inside is charged as dense attention over all the
+  module's input tokens (the paper's charge for the 2x2 window attention of its compressor). A
+  module that takes several views packed in one sequence sets ``_uhd_dense_segments`` (token
+  counts per view) for the call; it is then charged densely within each view, sum n_i^2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+
+CONVENTIONS: tuple[str, ...] = ("macs", "flops", "paper")
+CONVENTION_HELP = {
+    "macs": "1 per multiply-accumulate; element-wise ops free; attention as executed",
+    "flops": "2 per multiply-accumulate plus element-wise ops (bias, norms, activations, softmax); "
+    "attention as executed",
+    "paper": "LLaVA-UHD v4 paper convention: 1 per MAC, no biases, 4 per attention score, "
+    "LayerNorm 5/elem, activations and residual adds 1/elem, window attention charged densely, "
+    "connector and post-LayerNorm excluded",
+}
+
+# Element-wise weights shared by the flops and paper conventions (per output element).
+LAYER_NORM_PER_ELEM = 5  # mean, centre, variance, normalise, affine (paper-spec 2.1 rule 5)
+RMS_NORM_PER_ELEM = 4  # square, mean, rsqrt-scale, weight
+SOFTMAX_PER_ELEM = 3  # exp, sum, divide
+ATTN_SCALE_PER_SCORE = 1  # the 1/sqrt(d) scaling (3 + 1 = the paper's 4 per score)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Price of one op in every convention (integers: MACs or FLOPs)."""
+
+    macs: int = 0
+    flops: int = 0
+    paper: int = 0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.macs + other.macs, self.flops + other.flops, self.paper + other.paper)
+
+    def __rmul__(self, k: int) -> "Cost":
+        return Cost(self.macs * k, self.flops * k, self.paper * k)
+
+    def get(self, convention: str) -> int:
+        return getattr(self, convention)
+
+
+ZERO = Cost()
+
+
+def _numel(shape) -> int:
+    return math.prod(int(s) for s in shape)
+
+
+def matmul_cost(macs: int, out_elems: int = 0, bias: bool = False) -> Cost:
+    """A matmul of ``macs`` multiply-accumulates; a bias add costs 1 per output element."""
+    bias_flops = out_elems if bias else 0
+    return Cost(macs=macs, flops=2 * macs + bias_flops, paper=macs)
+
+
+def elementwise_cost(elems: int, per_elem: int = 1) -> Cost:
+    return Cost(macs=0, flops=elems * per_elem, paper=elems * per_elem)
+
+
+def attention_cost(batch: int, heads: int, lq: int, lk: int, e: int, ev: int, masked: bool) -> Cost:
+    """Softmax attention of ``lq`` queries over ``lk`` keys, per (batch, head).
+
+    MACs: QK^T (lq*lk*e) plus AV (lq*lk*ev). Per score: scaling (1) and softmax (3); a mask
+    add costs 1 more in ``flops``; the paper charges no mask (paper-spec 2.1 rule 3).
+    """
+    scores = batch * heads * lq * lk
+    macs = scores * (e + ev)
+    per_score = ATTN_SCALE_PER_SCORE + SOFTMAX_PER_ELEM
+    return Cost(macs=macs, flops=2 * macs + scores * (per_score + (1 if masked else 0)), paper=macs + scores * per_score)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry of dispatch-level formulas
+# --------------------------------------------------------------------------------------------
+
+Formula = Callable[[tuple, dict, Any], Cost]
+_FORMULAS: dict[str, Formula] = {}
+
+
+def register(*names: str) -> Callable[[Formula], Formula]:
+    """Register a pricing formula for aten (or custom) ops, by qualified name ("aten::mm").
+
+    Refuses a name that already has a formula, so two formulas can never disagree silently.
+    """
+
+    def deco(fn: Formula) -> Formula:
+        for name in names:
+            if name in _FORMULAS:
+                raise ValueError(f"a FLOPs formula for {name} is already registered")
+            _FORMULAS[name] = fn
+        return fn
+
+    return deco
+
+
+def has_formula(name: str) -> bool:
+    return name in _FORMULAS
+
+
+@register("aten::mm")
+def _mm(args, kwargs, out) -> Cost:
+    a, b = args[0], args[1]
+    return matmul_cost(a.shape[0] * a.shape[1] * b.shape[1])
+
+
+@register("aten::addmm")
+def _addmm(args, kwargs, out) -> Cost:
+    bias, a, b = args[0], args[1], args[2]
+    return matmul_cost(a.shape[0] * a.shape[1] * b.shape[1], out_elems=out.numel(), bias=True)
+
+
+@register("aten::bmm")
+def _bmm(args, kwargs, out) -> Cost:
+    a, b = args[0], args[1]
+    return matmul_cost(a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2])
+
+
+@register("aten::baddbmm")
+def _baddbmm(args, kwargs, out) -> Cost:
+    a, b = args[1], args[2]
+    return matmul_cost(a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2], out_elems=out.numel(), bias=True)
+
+
+@register("aten::convolution", "aten::_convolution")
+def _conv(args, kwargs, out) -> Cost:
+    x, w, bias = args[0], args[1], args[2]
+    # each output element is a dot product over (C_in / groups) * prod(kernel) inputs
+    per_out = _numel(w.shape[1:])
+    return matmul_cost(out.numel() * per_out, out_elems=out.numel(), bias=bias is not None)
+
+
+def _sdpa_dispatch(args, kwargs, out) -> Cost:
+    q, k, v = args[0], args[1], args[2]
+    mask = kwargs.get("attn_mask", args[3] if len(args) > 3 and isinstance(args[3], torch.Tensor) else None)
+    b = _numel(q.shape[:-3]) if q.dim() > 3 else 1
+    return attention_cost(b, q.shape[-3], q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1], mask is not None)
+
+
+register(
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention",
+    "aten::_scaled_dot_product_efficient_attention",
+    "aten::_scaled_dot_product_cudnn_attention",
+    "aten::_scaled_dot_product_attention_math",
+    "aten::_scaled_dot_product_attention_math_for_mps",
+)(_sdpa_dispatch)
+
+
+def varlen_attention_cost(heads: int, e: int, ev: int, cu_q: list[int], cu_k: list[int]) -> Cost:
+    """Packed variable-length attention: each segment attends only within itself."""
+    total = ZERO
+    for i in range(len(cu_q) - 1):
+        lq, lk = cu_q[i + 1] - cu_q[i], cu_k[i + 1] - cu_k[i]
+        total = total + attention_cost(1, heads, lq, lk, e, ev, masked=False)
+    return total
+
+
+def _cu(t) -> list[int]:
+    return [int(x) for x in t.detach().to("cpu").tolist()]
+
+
+@register("aten::_flash_attention_forward", "aten::_efficient_attention_forward")
+def _flash_fwd(args, kwargs, out) -> Cost:
+    # layout (total_or_batch, seq, heads, dim); cu_seqlens present for packed sequences
+    q, k, v, cu_q, cu_k = args[0], args[1], args[2], args[3], args[4]
+    if cu_q is None:
+        b, lq, h, e = q.shape
+        return attention_cost(b, h, lq, k.shape[1], e, v.shape[-1], masked=False)
+    h, e = q.shape[-2], q.shape[-1]
+    return varlen_attention_cost(h, e, v.shape[-1], _cu(cu_q), _cu(cu_k))
+
+
+@register("torch_attn::_varlen_attn", "torch_attn::_varlen_attn_out")
+def _torch_varlen(args, kwargs, out) -> Cost:
+    q, k, v, cu_q, cu_k = args[0], args[1], args[2], args[3], args[4]
+    return varlen_attention_cost(q.shape[-2], q.shape[-1], v.shape[-1], _cu(cu_q), _cu(cu_k))
+
+
+@register("flash_attn::_flash_attn_varlen_forward")
+def _fa2_varlen(args, kwargs, out) -> Cost:
+    q, k, v, cu_q, cu_k = args[0], args[1], args[2], args[3], args[4]
+    return varlen_attention_cost(q.shape[-2], q.shape[-1], v.shape[-1], _cu(cu_q), _cu(cu_k))
+
+
+@register("flash_attn::_flash_attn_forward")
+def _fa2(args, kwargs, out) -> Cost:
+    q, k, v = args[0], args[1], args[2]
+    b, lq, h, e = q.shape
+    return attention_cost(b, h, lq, k.shape[1], e, v.shape[-1], masked=False)
+
+
+@register("aten::native_layer_norm", "aten::layer_norm")
+def _layer_norm(args, kwargs, out) -> Cost:
+    return elementwise_cost(args[0].numel(), LAYER_NORM_PER_ELEM)
+
+
+@register("aten::_fused_rms_norm", "aten::rms_norm")
+def _rms_norm(args, kwargs, out) -> Cost:
+    return elementwise_cost(args[0].numel(), RMS_NORM_PER_ELEM)
+
+
+@register("aten::_softmax", "aten::_safe_softmax", "aten::softmax")
+def _softmax(args, kwargs, out) -> Cost:
+    return elementwise_cost(args[0].numel(), SOFTMAX_PER_ELEM)
+
+
+def _out_elems(args, kwargs, out) -> Cost:
+    o = out[0] if isinstance(out, (tuple, list)) else out
+    return elementwise_cost(o.numel(), 1)
+
+
+register(
+    *(
+        f"aten::{n}"
+        for n in (
+            "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "reciprocal",
+            "gelu", "gelu_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "relu", "relu_",
+            "exp", "exp_", "log", "sqrt", "rsqrt", "pow", "erf", "abs", "abs_", "clamp", "clamp_", "clamp_min",
+            "maximum", "minimum", "addcmul", "lerp", "sin", "cos", "hardtanh",
+        )
+    )
+)(_out_elems)
+
+
+@register("aten::mean", "aten::sum", "aten::prod")
+def _reduce(args, kwargs, out) -> Cost:
+    # a reduction touches every input element once; the paper does not charge pooling arithmetic
+    n = args[0].numel()
+    return Cost(macs=0, flops=n, paper=0)
+
+
+def _interp_cost(taps: int) -> Formula:
+    def fn(args, kwargs, out) -> Cost:
+        # weighted sum of `taps` inputs per output element; only used for position tables,
+        # which the paper does not charge
+        macs = out.numel() * taps
+        return Cost(macs=macs, flops=2 * macs, paper=0)
+
+    return fn
+
+
+register("aten::upsample_bicubic2d", "aten::_upsample_bicubic2d_aa")(_interp_cost(16))
+register("aten::upsample_bilinear2d", "aten::_upsample_bilinear2d_aa")(_interp_cost(4))
+register("aten::upsample_nearest2d", "aten::_upsample_nearest_exact2d")(_interp_cost(0))
+
+# Data movement and bookkeeping: priced 0 on purpose (no arithmetic).
+FREE_OPS = frozenset(
+    "aten::" + n
+    for n in (
+        "view", "_unsafe_view", "reshape", "_reshape_alias", "transpose", "t", "permute", "expand",
+        "contiguous", "clone", "cat", "stack", "split", "split_with_sizes", "unbind", "slice",
+        "select", "index", "index_select", "gather", "unsqueeze", "squeeze", "flatten", "_to_copy",
+        "copy_", "detach", "alias", "constant_pad_nd", "embedding", "new_empty", "empty",
+        "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
+        "arange", "fill_", "zero_", "narrow", "repeat", "lift_fresh", "lift_fresh_copy", "roll",
+        "as_strided", "masked_fill", "masked_fill_", "where", "_local_scalar_dense", "native_dropout",
+        "dropout", "new_zeros", "new_ones", "new_full", "unfold", "pixel_shuffle", "pixel_unshuffle",
+        "repeat_interleave", "flip", "scalar_tensor", "_unsafe_index", "index_put", "index_put_",
+        "scatter", "scatter_", "sort", "argsort", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
+        "logical_or", "logical_not", "bitwise_and", "bitwise_or", "cumsum", "diff", "max", "min",
+        "isfinite", "isnan", "_assert_async", "sym_size", "sym_numel", "sym_stride", "item",
+        "resize_", "set_", "view_as_real", "view_as_complex", "_unsafe_view",
+    )
+)
+
+
+def _qualname(func) -> str:
+    name = func._schema.name  # e.g. "aten::mm"
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FlopCount:
+    """What ``count_flops`` saw.
+
+    ``by_module`` maps the dotted path of the innermost module that ran each op to its summed
+    ``Cost`` (``""`` is the root). ``uncounted_ops`` maps op names that produced floating-point
+    tensors but have no formula to how often they ran: those are *not* in any total.
+    """
+
+    by_module: dict[str, Cost] = field(default_factory=dict)
+    by_op: dict[str, Cost] = field(default_factory=dict)
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    variant_id: str | None = None
+    encoder: str | None = None
+    tokens_in: int | None = None
+    tokens_llm: int | None = None
+    params: int | None = None  # parameters of the counted module
+    seconds: float = 0.0  # wall time of the counting run
+
+    @property
+    def total(self) -> Cost:
+        t = ZERO
+        for c in self.by_module.values():
+            t = t + c
+        return t
+
+    def get(self, convention: str = "macs") -> int:
+        check_convention(convention)
+        return self.total.get(convention)
+
+    def grouped(self, depth: int = 1, convention: str = "macs") -> dict[str, int]:
+        """Totals per module prefix. ``depth`` counts path components, but a numeric component
+        (a layer index) is kept with its container: ``layers.3`` is one group at depth 1."""
+        check_convention(convention)
+        out: dict[str, int] = defaultdict(int)
+        for path, cost in self.by_module.items():
+            out[module_group(path, depth)] += cost.get(convention)
+        return dict(out)
+
+
+def module_group(path: str, depth: int) -> str:
+    if not path:
+        return "(root)"
+    parts = path.split(".")
+    keep: list[str] = []
+    taken = 0
+    for p in parts:
+        if taken >= depth and not p.isdigit():
+            break
+        keep.append(p)
+        if not p.isdigit():
+            taken += 1
+    return ".".join(keep)
+
+
+def check_convention(convention: str) -> None:
+    from uhd_profile.errors import UhdProfileError
+
+    if convention not in CONVENTIONS:
+        raise UhdProfileError(
+            f"unknown convention {convention!r}; valid conventions: {', '.join(CONVENTIONS)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The counting modes
+# --------------------------------------------------------------------------------------------
+
+_META = torch.device("meta")
+_CPU = torch.device("cpu")
+
+
+def _is_float(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
+
+
+class _Counter:
+    """Shared state of one counting run: module stack, totals, uncounted ops."""
+
+    def __init__(self, names: dict[int, str]):
+        self.names = names
+        self.stack: list[torch.nn.Module] = []
+        self.by_module: dict[str, Cost] = defaultdict(lambda: ZERO)
+        self.by_op: dict[str, Cost] = defaultdict(lambda: ZERO)
+        self.uncounted: Counter[str] = Counter()
+        self.suppress = 0
+        # dense-attention modules open on the stack: id -> [batch, tokens, heads, head_dim, ev]
+        self.dense_open: dict[int, list] = {}
+
+    # -- module tracking -----------------------------------------------------------------
+    def current_path(self) -> str:
+        for m in reversed(self.stack):
+            name = self.names.get(id(m))
+            if name is not None:
+                return name
+        return ""
+
+    def paper_mode(self) -> tuple[str | None, torch.nn.Module | None]:
+        """Innermost-wins except that 'exclude' anywhere above wins over everything."""
+        tag_found: tuple[str | None, torch.nn.Module | None] = (None, None)
+        for m in reversed(self.stack):
+            tag = getattr(m, "_uhd_paper", None)
+            if tag == "exclude":
+                return "exclude", m
+            if tag is not None and tag_found[0] is None:
+                tag_found = (tag, m)
+        return tag_found
+
+    def pre_hook(self, module, args, kwargs=None):
+        self.stack.append(module)
+        if getattr(module, "_uhd_paper", None) == "dense_attention":
+            x = args[0] if args else (kwargs or {}).get("hidden_states")
+            self.dense_open[id(module)] = [int(x.shape[0]), int(x.shape[1]), None, None, None,
+                                           getattr(module, "_uhd_dense_segments", None)]
+
+    def post_hook(self, module, args, output):
+        if self.stack and self.stack[-1] is module:
+            entry = self.dense_open.pop(id(module), None)
+            if entry is not None and entry[2] is not None:
+                b, n, h, e, ev, segments = entry
+                dense = ZERO
+                for seg in segments or (n,):
+                    dense = dense + attention_cost(b, h, seg, seg, e, ev, masked=False)
+                if self.paper_mode()[0] != "exclude":
+                    self.add(Cost(paper=dense.paper), "uhd::dense_window_attention_charge")
+            self.stack.pop()
+
+    # -- pricing ---------------------------------------------------------------------------
+    def add(self, cost: Cost, op: str) -> None:
+        path = self.current_path()
+        self.by_module[path] = self.by_module[path] + cost
+        self.by_op[op] = self.by_op[op] + cost
+
+    def price(self, op: str, cost: Cost, is_attention: bool = False, heads: tuple | None = None) -> None:
+        mode, owner = self.paper_mode()
+        if mode == "exclude":
+            cost = Cost(cost.macs, cost.flops, 0)
+        elif mode == "macs_only":
+            # only multiply-accumulates the paper charges (the conv), nothing element-wise
+            cost = Cost(cost.macs, cost.flops, min(cost.paper, cost.macs))
+        elif mode == "dense_attention" and is_attention:
+            entry = self.dense_open.get(id(owner))
+            if entry is not None and heads is not None:
+                entry[2], entry[3], entry[4] = heads
+            cost = Cost(cost.macs, cost.flops, 0)  # charged densely when the module exits
+        self.add(cost, op)
+
+
+class _DispatchCounter(TorchDispatchMode):
+    def __init__(self, state: _Counter, shape_only: bool):
+        super().__init__()
+        self.state = state
+        self.shape_only = shape_only
+
+    # Keep integer bookkeeping on the CPU while floating-point data lives on meta.
+    def _route(self, func, args, kwargs):
+        name = _qualname(func)
+        dev = kwargs.get("device")
+        if dev is not None and torch.device(dev).type == "meta":
+            dtype = kwargs.get("dtype")
+            int_factory = dtype is None and name in ("aten::arange", "aten::scalar_tensor")
+            if int_factory or (dtype is not None and not (dtype.is_floating_point or dtype.is_complex)):
+                if name == "aten::_to_copy" and args and isinstance(args[0], torch.Tensor):
+                    if args[0].device.type == "cpu" and not _is_float(args[0]):
+                        return None, args[0]  # stays real
+                elif name != "aten::_to_copy":
+                    trial = func(*args, **{**kwargs, "device": _CPU})
+                    if isinstance(trial, torch.Tensor) and not _is_float(trial):
+                        return None, trial
+        tensors = [a for a in _flat(args, kwargs) if isinstance(a, torch.Tensor)]
+        if any(t.device.type == "meta" for t in tensors) and any(t.device.type == "cpu" for t in tensors):
+            to_meta = lambda a: a.to(_META) if isinstance(a, torch.Tensor) and a.device.type == "cpu" else a  # noqa: E731
+            args, kwargs = tree_map(to_meta, args), tree_map(to_meta, kwargs)
+        return (args, kwargs), None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.shape_only:
+            routed, early = self._route(func, args, kwargs)
+            if routed is None:
+                return early
+            args, kwargs = routed
+        out = func(*args, **kwargs)
+        if self.state.suppress:
+            return out
+        name = _qualname(func)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        if not any(_is_float(o) for o in outs):
+            return out  # integer/bool bookkeeping (grid sizes, indices, masks) is not model arithmetic
+        formula = _FORMULAS.get(name)
+        if formula is not None:
+            is_attn = "attention" in name or "attn" in name
+            heads = None
+            if is_attn:
+                q, v = args[0], args[2]
+                heads = (int(q.shape[-3] if "scaled_dot" in name else q.shape[-2]), int(q.shape[-1]), int(v.shape[-1]))
+            self.state.price(name, formula(args, kwargs, out), is_attention=is_attn, heads=heads)
+        elif name not in FREE_OPS:
+            self.state.uncounted[name] += 1
+        return out
+
+
+def _flat(args, kwargs) -> Iterator[Any]:
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, (list, tuple)):
+            yield from a
+        else:
+            yield a
+
+
+class _FunctionCounter(TorchFunctionMode):
+    """Prices ``scaled_dot_product_attention`` once, before any backend decomposes it."""
+
+    def __init__(self, state: _Counter):
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and not self.state.suppress:
+            q, k, v = args[0], args[1], args[2]
+            mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+            b = _numel(q.shape[:-3]) if q.dim() > 3 else 1
+            h, lq, e = int(q.shape[-3]), int(q.shape[-2]), int(q.shape[-1])
+            lk, ev = int(k.shape[-2]), int(v.shape[-1])
+            if kwargs.get("enable_gqa") and k.shape[-3] != q.shape[-3]:
+                pass  # GQA repeats K/V heads; the arithmetic is per query head, as priced
+            cost = attention_cost(b, h, lq, lk, e, ev, masked=mask is not None)
+            self.state.price("F.scaled_dot_product_attention", cost, is_attention=True, heads=(h, e, ev))
+            self.state.suppress += 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.state.suppress -= 1
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def counting(model: torch.nn.Module, shape_only: bool = False) -> Iterator[_Counter]:
+    """Context in which every forward through ``model`` is priced. Yields the live state."""
+    names = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(mod), name)
+    state = _Counter(names)
+    h1 = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: state.pre_hook(m, a))
+    h2 = torch.nn.modules.module.register_module_forward_hook(lambda m, a, o: state.post_hook(m, a, o))
+    try:
+        with _FunctionCounter(state), _DispatchCounter(state, shape_only), torch.no_grad():
+            yield state
+    finally:
+        h1.remove()
+        h2.remove()
+
+
+def count_module(model: torch.nn.Module, *inputs: Any, shape_only: bool = True, **kw: Any) -> FlopCount:
+    """Run ``model(*inputs, **kw)`` once and price every op it executes.
+
+    With ``shape_only`` the model and floating-point inputs must live on the ``meta`` device
+    (integer inputs may stay on the CPU); nothing heavy is computed.
+    """
+    with counting(model, shape_only=shape_only) as state:
+        model(*inputs, **kw)
+    return FlopCount(
+        by_module=dict(state.by_module),
+        by_op=dict(state.by_op),
+        uncounted_ops=dict(state.uncounted),
+        params=sum(p.numel() for p in model.parameters()),
+    )
+
+
+def count_flops(target: Any, *inputs: Any, batch: int = 1, weights: str | None = None,
+                attn: str = "sdpa", shape_only: bool = True) -> FlopCount:
+    """Count a ``VariantSpec`` (built on ``meta``: no weights, no arithmetic) or a module.
+
+    For a spec, the input is one (batch, 3, H, W) view. Returns counts in every convention;
+    pick one with ``.get(convention)``.
+    """
+    import time
+
+    from uhd_profile.model.variants import VariantSpec, build_variant, example_input
+
+    t0 = time.perf_counter()
+    if isinstance(target, VariantSpec):
+        device = "meta" if shape_only else "cpu"
+        model = build_variant(target, device=device, weights=weights if not shape_only else None, attn=attn)
+        result = count_module(model, example_input(target, batch, device), shape_only=shape_only)
+        result.variant_id, result.encoder = target.id, target.encoder
+        result.tokens_in, result.tokens_llm = target.tokens_in, target.tokens_llm
+    else:
+        result = count_module(target, *inputs, shape_only=shape_only)
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,363 @@
+"""Recipes: a TOML grid of variants x settings, expanded into points and validated before anything runs.
+
+A recipe file::
+
+    [recipe]
+    name = "paper"                 # defaults to the file's stem
+    description = "..."
+
+    [defaults]                     # every [[grid]] starts from these (all optional)
+    encoders = ["siglip2-so400m-p14"]
+    resolutions = [980]            # an int (square), [H, W] or "HxW"
+    encodings = ["view"]           # "view" (one view), or "global"/"sliced": the resolution is then a
+                                   # whole image (any size), turned into views by uhd_profile.model.slicing
+    compressors = ["none"]         # "none" = post-ViT compression only, or in-ViT design names
+    depths = [6]                   # encoder layer index after which the compressor runs, or "all"
+    post_ratios = ["auto"]         # 1, 4, 16 or "auto" (the design's own: 16 without, 4 with an in-ViT compressor)
+    dtypes = ["fp32"]
+    batches = [1]
+    measure = ["flops"]            # any of flops, latency, memory, energy (flops always included)
+
+    [timing]                       # measurement settings (uhd_profile.measure.timing.TimingSettings fields)
+    min_samples = 5
+
+    [[grid]]                       # one block of the grid: the cross product of its lists
+    name = "designs"
+    compressors = ["avg-pool", "window-attn-reused-mlp"]
+    when = "any"                   # "cpu" / "cuda": only when the sweep runs on that kind of device
+
+    [when.cpu.timing]              # device-specific overrides of [defaults] and [timing]
+    max_time_s = 10
+
+Every point is the cross product of a grid block's lists; a point's ``point_id`` is a hash of
+everything that defines it, and the recipe's ``hash`` one of its full point set (so a resumed or
+merged run can tell whether it holds the same recipe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from uhd_profile.errors import UhdProfileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+MEASURES = ("flops", "latency", "memory", "energy")
+DTYPES = ("fp32", "bf16", "fp16")
+WHEN = ("any", "cpu", "cuda")
+RECIPES_DIR = Path(__file__).parent.parent / "recipes"
+
+#: keys of a [[grid]] block (and of [defaults]) with their defaults
+GRID_DEFAULTS: dict[str, Any] = {
+    "encoders": ["siglip2-so400m-p14"],
+    "resolutions": ["native"],
+    "encodings": ["view"],
+    "compressors": ["none"],
+    "depths": [6],
+    "post_ratios": ["auto"],
+    "llm_hidden": 4096,
+    "dtypes": ["fp32"],
+    "batches": [1],
+    "measure": ["flops"],
+}
+GRID_ONLY_KEYS = ("name", "when")
+TOP_KEYS = ("recipe", "defaults", "timing", "grid", "when")
+
+
+def _timing_fields() -> tuple[str, ...]:
+    from uhd_profile.measure.timing import TimingSettings
+
+    return tuple(f.name for f in fields(TimingSettings))
+
+
+# --------------------------------------------------------------------------------------------
+# Points
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One thing a sweep does: a variant, what to measure and how."""
+
+    spec: Any  # VariantSpec
+    measure: tuple[str, ...] = ("flops",)
+    dtype: str = "fp32"
+    batch: int = 1
+    device: str = "meta"  # "meta" for counts only (no device runs anything), else cpu / cuda[:N]
+    timing: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def measured(self) -> bool:
+        return set(self.measure) != {"flops"}
+
+    def _identity(self) -> dict:
+        s = self.spec
+        return {
+            "spec": {"encoder": s.encoder, "resolution": list(s.size), "compressor": s.compressor, "depth": s.depth,
+                     "post_ratio": s.ratio, "llm_hidden": s.llm_hidden, "encoding": s.encoding,
+                     **_non_default_slicing(s)},
+            "measure": list(self.measure), "dtype": self.dtype, "batch": self.batch, "device": self.device,
+            "timing": dict(sorted(self.timing.items())) if self.measured else {},
+        }
+
+    @property
+    def point_id(self) -> str:
+        """sha256 (16 hex digits) of the canonical JSON of everything that defines the point."""
+        blob = json.dumps(self._identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict:
+        d = self._identity()
+        d["timing"] = dict(self.timing)
+        return {"point_id": self.point_id, "variant_id": self.spec.id, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Point":
+        from uhd_profile.model.variants import VariantSpec
+
+        s = d["spec"]
+        spec = VariantSpec(encoder=s["encoder"], resolution=tuple(s["resolution"]), compressor=s["compressor"],
+                           depth=s["depth"], post_ratio=s["post_ratio"], llm_hidden=s.get("llm_hidden", 4096),
+                           encoding=s.get("encoding", "view"), **_non_default_slicing(s))
+        return cls(spec=spec, measure=tuple(d["measure"]), dtype=d["dtype"], batch=int(d["batch"]),
+                   device=d["device"], timing=dict(d.get("timing") or {}))
+
+
+_SLICING_DEFAULTS = {"packing": "batched", "max_slices": 9, "scale_resolution": 448}
+
+
+def _non_default_slicing(spec) -> dict:
+    """A spec's (or spec dict's) packing and slicing parameters that differ from the defaults: only
+    those enter a point's identity, so points that do not use them keep their ids."""
+    get = spec.get if isinstance(spec, dict) else (lambda k, d: getattr(spec, k))
+    return {k: get(k, d) for k, d in _SLICING_DEFAULTS.items() if get(k, d) != d}
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: str
+    description: str
+    hash: str  # of the expanded point set (sha256, 16 hex digits)
+    text: str  # the file as written (copied into the run directory)
+    points: list[Point]
+    device: str  # the device kind the recipe was expanded for: cpu or cuda
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """Recipes that ship with the package: name -> path."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.toml"))}
+
+
+def _find(path_or_name: str) -> Path:
+    p = Path(path_or_name)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise UhdProfileError(f"recipe {path_or_name!r}: no such file; shipped recipes: {', '.join(shipped_recipes())}")
+        return p
+    shipped = shipped_recipes()
+    if path_or_name not in shipped:
+        raise UhdProfileError(f"recipe {path_or_name!r} is neither a file nor a shipped recipe; shipped: {', '.join(shipped)}")
+    return shipped[path_or_name]
+
+
+class _Where:
+    """Builds 'file: key: problem; valid: ...' errors."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def error(self, key: str, problem: str, valid: str | None = None) -> UhdProfileError:
+        msg = f"{self.path}: {key}: {problem}"
+        return UhdProfileError(msg + (f"; valid: {valid}" if valid else ""))
+
+
+def _check_keys(where: _Where, table: Any, allowed, key: str) -> None:
+    if not isinstance(table, dict):
+        raise where.error(key, f"must be a table, got {type(table).__name__}")
+    for k in table:
+        if k not in allowed:
+            raise where.error(f"{key}.{k}" if key else k, "unknown key", ", ".join(allowed))
+
+
+def _as_list(where: _Where, key: str, value: Any) -> list:
+    if isinstance(value, list):
+        if not value:
+            raise where.error(key, "is an empty list, so the grid is empty")
+        return value
+    return [value]
+
+
+def _device_kind(device: str) -> str:
+    from uhd_profile.measure.devices import resolve_device
+
+    return resolve_device(device).type
+
+
+def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
+    """Read, validate and expand a recipe for ``device`` (``auto``/``cpu``/``cuda[:N]``).
+
+    Raises ``UhdProfileError`` naming the file, the key and what is valid on any mistake.
+    """
+    path = _find(path_or_name)
+    where = _Where(path)
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UhdProfileError(f"{path}: not valid TOML: {exc}") from None
+    _check_keys(where, data, TOP_KEYS, "")
+    kind = _device_kind(device)
+    concrete = device if device not in ("auto",) else ("cuda" if kind == "cuda" else "cpu")
+
+    meta = data.get("recipe", {})
+    _check_keys(where, meta, ("name", "description"), "recipe")
+    name = meta.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise where.error("recipe.name", f"{name!r} is not a valid name", "letters, digits, '.', '_', '-'")
+    description = meta.get("description", "")
+
+    defaults = dict(GRID_DEFAULTS)
+    timing: dict = {}
+    tfields = _timing_fields()
+    layers = [(data, "")]
+    when = data.get("when", {})
+    _check_keys(where, when, ("cpu", "cuda"), "when")
+    for k, sub in when.items():
+        _check_keys(where, sub, ("defaults", "timing"), f"when.{k}")
+    if kind in when:
+        layers.append((when[kind], f"when.{kind}."))
+    for table, prefix in layers:
+        d = table.get("defaults", {})
+        _check_keys(where, d, tuple(GRID_DEFAULTS), f"{prefix}defaults")
+        defaults.update(d)
+        t = table.get("timing", {})
+        _check_keys(where, t, tfields, f"{prefix}timing")
+        timing.update(t)
+    from uhd_profile.measure.timing import TimingSettings
+
+    try:
+        TimingSettings(**timing)
+    except UhdProfileError as exc:
+        raise where.error("timing", str(exc)) from None
+    except TypeError as exc:
+        raise where.error("timing", str(exc), ", ".join(tfields)) from None
+
+    grids = data.get("grid")
+    if grids is None:
+        grids = [{}]
+    if not isinstance(grids, list):
+        raise where.error("grid", "must be an array of tables ([[grid]])")
+    points: list[Point] = []
+    seen: dict[str, str] = {}
+    for gi, g in enumerate(grids):
+        gkey = f"grid[{gi}]" + (f" ({g['name']})" if isinstance(g, dict) and "name" in g else "")
+        _check_keys(where, g, (*GRID_ONLY_KEYS, *GRID_DEFAULTS), gkey)
+        w = g.get("when", "any")
+        if w not in WHEN:
+            raise where.error(f"{gkey}.when", f"{w!r} is not valid", ", ".join(WHEN))
+        if w != "any" and w != kind:
+            continue
+        block = {**defaults, **{k: v for k, v in g.items() if k not in GRID_ONLY_KEYS}}
+        for p in _expand(where, gkey, block, timing, concrete):
+            pid = p.point_id
+            if pid in seen:
+                raise where.error(gkey, f"duplicate point {p.spec.id} ({'+'.join(p.measure)}, {p.dtype}, batch {p.batch}), "
+                                        f"already in {seen[pid]}", "each point once across all [[grid]] blocks")
+            seen[pid] = gkey
+            points.append(p)
+    if not points:
+        raise where.error("grid", f"expands to no points on a {kind} device", "at least one [[grid]] block for 'any' or that device")
+    digest = hashlib.sha256("\n".join(sorted(seen)).encode()).hexdigest()[:16]
+    return Recipe(name=name, path=str(path), description=description, hash=digest, text=text, points=points, device=kind)
+
+
+def _resolution(where: _Where, key: str, r: Any, native: int) -> tuple[int, int]:
+    if r == "native":
+        return (native, native)
+    if isinstance(r, bool):
+        pass
+    elif isinstance(r, int):
+        return (r, r)
+    elif isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in r):
+        return (r[0], r[1])
+    elif isinstance(r, str) and re.fullmatch(r"\d+x\d+", r):
+        h, w = r.split("x")
+        return (int(h), int(w))
+    raise where.error(key, f"{r!r} is not a resolution", 'an int (square), [H, W], "HxW" or "native"')
+
+
+def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) -> list[Point]:
+    from uhd_profile.model.compressors import COMPRESSORS
+    from uhd_profile.model.encoders import ENCODERS
+    from uhd_profile.model.variants import ENCODINGS, POST_RATIOS, VariantSpec
+
+    lists = {k: _as_list(where, f"{gkey}.{k}", block[k]) for k in GRID_DEFAULTS if k not in ("measure", "llm_hidden")}
+    for enc in lists["encoders"]:
+        if enc not in ENCODERS:
+            raise where.error(f"{gkey}.encoders", f"unknown encoder {enc!r}", ", ".join(ENCODERS))
+    for c in lists["compressors"]:
+        if c != "none" and c not in COMPRESSORS:
+            raise where.error(f"{gkey}.compressors", f"unknown compressor {c!r}", "none, " + ", ".join(COMPRESSORS))
+    for pr in lists["post_ratios"]:
+        if pr != "auto" and (isinstance(pr, bool) or pr not in POST_RATIOS):
+            raise where.error(f"{gkey}.post_ratios", f"{pr!r} is not valid", "auto, " + ", ".join(map(str, POST_RATIOS)))
+    for dt in lists["dtypes"]:
+        if dt not in DTYPES:
+            raise where.error(f"{gkey}.dtypes", f"{dt!r} is not valid", ", ".join(DTYPES))
+    for b in lists["batches"]:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise where.error(f"{gkey}.batches", f"{b!r} is not valid", "integers >= 1")
+    for e in lists["encodings"]:
+        if e not in ENCODINGS:
+            raise where.error(f"{gkey}.encodings", f"{e!r} is not valid", ", ".join(ENCODINGS))
+    if lists["depths"] != ["all"]:
+        for d in lists["depths"]:
+            if isinstance(d, bool) or not isinstance(d, int):
+                raise where.error(f"{gkey}.depths", f"{d!r} is not a depth", 'integers (encoder layer indices) or "all"')
+    measure = _as_list(where, f"{gkey}.measure", block["measure"])
+    for m in measure:
+        if m not in MEASURES:
+            raise where.error(f"{gkey}.measure", f"{m!r} is not valid", ", ".join(MEASURES))
+    measure_t = tuple(m for m in MEASURES if m in set(measure) | {"flops"})
+    llm_hidden = block["llm_hidden"]
+    if isinstance(llm_hidden, bool) or not isinstance(llm_hidden, int) or llm_hidden < 1:
+        raise where.error(f"{gkey}.llm_hidden", f"{llm_hidden!r} is not valid", "an integer >= 1")
+    measured = measure_t != ("flops",)
+    point_device = device if measured else "meta"
+    out: list[Point] = []
+    for enc, res, encoding, comp, pr, dt, b in itertools.product(
+            lists["encoders"], lists["resolutions"], lists["encodings"], lists["compressors"], lists["post_ratios"],
+            lists["dtypes"], lists["batches"]):
+        info = ENCODERS[enc]
+        size = _resolution(where, f"{gkey}.resolutions", res, info.image_size)
+        if comp == "none":
+            depths = [None]
+        elif lists["depths"] == ["all"]:
+            depths = list(range(info.layers))
+        else:
+            depths = lists["depths"]
+        for d in depths:
+            try:
+                spec = VariantSpec(encoder=enc, resolution=size, compressor=None if comp == "none" else comp, depth=d,
+                                   post_ratio=None if pr == "auto" else pr, llm_hidden=llm_hidden, encoding=encoding)
+            except UhdProfileError as exc:
+                raise where.error(gkey, str(exc)) from None
+            out.append(Point(spec=spec, measure=measure_t, dtype=dt, batch=b, device=point_device,
+                             timing=dict(timing) if measured else {}))
+    return out

@@ -1,0 +1,317 @@
+"""Run a recipe's points, one record each, appended at once: resumable, shardable, failure-tolerant.
+
+Flow: recipe -> points -> (select: resume / shard / --only) -> for each point: count FLOPs, and
+where the recipe asks, measure latency, memory and energy (``bench``) -> one record appended to the
+run directory's results file the moment it exists. A point that fails (out of memory, an error) is
+recorded with its status and message and the sweep goes on; a killed sweep loses at most the point
+in flight, and ``resume`` skips every recorded point.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from uhd_profile.errors import UhdProfileError, first_line
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    # the CPU allocator reports exhaustion as a RuntimeError
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def measure_point(point: dict) -> dict:
+    """The metrics of one point (raises on failure; ``run_point`` turns that into a record)."""
+    from uhd_profile.measure.bench import BenchSettings, bench
+    from uhd_profile.measure.env import fingerprint_key
+    from uhd_profile.count.flops import count_flops
+    from uhd_profile.run.recipe import Point
+
+    p = Point.from_dict(point)
+    spec = p.spec
+    metrics: dict = {"post_ratio": spec.ratio, "tokens_in": spec.tokens_in, "tokens_llm": spec.tokens_llm}
+    if set(p.measure) == {"flops"}:
+        fc = count_flops(spec, batch=p.batch)
+        metrics.update(macs=fc.get("macs"), flops=fc.get("flops"), paper=fc.get("paper"), params=fc.params)
+        if fc.uncounted_ops:
+            metrics["uncounted_ops"] = fc.uncounted_ops
+        return metrics
+    from uhd_profile.measure.timing import TimingSettings
+
+    settings = BenchSettings(device=p.device, dtype=p.dtype, batch=p.batch, timing=TimingSettings(**p.timing),
+                             telemetry="energy" in p.measure, memory="memory" in p.measure)
+    rec = bench(spec, settings)
+    lat = rec.latency_s
+    metrics.update(
+        macs=rec.flops["macs"], flops=rec.flops["flops"], paper=rec.flops["paper"], params=rec.params,
+        latency_median_s=lat["median"], latency_p10_s=lat["p10"], latency_p90_s=lat["p90"],
+        latency_iqr_over_median=lat["iqr_over_median"], latency_n=lat["n"], latency_samples_s=lat["samples"],
+        noise_flag=rec.noise_flag, stop_reason=lat["stop_reason"],
+        achieved_flops_per_s=rec.achieved_flops_per_s, mfu=rec.mfu, env_key=fingerprint_key(rec.env),
+        threads=rec.threads, pid=os.getpid(),
+    )
+    if rec.memory:
+        metrics.update(peak_mem_bytes=rec.memory.get("peak_bytes"), activation_mem_bytes=rec.memory.get("activation_bytes"),
+                       weights_bytes=rec.memory.get("weights_bytes"))
+    tel = rec.telemetry
+    if tel.get("available"):
+        energy = tel.get("energy_j")
+        images = p.batch * max(1, lat["n"])
+        metrics.update(energy_per_image_j=None if energy is None else energy / images,
+                       throttled_fraction=tel.get("slowdown_fraction"))
+    else:
+        metrics["telemetry_reason"] = tel.get("reason")
+    return metrics
+
+
+def run_point(point: dict, recipe_hash: str = "", recipe_name: str = "") -> dict:
+    """Measure one point and return its record; never raises for the point's own failure.
+
+    Out-of-memory is recorded as ``oom``; anything else that goes wrong at this point (a user
+    error in the spec, a library error) as ``error`` with its first line. Both are data: the sweep
+    goes on. Catching broadly here is the point of the function.
+    """
+    from uhd_profile.measure.env import fingerprint
+    from uhd_profile.run.store import make_record
+
+    started, t0 = _utc_now(), time.perf_counter()
+    status, metrics, error = "ok", None, None
+    try:
+        metrics = measure_point(point)
+    except Exception as exc:  # noqa: BLE001 - a failing point becomes a record, see docstring
+        status = "oom" if _is_oom(exc) else "error"
+        error = first_line(exc)
+        if not isinstance(exc, UhdProfileError) and status == "error":
+            frames = traceback.extract_tb(exc.__traceback__)
+            if frames:  # where it broke, for a bug report
+                error += f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})"
+        if status == "oom" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    env = fingerprint(point.get("device", "cpu"))
+    return make_record(point, status, metrics, error, env, recipe_hash, recipe_name, started, time.perf_counter() - t0)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the measuring child gets SIGKILL when the sweep dies, so a killed sweep leaves no
+    orphan measuring in the background (and contaminating the next run)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _describe_exit(code: int) -> str:
+    import signal
+
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit code {code}"
+
+
+def run_point_isolated(point: dict, recipe_hash: str = "", recipe_name: str = "") -> dict:
+    """``run_point`` in a fresh Python process for points that run on a device.
+
+    Each measurement then starts from a clean process: its peak RSS is its own (no model of an
+    earlier point still resident), allocator and thread-pool state do not carry over, and a crash
+    (segfault, the OOM killer) costs that point only. Count-only points run here (no device work).
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    if point.get("device", "meta") == "meta":
+        return run_point(point, recipe_hash, recipe_name)
+    started, t0 = _utc_now(), time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="uhd-point-") as tmp:
+        job, result = Path(tmp, "point.json"), Path(tmp, "record.json")
+        job.write_text(json.dumps({"point": point, "recipe_hash": recipe_hash, "recipe_name": recipe_name}))
+        proc = subprocess.run([sys.executable, "-m", "uhd_profile.run.sweep", str(job), str(result)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        if proc.returncode == 0 and result.exists():
+            return json.loads(result.read_text())
+    from uhd_profile.measure.env import fingerprint
+    from uhd_profile.run.store import make_record
+
+    tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
+    msg = f"measuring process {_describe_exit(proc.returncode)}" + (f": {tail[-1].strip()}" if tail else "")
+    return make_record(point, "error", None, msg, fingerprint("cpu"), recipe_hash, recipe_name, started,
+                       time.perf_counter() - t0)
+
+
+def _child_main(job_path: str, result_path: str) -> None:
+    import json
+
+    job = json.loads(Path(job_path).read_text())
+    rec = run_point(job["point"], job["recipe_hash"], job["recipe_name"])
+    tmp = Path(result_path + ".tmp")
+    tmp.write_text(json.dumps(rec, default=str))
+    tmp.replace(result_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Selection
+# --------------------------------------------------------------------------------------------
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``I/N`` with 0 <= I < N (0-based, like Slurm's default array indices)."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if n < 1 or not 0 <= i < n:
+        raise UhdProfileError(f"--shard {text!r} is not valid; give I/N with 0 <= I < N, e.g. 0/4")
+    return (i, n)
+
+
+def in_shard(point_id: str, shard: tuple[int, int] | None) -> bool:
+    """Deterministic 1/N split by the point's own hash: independent of order and of other points."""
+    if shard is None:
+        return True
+    i, n = shard
+    return int(hashlib.sha256(point_id.encode()).hexdigest(), 16) % n == i
+
+
+def select(points: list[dict], shard: tuple[int, int] | None = None, only: str | None = None) -> list[dict]:
+    """The points this run is responsible for: its shard, matching ``only`` (a glob over
+    variant_id or point_id)."""
+    chosen = [p for p in points if in_shard(p["point_id"], shard)]
+    if only:
+        chosen = [p for p in chosen if fnmatch.fnmatch(p["variant_id"], only) or fnmatch.fnmatch(p["point_id"], only)]
+    return chosen
+
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepSummary:
+    run_dir: str
+    total: int  # points this run is responsible for (after shard / --only)
+    already_done: int  # skipped because the store holds them (resume)
+    counts: dict[str, int] = field(default_factory=dict)  # status -> points recorded by this run
+    wall_s: float = 0.0
+    records: list[dict] = field(default_factory=list)  # the records this run appended
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("oom", 0) + self.counts.get("error", 0)
+
+
+def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int] | None = None,
+              executor: str = "local", ray_address: str | None = None, only: str | None = None,
+              progress: bool = True, runner: Callable[..., dict] = run_point_isolated) -> SweepSummary:
+    """Run ``recipe``'s points into ``out_dir`` (see module docstring)."""
+    from functools import partial
+
+    from uhd_profile.run.executors import check_executor, error_record, run_local, run_ray
+    from uhd_profile.run.store import ResultStore, make_record
+
+    check_executor(executor)
+    points = select([p.as_dict() for p in recipe.points], shard, only)
+    if not points:
+        raise UhdProfileError(f"no points to run: {recipe.name} has {len(recipe.points)}, none in shard {shard} matching {only!r}")
+    store = ResultStore(out_dir, recipe.hash, recipe.name, recipe_text=recipe.text, resume=resume)
+    done = store.completed_ids()
+    todo = [p for p in points if p["point_id"] not in done]
+    summary = SweepSummary(run_dir=out_dir, total=len(points), already_done=len(points) - len(todo))
+    t0 = time.perf_counter()
+    bar = _Progress(len(todo), enabled=progress)
+
+    def on_record(rec: dict) -> None:
+        if "recipe_hash" not in rec or "env" not in rec:  # a bare error record from the executor
+            rec = make_record(rec["point"], rec["status"], rec.get("metrics"), rec.get("error"), {},
+                              recipe.hash, recipe.name, _utc_now(), 0.0)
+        store.append(rec)
+        summary.records.append(rec)
+        summary.counts[rec["status"]] = summary.counts.get(rec["status"], 0) + 1
+        bar.advance(rec)
+
+    work = partial(runner, recipe_hash=recipe.hash, recipe_name=recipe.name)
+    with bar:
+        if executor == "ray":
+            run_ray(todo, work, on_record, address=ray_address)
+        else:
+            def guarded(point: dict) -> dict:
+                bar.current(point)
+                try:
+                    return work(point)
+                except Exception as exc:  # noqa: BLE001 - a runner that raises still yields a record
+                    return error_record(point, first_line(exc))
+
+            run_local(todo, guarded, on_record)
+    summary.wall_s = time.perf_counter() - t0
+    return summary
+
+
+class _Progress:
+    """A rich progress bar with ETA and the current point, on stderr; a no-op when disabled."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.enabled = enabled and total > 0
+        self.total = total
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
+                console=Console(stderr=True), transient=False,
+            )
+            self.task = self.progress.add_task("", total=total)
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+    def current(self, point: dict) -> None:
+        if self.enabled:
+            self.progress.update(self.task, description=point["variant_id"])
+
+    def advance(self, rec: dict) -> None:
+        if self.enabled:
+            mark = "" if rec["status"] == "ok" else f" [{rec['status']}]"
+            self.progress.update(self.task, advance=1, description=rec["point"]["variant_id"] + mark)
+
+
+if __name__ == "__main__":  # the measuring child of run_point_isolated
+    import sys
+
+    _child_main(sys.argv[1], sys.argv[2])
