@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from uhd_profile.measure.bench import BenchSettings, bench, resolve_device
+from uhd_profile.measure.bench import BenchSettings, bench
+from uhd_profile.measure.devices import resolve_device
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.model.variants import VariantSpec
@@ -22,23 +23,24 @@ def record():
 
 
 def test_record_fields_and_units(record):
-    d = record.as_dict()
-    for key in ("variant_id", "device", "dtype", "batch", "latency_s", "memory", "telemetry", "flops",
-                "achieved_flops_per_s", "mfu", "noise_flag", "env"):
+    from uhd_profile.measure.schema import METRICS
+
+    d = record.to_json()
+    for key in ("variant_id", "spec", "device", "settings", "metrics", "env", "telemetry", "peak", "notes"):
         assert key in d
-    lat = d["latency_s"]
-    assert {"median", "p10", "p90", "iqr_over_median", "n", "samples"} <= set(lat)
-    assert lat["n"] == len(lat["samples"]) >= 3
-    assert lat["p10"] <= lat["median"] <= lat["p90"]
-    assert d["device"] == "cpu" and d["threads"] == 1
-    assert d["flops"]["macs"] > 0 and d["flops"]["flops"] > 2 * d["flops"]["macs"] - 1
+    m = d["metrics"]
+    assert set(m) <= set(METRICS)  # every metric under its one schema name
+    assert m["latency_n"] == len(m["latency_samples_s"]) >= 3
+    assert m["latency_p10_s"] <= m["latency_median_s"] <= m["latency_p90_s"]
+    assert d["device"] == "cpu" and d["settings"]["threads"] == 1 and m["threads"] == 1
+    assert m["macs"] > 0 and m["flops"] > 2 * m["macs"] - 1 and m["paper_flops"] > 0
     # achieved = flops convention / median latency
-    assert d["achieved_flops_per_s"] == pytest.approx(d["flops"]["flops"] / lat["median"])
-    assert d["peak"]["kind"] == "measured" and 0 < d["mfu"]
-    assert d["telemetry"]["available"] is False and d["telemetry"]["reason"]
-    assert d["memory"]["weights_bytes"] > 0
+    assert m["achieved_flops_per_s"] == pytest.approx(m["flops"] / m["latency_median_s"])
+    assert d["peak"]["kind"] == "measured" and 0 < m["mfu"] and m["peak_flops_per_s"] == d["peak"]["flops_per_s"]
+    assert d["telemetry"]["available"] is False and m["telemetry_reason"]
+    assert m["weights_bytes"] > 0 and m["peak_mem_bytes"] > 0 and m["memory_method"] == "clear_refs+VmHWM"
     assert d["env"]["torch"] == torch.__version__
-    json.dumps(d)  # strict JSON-ready
+    json.dumps(d, allow_nan=False)  # strict JSON-ready
 
 
 def test_auto_falls_back_and_says_so():
@@ -46,7 +48,7 @@ def test_auto_falls_back_and_says_so():
         pytest.skip("a GPU is present: auto picks it")
     assert resolve_device("auto") == torch.device("cpu")
     rec = bench(TINY, BenchSettings(device="auto", timing=FAST, memory=False))
-    assert rec.device == "cpu" and rec.device_requested == "auto"
+    assert rec.device == "cpu" and rec.settings.device == "auto"
     assert any("no GPU" in n for n in rec.notes)
 
 
@@ -84,7 +86,7 @@ def test_bench_json_cli(cli):
                        "--min-samples", "3", "--json")
     assert code == 0
     rec = json.loads(out)
-    assert rec["variant_id"] == "tiny@64x64/baseline/post16" and rec["latency_s"]["n"] >= 3
+    assert rec["variant_id"] == "tiny@64x64/baseline/post16" and rec["metrics"]["latency_n"] >= 3
 
 
 def test_trace_written_and_breakdown(tmp_path, cli):
@@ -113,17 +115,16 @@ def test_bad_settings_in_api():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bench_on_cuda_has_memory_and_telemetry_fields():
     rec = bench(TINY, BenchSettings(device="cuda", timing=FAST, dtype="fp16"))
     assert rec.device.startswith("cuda")
-    assert rec.memory["method"] == "cuda_allocator" and rec.memory["peak_bytes"] > 0
-    assert "available" in rec.telemetry
+    assert rec.metrics["memory_method"] == "cuda_allocator" and rec.metrics["peak_mem_bytes"] > 0
+    assert rec.telemetry.available in (True, False)
 
 
 def test_compile_is_recorded_and_compilation_stays_out_of_the_samples():
     # torch.compile on CPU needs the system C++ compiler (present on these machines); ~30 s
     rec = bench(TINY, BenchSettings(device="cpu", timing=FAST, compile=True, memory=False))
-    assert rec.compile is True
+    assert rec.settings.compile is True and rec.to_json()["settings"]["compile"] is True
     # compilation happens in the untimed first call, not in the samples
-    assert rec.latency_s["first_call_s"] > 10 * rec.latency_s["median"]
+    assert rec.metrics["first_call_s"] > 10 * rec.metrics["latency_median_s"]

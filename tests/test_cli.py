@@ -14,11 +14,13 @@ def test_flops_json_fields(cli):
     code, out, _ = cli("flops", "--encoder", "tiny", "--variant", "v4", "--depth", "1", "--post-ratio", "4", "--json")
     assert code == 0
     rec = json.loads(out)
-    for key in ("encoder", "variant_id", "tokens_in", "convention", "total", "gflops", "by_module", "uncounted_ops"):
+    for key in ("encoder", "variant_id", "width_px", "height_px", "tokens_in", "convention", "unit", "total", "giga",
+                "counts", "by_module", "by_category", "uncounted_ops"):
         assert key in rec
-    assert rec["convention"] == "macs" and rec["tokens_in"] == 64 and rec["tokens_llm"] == 4
-    assert rec["total"] == sum(rec["by_module"].values())
-    assert rec["gflops"] == rec["total"] / 1e9
+    assert rec["convention"] == "macs" and rec["unit"] == "MACs" and rec["tokens_in"] == 64 and rec["tokens_llm"] == 4
+    assert rec["total"] == sum(rec["by_module"].values()) == sum(rec["by_category"].values())
+    assert rec["giga"] == rec["total"] / 1e9
+    assert set(rec["counts"]) == {"macs", "flops", "paper_flops"}  # the record schema's names
 
 
 def test_flops_default_is_paper_geometry_vit_alone(cli):
@@ -30,8 +32,25 @@ def test_flops_default_is_paper_geometry_vit_alone(cli):
 def test_flops_conventions_and_wxh(cli):
     _, out, _ = cli("flops", "--resolution", "1344x756", "--convention", "paper", "--json")
     rec = json.loads(out)
-    assert rec["resolution"] == [756, 1344] and rec["convention"] == "paper"
-    assert rec["total"] == rec["counts"]["paper"]
+    assert (rec["width_px"], rec["height_px"]) == (1344, 756) and rec["convention"] == "paper"
+    assert rec["variant_id"].startswith("siglip2-so400m-p14@1344x756/")
+    assert rec["total"] == rec["counts"]["paper_flops"]
+
+
+def test_a_tower_that_floors_takes_any_size(cli):
+    """SigLIP's stride-14 patch convolution floors: the 384 px preset takes 384 px (27 x 27 = 729 tokens),
+    as every user runs it; `native` works on the command line too."""
+    code, out, err = cli("flops", "--encoder", "siglip-so400m-p14-384", "--resolution", "384", "--post-ratio", "1", "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["tokens_in"] == 729 and (rec["width_px"], rec["height_px"]) == (384, 384)
+    code, out, _ = cli("flops", "--encoder", "siglip-so400m-p14-384", "--resolution", "native", "--post-ratio", "1", "--json")
+    assert code == 0 and json.loads(out)["total"] == rec["total"]
+
+
+def test_flops_note_goes_to_stderr_with_json_too(cli):
+    code, out, err = cli("flops", "--json")  # 980 px: the 70x70 grid cannot take the 16x connector
+    assert code == 0 and json.loads(out)["post_ratio"] == 1 and "counting the ViT alone" in err
 
 
 def test_flops_table_names_the_convention(cli):
@@ -58,7 +77,9 @@ def test_list(cli):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["flops", "--resolution", "981"], "patch size 14"),
+    (["flops", "--encoder", "qwen2.5-vl-vit", "--resolution", "450"], "multiple of 28 px"),
+    (["flops", "--encoder", "siglip2-so400m-p16", "--resolution", "500"], "patch size 16"),
+    (["flops", "--resolution", "980x"], "resolution '980x'"),
     (["flops", "--resolution", "abc"], "resolution 'abc'"),
     (["flops", "--encoder", "tiny", "--resolution", "72", "--compressor", "avg-pool", "--depth", "1"], "even token grid"),
     (["flops", "--compressor", "avg-pool", "--depth", "99"], "valid depths are 0..26"),
@@ -73,7 +94,7 @@ def test_list(cli):
     (["flops", "--batch", "0"], "at least 1"),
     (["flops", "--counter", "nope"], "nope"),
     (["flops", "--no-such-flag"], "no-such-flag"),
-    (["list", "things"], "valid: encoders, compressors"),
+    (["list", "things"], "valid: encoders, compressors, conventions, metrics, recipes"),
 ])
 def test_bad_input_one_line_exit_2(cli, args, fragment):
     code, out, err = cli(*args)

@@ -186,7 +186,7 @@ def test_gpu_info_cpu_device_reads_only_driver_and_count():
 def test_cpu_model_falls_back_when_cpuinfo_unreadable(monkeypatch):
     missing = "/proc/cpuinfo"
     env._cpuinfo.cache_clear()
-    env._static.cache_clear()
+    env.static_fields.cache_clear()
     real_read = Path.read_text
 
     def read_text(self, *a, **k):
@@ -202,4 +202,4 @@ def test_cpu_model_falls_back_when_cpuinfo_unreadable(monkeypatch):
     finally:
         monkeypatch.undo()
         env._cpuinfo.cache_clear()
-        env._static.cache_clear()
+        env.static_fields.cache_clear()

@@ -18,6 +18,7 @@ from uhd_profile.analyse.gate import (
     SCHEMA, SCHEMA_VERSION, GateSettings, baseline_from_run, compare, load_baseline, mann_whitney_u,
 )
 from uhd_profile.measure.env import FIELDS, fingerprint_key
+from uhd_profile.measure.schema import gated
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.run.recipe import load_recipe
 from uhd_profile.run.store import ResultStore, make_record
@@ -102,7 +103,7 @@ def _env(**over):
 
 @pytest.fixture(scope="module")
 def points():
-    pts = [p.as_dict() for p in load_recipe("smoke", device="cpu").points]
+    pts = [p.to_dict() for p in load_recipe("smoke", device="cpu").points]
     assert any(p["measure"] != ["flops"] for p in pts) and any(p["measure"] == ["flops"] for p in pts)
     return pts
 
@@ -112,7 +113,7 @@ def _measured(point):
 
 
 def _metrics(point, i, samples=None, peak=400 * 2**20, act=8 * 2**20, **over):
-    m = {"macs": 1_000_000 + 1000 * i, "flops": 2_000_000 + 2100 * i, "paper": 1_100_000 + 1000 * i,
+    m = {"macs": 1_000_000 + 1000 * i, "flops": 2_000_000 + 2100 * i, "paper_flops": 1_100_000 + 1000 * i,
          "params": 5000 + i, "tokens_in": 256, "tokens_llm": 16 * (i + 1)}
     if _measured(point):
         s = list(BASE_SAMPLES if samples is None else samples)
@@ -180,14 +181,16 @@ def test_baseline_file_is_committable_and_complete(tmp_path, points, base_file):
     i = _measured_index(points)
     e = data["points"][points[i]["point_id"]]
     assert e["status"] == "ok" and e["variant_id"] == points[i]["variant_id"]
-    assert e["counts"] == {"macs": 1_000_000 + 1000 * i, "flops": 2_000_000 + 2100 * i, "paper": 1_100_000 + 1000 * i,
-                           "params": 5000 + i, "weights_bytes": 4 * (5000 + i), "tokens_in": 256, "tokens_llm": 16 * (i + 1)}
-    assert e["latency"]["samples_s"] == BASE_SAMPLES and e["latency"]["n"] == 20
-    assert e["memory"] == {"peak_mem_bytes": 400 * 2**20, "activation_mem_bytes": 8 * 2**20}
+    # every compared metric under its schema name: the counts, the latency median and its samples, memory
+    assert e["metrics"] == {"macs": 1_000_000 + 1000 * i, "flops": 2_000_000 + 2100 * i,
+                            "paper_flops": 1_100_000 + 1000 * i, "params": 5000 + i, "weights_bytes": 4 * (5000 + i),
+                            "tokens_in": 256, "tokens_llm": 16 * (i + 1), "latency_samples_s": BASE_SAMPLES,
+                            "latency_median_s": sorted(BASE_SAMPLES)[10], "peak_mem_bytes": 400 * 2**20,
+                            "activation_mem_bytes": 8 * 2**20}
     key = fingerprint_key(_env(device="cpu"))
     assert e["env_key"] == key and data["environments"][key]["cpu_model"] == "Test CPU 9000"
     j = _flops_index(points)
-    assert "latency" not in data["points"][points[j]["point_id"]]
+    assert "latency_median_s" not in data["points"][points[j]["point_id"]]["metrics"]
 
 
 def test_counts_only_baseline_has_no_time_or_memory(tmp_path, points, cli):
@@ -196,7 +199,7 @@ def test_counts_only_baseline_has_no_time_or_memory(tmp_path, points, cli):
     assert code == 0 and "counts only" in out
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["counts_only"] is True
-    assert all("latency" not in e and "memory" not in e and e["counts"]["macs"] for e in data["points"].values())
+    assert all(set(e["metrics"]) <= set(gated("exact")) and e["metrics"]["macs"] for e in data["points"].values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +220,7 @@ def test_identical_run_passes_with_every_point_same(tmp_path, points, base_file,
     assert code == 0 and "PASS" in out and out.count("same") >= len(points)
 
 
-@pytest.mark.parametrize("key,delta", [("macs", +1), ("macs", -1), ("paper", -5000), ("params", +1),
+@pytest.mark.parametrize("key,delta", [("macs", +1), ("macs", -1), ("paper_flops", -5000), ("params", +1),
                                        ("tokens_llm", -1), ("weights_bytes", +4)])
 def test_any_count_change_fails_in_both_directions(tmp_path, points, base_file, cli, key, delta):
     i = _measured_index(points)
@@ -435,7 +438,7 @@ def test_update_writes_a_baseline_that_then_passes(tmp_path, points, base_file, 
     code, out, err = cli("check", run, "--baseline", base_file, "--update", str(new))
     assert code == 1 and "wrote the new baseline" in err  # the verdict is still the verdict
     data = json.loads(new.read_text())
-    assert data["points"][points[i]["point_id"]]["counts"]["macs"] == 42 and data["counts_only"] is False
+    assert data["points"][points[i]["point_id"]]["metrics"]["macs"] == 42 and data["counts_only"] is False
     assert cli("check", run, "--baseline", str(new))[0] == 0
 
     # a counts-only baseline stays counts-only when updated
@@ -463,16 +466,16 @@ def smoke_run(tmp_path_factory):
     from uhd_profile.run.sweep import run_sweep
 
     d = tmp_path_factory.mktemp("smoke")
-    summary = run_sweep(load_recipe("smoke", device="cpu"), str(d), progress=False)
+    summary = run_sweep(load_recipe("smoke", device="cpu"), str(d))
     assert summary.failed == 0
     return str(d)
 
 
 def test_real_run_against_its_own_baseline(smoke_run, tmp_path, cli):
     b = baseline_from_run(smoke_run)
-    measured = [e for e in b["points"].values() if "latency" in e]
-    assert measured and all(e["latency"]["samples_s"] and e["memory"]["peak_mem_bytes"] > 0 for e in measured)
-    assert all(e["counts"]["macs"] > 0 and e["counts"]["paper"] > 0 and e["counts"]["params"] > 0
+    measured = [e["metrics"] for e in b["points"].values() if "latency_median_s" in e["metrics"]]
+    assert measured and all(m["latency_samples_s"] and m["peak_mem_bytes"] > 0 for m in measured)
+    assert all(e["metrics"]["macs"] > 0 and e["metrics"]["paper_flops"] > 0 and e["metrics"]["params"] > 0
                for e in b["points"].values())
     cli("baseline", smoke_run, "--out", str(tmp_path / "b.json"))
     code, res, _ = _check_json(cli, smoke_run, str(tmp_path / "b.json"))

@@ -12,13 +12,14 @@ import torch
 import uhd_profile.model.variants as V
 from uhd_profile.count.analytic import analytic_cost
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.count.flops import CONVENTIONS, attention_cost, count_flops, varlen_attention_cost
+from uhd_profile.count.conventions import CONVENTIONS
+from uhd_profile.count.flops import attention_cost, count_flops, varlen_attention_cost
 from uhd_profile.analyse.images import cost_image, image_size, plan_spec
 from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 
 # tiny preset: patch 8, so views align to 32 px; S = 64 px gives 8x8-patch slices. A 300x100 (w x h)
 # image: cnt = ceil(30000 / 64^2) = 8 -> grid 4x2 of 64x64 slices, thumbnail 96x32 (12x4 patches).
-TINY = dict(encoder="tiny", resolution=(100, 300), encoding="sliced", scale_resolution=64)
+TINY = dict(encoder="tiny", resolution="300x100", encoding="sliced", scale_resolution=64)
 
 
 def tiny(plan="baseline", **kw):
@@ -27,19 +28,19 @@ def tiny(plan="baseline", **kw):
 
 def test_tiny_geometry_and_ids():
     s = tiny()
-    assert s.groups == ((1, (32, 96)), (8, (64, 64)))
+    assert s.groups == ((1, (96, 32)), (8, (64, 64)))  # (views, W x H)
     assert s.view_grids == ((4, 12),) + ((8, 8),) * 8
     assert s.tokens_in == 48 + 8 * 64
     assert s.tokens_llm == 48 // 16 + 8 * 64 // 16  # 3 + 32
-    assert s.id == "tiny@100x300/sliced-s64/baseline/post16"
-    assert s.with_(packing="packed").id == "tiny@100x300/sliced-s64-packed/baseline/post16"
-    assert tiny("v4", encoding="global").id == "tiny@100x300/global-s64/window-attn-reused-mlp@1/post4"
+    assert s.id == "tiny@300x100/sliced-s64/baseline/post16"
+    assert s.with_(packing="packed").id == "tiny@300x100/sliced-s64-packed/baseline/post16"
+    assert tiny("v4", encoding="global").id == "tiny@300x100/global-s64/window-attn-reused-mlp@1/post4"
     # one-view ids do not change
     assert VariantSpec.alias("v4", post_ratio=1).id == "siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post1"
-    assert VariantSpec.alias("baseline", resolution=(448, 672)).id == "siglip2-so400m-p14@448x672/baseline/post16"
-    big = VariantSpec.alias("v4", resolution=(896, 1344), encoding="sliced")
-    assert big.id == "siglip2-so400m-p14@896x1344/sliced/window-attn-reused-mlp@6/post4"
-    assert big.view_sizes == ((392, 560),) + ((448, 448),) * 6
+    assert VariantSpec.alias("baseline", resolution="672x448").id == "siglip2-so400m-p14@672x448/baseline/post16"
+    big = VariantSpec.alias("v4", resolution="1344x896", encoding="sliced")
+    assert big.id == "siglip2-so400m-p14@1344x896/sliced/window-attn-reused-mlp@6/post4"
+    assert big.view_sizes == ((560, 392),) + ((448, 448),) * 6  # W x H
     with pytest.raises(UhdProfileError, match="several views"):
         big.grid
 
@@ -47,8 +48,8 @@ def test_tiny_geometry_and_ids():
 @pytest.mark.parametrize("kw,fragment", [
     (dict(encoding="tiles"), "encoding 'tiles' is not valid"),
     (dict(packing="zipped"), "packing 'zipped' is not valid"),
-    (dict(encoding="view", resolution=(64, 64), packing="packed"), "applies to several views"),
-    (dict(resolution=(0, 300)), "image size 300x0"),
+    (dict(encoding="view", resolution=64, packing="packed"), "applies to several views"),
+    (dict(resolution="300x0"), "resolution 300x0"),
     (dict(max_slices=0), "max slices 0"),
     (dict(scale_resolution=80), "scale resolution 80"),
 ])
@@ -60,7 +61,7 @@ def test_spec_validation(kw, fragment):
 
 def test_packed_refused_where_views_cannot_be_kept_apart():
     with pytest.raises(UhdProfileError, match="packing 'packed' is not available for qwen2.5-vl-vit"):
-        VariantSpec(encoder="qwen2.5-vl-vit", resolution=(896, 1344), encoding="sliced", packing="packed")
+        VariantSpec(encoder="qwen2.5-vl-vit", resolution="1344x896", encoding="sliced", packing="packed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ def test_packed_and_batched_count_the_same_so400m():
     """The paper's tower on a 1344x896 image, on meta: packed == batched == the analytic closed
     form summed over the calls (thumbnail 560x392 alone, six 448x448 slices in one batch)."""
     for plan in ("baseline", "v4"):
-        s = VariantSpec.alias(plan, resolution=(896, 1344), encoding="sliced")
+        s = VariantSpec.alias(plan, resolution="1344x896", encoding="sliced")
         batched, packed = count_flops(s), count_flops(s.with_(packing="packed"))
         analytic = sum((analytic_cost(plan_spec(plan, s.encoder, size), batch=k) for k, size in s.groups[1:]),
                        analytic_cost(plan_spec(plan, s.encoder, s.groups[0][1]), batch=1))
@@ -108,7 +109,7 @@ def test_packed_and_batched_count_the_same_so400m():
 
 
 def test_released_model_packs_natively():
-    s = VariantSpec.alias("v4", encoder="minicpm-v-4.6", resolution=(896, 1344), encoding="sliced")
+    s = VariantSpec.alias("v4", encoder="minicpm-v-4.6", resolution="1344x896", encoding="sliced")
     batched, packed = count_flops(s), count_flops(s.with_(packing="packed"))
     assert batched.total == packed.total
     # its merger's window attention is charged densely within each view, as for our compressor
@@ -170,20 +171,22 @@ def test_bench_measures_both_packings():
     timing = TimingSettings(warmup_iters=1, warmup_time_s=0.0, min_samples=2, min_time_s=0.0, max_time_s=1.0, target_iqr=0.5)
     recs = {p: bench(tiny("v4", packing=p), BenchSettings(device="cpu", timing=timing, telemetry=False, memory=False))
             for p in ("batched", "packed")}
-    assert recs["batched"].flops == recs["packed"].flops
+    counts = ("macs", "flops", "paper_flops")
+    assert [recs["batched"].metrics[k] for k in counts] == [recs["packed"].metrics[k] for k in counts]
     for p, r in recs.items():
-        assert r.latency_s["median"] > 0 and r.spec["packing"] == p and len(r.spec["views"]) == 9
+        d = r.to_json()
+        assert d["metrics"]["latency_median_s"] > 0 and d["spec"].get("packing", "batched") == p and len(d["spec"]["views"]) == 9
 
 
 def test_sweep_points_carry_encoding_and_packing():
-    from uhd_profile.run.recipe import Point
+    from uhd_profile.measure.schema import Point
     from uhd_profile.run.sweep import measure_point
 
     spec = tiny("v4", packing="packed")
-    d = Point(spec=spec).as_dict()
-    assert d["spec"]["encoding"] == "sliced" and d["spec"]["packing"] == "packed" and d["spec"]["scale_resolution"] == 64
-    assert Point.from_dict(d).spec.id == spec.id and Point.from_dict(d).as_dict() == d
-    assert "packing" not in Point(spec=tiny("v4")).as_dict()["spec"]  # defaults stay out of the identity
+    d = Point(spec=spec).to_dict()
+    assert d["spec"]["encoding"] == "sliced" and d["spec"]["packing"] == "packed" and d["spec"]["scale_resolution_px"] == 64
+    assert Point.from_dict(d).spec.id == spec.id and Point.from_dict(d).to_dict() == d
+    assert "packing" not in Point(spec=tiny("v4")).to_dict()["spec"]  # defaults stay out of the identity
     m = measure_point(d)
     assert m["macs"] == count_flops(spec).get("macs") and m["tokens_in"] == spec.tokens_in
 
@@ -194,7 +197,7 @@ def test_global_vs_sliced_recipe(tmp_path):
     r = load_recipe("global-vs-sliced", device="cpu")
     assert len(r.points) == 64 and not any(p.measured for p in r.points)
     assert {p.spec.encoding for p in r.points} == {"global", "sliced"}
-    assert {p.spec.size for p in r.points} >= {(2688, 2688), (1512, 2688), (252, 448)}
+    assert {p.spec.size for p in r.points} >= {(2688, 2688), (2688, 1512), (448, 252)}  # W x H
     bad = tmp_path / "bad.toml"
     bad.write_text('[defaults]\nencodings = ["tiles"]\n')
     with pytest.raises(UhdProfileError, match="'tiles' is not valid; valid: view, global, sliced"):
@@ -218,7 +221,7 @@ def test_cost_image_totals_are_the_variant_counts():
     for enc, e in c.encodings.items():
         for plan in ("baseline", "v4"):
             spec = tiny(plan, encoding=enc)
-            assert e.counts[plan] == {k: count_flops(spec).get(k) for k in CONVENTIONS}
+            assert e.counts[plan] == {c.column: count_flops(spec).get(c.name) for c in CONVENTIONS.values()}
             assert sum(v.counts[plan]["macs"] for v in e.views) == pytest.approx(e.counts[plan]["macs"], rel=1e-12)
             assert e.llm_tokens[plan] == spec.tokens_llm == sum(v.llm_tokens[plan] for v in e.views)
 

@@ -7,7 +7,8 @@ import textwrap
 import pytest
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.run.recipe import Point, load_recipe, shipped_recipes
+from uhd_profile.measure.schema import Point
+from uhd_profile.run.recipe import load_recipe, shipped_recipes
 
 
 def _write(tmp_path, text: str, name: str = "r.toml"):
@@ -64,7 +65,7 @@ def test_point_id_is_stable_and_round_trips():
     again = load_recipe("smoke", device="cpu")
     assert [p.point_id for p in r.points] == [p.point_id for p in again.points]
     for p in r.points:
-        d = p.as_dict()
+        d = p.to_dict()
         q = Point.from_dict(d)
         assert q.point_id == p.point_id == d["point_id"] and q.spec.id == p.spec.id and d["variant_id"] == p.spec.id
 
@@ -104,14 +105,15 @@ def test_a_small_recipe_expands_as_a_cross_product(tmp_path):
     ("[[grid]]\nencoders = ['tiny']\nresolutions = [128]\nbatches = ['two']\n", "batches: 'two' is not valid; valid: integers >= 1"),
     ("[[grid]]\nencoders = ['tiny']\nresolutions = [128]\ndtypes = ['fp8']\n", "dtypes: 'fp8' is not valid; valid: fp32, bf16, fp16"),
     ("[[grid]]\nencoders = ['tiny']\nresolutions = [128]\nmeasure = ['joules']\n", "measure: 'joules' is not valid; valid: flops, latency"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = [100]\n", "not a positive multiple of tiny's patch size 8"),
+    ("[[grid]]\nencoders = ['siglip2-so400m-p16']\nresolutions = [100]\n", "100 is not a multiple of siglip2-so400m-p16's patch size 16"),
+    ("[[grid]]\nencoders = ['tiny']\nresolutions = [[64, 128]]\n", "resolution [64, 128] is ambiguous"),
     ("[[grid]]\nencoders = ['tiny']\nresolutions = [128]\n[[grid]]\nencoders = ['tiny']\nresolutions = [128]\n",
      "duplicate point tiny@128x128/baseline/post16"),
     ("[[grid]]\nwhen = 'tpu'\n", "when: 'tpu' is not valid; valid: any, cpu, cuda"),
     ("[[grid]]\nwhen = 'cuda'\nencoders = ['tiny']\nresolutions = [128]\n", "expands to no points on a cpu device"),
     ("[timing]\nmin_samples = 0\n", "timing: TimingSettings.min_samples = 0: must be an integer >= 1"),
     ("[timing]\nwarmup = 3\n", "timing.warmup: unknown key; valid: warmup_iters"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = ['big']\n", "'big' is not a resolution"),
+    ("[[grid]]\nencoders = ['tiny']\nresolutions = ['big']\n", "resolution 'big' is not valid"),
     ("[[grid]\n", "not valid TOML"),
 ])
 def test_bad_recipes_fail_before_anything_runs(tmp_path, cli, text, fragment):

@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 
 from uhd_profile.analyse import report as R
+from uhd_profile.analyse.report import format as F
+from uhd_profile.analyse.report import tables as T
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.count.paper import PAPER_FIGURES
 from uhd_profile.run.store import load
@@ -47,7 +49,7 @@ def smoke_report(tmp_path_factory):
     from uhd_profile.run.sweep import run_sweep
 
     run = tmp_path_factory.mktemp("smoke") / "run"
-    run_sweep(load_recipe("smoke", device="cpu"), str(run), progress=False)
+    run_sweep(load_recipe("smoke", device="cpu"), str(run))
     return run, R.write_report(run, recount=False)
 
 
@@ -77,10 +79,10 @@ def test_pareto_front_lower_is_better_on_both():
 def test_variant_labels():
     row = pd.Series({"compressor": "window-attn-reused-mlp", "depth": 6, "post_ratio": 4, "encoding": "sliced",
                      "packing": "packed"})
-    assert R.variant_label(row) == "window-attn-reused-mlp@6 +post4 [sliced, packed]"
-    assert R.variant_label(row.copy().replace({"packed": "batched"})) == "window-attn-reused-mlp@6 +post4 [sliced]"
-    assert R.variant_label(pd.Series({"compressor": None, "depth": pd.NA, "post_ratio": 1, "encoding": "view"})) == "baseline"
-    assert R._aspect(1344, 756) == "16:9" and R._aspect(980, 980) == "1:1"
+    assert F.variant_label(row) == "window-attn-reused-mlp@6 +post4 [sliced, packed]"
+    assert F.variant_label(row.copy().replace({"packed": "batched"})) == "window-attn-reused-mlp@6 +post4 [sliced]"
+    assert F.variant_label(pd.Series({"compressor": None, "depth": pd.NA, "post_ratio": 1, "encoding": "view"})) == "baseline"
+    assert T._aspect(1344, 756) == "16:9" and T._aspect(980, 980) == "1:1"
 
 
 def test_flags_mark_noisy_and_throttled_points():
@@ -99,7 +101,7 @@ def test_a_steady_slowdown_is_flagged_as_a_slow_outlier():
     assert not R.prepare(df).loc[i, "flagged"]
     df.loc[i, "latency_median_s"] = df.loc[i, "latency_median_s"] * 10
     d = R.prepare(df)
-    assert d.loc[i, "flagged"] and d.loc[i, "slowdown"] > R.SLOW_OUTLIER_FACTOR
+    assert d.loc[i, "flagged"] and d.loc[i, "slowdown"] > T.SLOW_OUTLIER_FACTOR
     assert "slow outlier" in d.loc[i, "flag_reason"] and d["flagged"].sum() == 3  # it, the noisy and the unreliable one
     hl = R.headline(df)
     assert hl.loc[hl["convention"] == "seconds", "flagged"].all()
@@ -141,7 +143,7 @@ def test_counts_only_report(counts_report):
     assert "Left out: the run holds no global- or sliced-encoding points" in md
     # the breakdown recount adds up to the run's totals, per category
     bd = _csv(out, "figures/breakdown.csv")
-    assert set(bd["category"]) <= set(R.CATEGORIES) and "MISMATCH" not in md
+    assert set(bd["category"]) <= set(F.CATEGORIES) and "MISMATCH" not in md
     v4 = bd[bd["variant"].str.startswith("v4")]
     assert v4.loc[v4["category"] == "compressor", "block"].eq("compressor").all()
     assert list(v4.drop_duplicates("block").sort_values("order")["block"])[:9] == (

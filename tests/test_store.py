@@ -9,16 +9,17 @@ import pytest
 from uhd_profile import load as api_load
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.run.recipe import load_recipe
-from uhd_profile.run.store import COLUMNS, RESULTS_FILE, SCHEMA_VERSION, ResultStore, load, make_record, merge, read_header
+from uhd_profile.measure.schema import columns
+from uhd_profile.run.store import RESULTS_FILE, SCHEMA_VERSION, ResultStore, load, make_record, merge, read_header
 
 
 @pytest.fixture(scope="module")
 def points():
-    return [p.as_dict() for p in load_recipe("smoke", device="cpu").points]
+    return [p.to_dict() for p in load_recipe("smoke", device="cpu").points]
 
 
 def _rec(point, status="ok", macs=1000, recipe_hash="h1", **metrics):
-    m = None if status != "ok" else {"macs": macs, "flops": 2 * macs + 7, "paper": macs + 1, "tokens_in": 256,
+    m = None if status != "ok" else {"macs": macs, "flops": 2 * macs + 7, "paper_flops": macs + 1, "tokens_in": 256,
                                       "tokens_llm": 16, "params": 12345, **metrics}
     return make_record(point, status, m, None if status == "ok" else "boom", {"hostname": "x"}, recipe_hash, "smoke",
                        "2026-11-25T00:00:00+00:00", 0.5)
@@ -31,11 +32,11 @@ def test_round_trip_and_typed_columns(tmp_path, points):
                       peak_mem_bytes=10_000, noise_flag="ok"))
     store.append(_rec(points[1], status="oom"))
     df = load(tmp_path)
-    assert list(df.columns) == list(COLUMNS) and len(df) == 3
+    assert list(df.columns) == list(columns()) and len(df) == 3
     assert df.loc[0, "macs"] == 3_511_178_496_000 and str(df["macs"].dtype) == "Int64"
     assert str(df["latency_median_s"].dtype) == "Float64" and df.loc[1, "latency_samples_s"] == [0.2, 0.25, 0.3]
     assert df.loc[2, "status"] == "oom" and df.loc[2, "error"] == "boom" and df["macs"].isna()[2]
-    assert df.loc[0, "resolution_h_px"] == 128 and df.loc[0, "encoder"] == "tiny"
+    assert df.loc[0, "height_px"] == 128 and df.loc[0, "width_px"] == 128 and df.loc[0, "encoder"] == "tiny"
     assert (tmp_path / "recipe.toml").read_text() == "# recipe\n"
     assert api_load is load  # uhd_profile.load is the public name
     # a second store on the directory sees the same records

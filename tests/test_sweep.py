@@ -31,7 +31,7 @@ def _ids(run_dir) -> list[str]:
 
 
 def test_smoke_sweep_end_to_end(tmp_path, smoke):
-    s = run_sweep(smoke, str(tmp_path / "run"), progress=False)
+    s = run_sweep(smoke, str(tmp_path / "run"))
     assert s.total == len(smoke.points) and s.failed == 0 and s.counts == {"ok": len(smoke.points)}
     df = load(str(tmp_path / "run"))
     assert len(df) == len(smoke.points) and set(df["status"]) == {"ok"}
@@ -68,7 +68,7 @@ def test_out_of_memory_is_a_status(tmp_path, smoke, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB")
 
     monkeypatch.setattr(sweep_mod, "measure_point", oom)
-    s = run_sweep(smoke, str(tmp_path / "run"), progress=False, only=smoke.points[0].spec.id)
+    s = run_sweep(smoke, str(tmp_path / "run"), only=smoke.points[0].spec.id)
     assert s.counts == {"oom": 1}
 
 
@@ -86,7 +86,7 @@ def test_resume_after_sigkill_loses_at_most_the_point_in_flight(tmp_path, smoke)
     child.wait()
     before = _ids(run_dir)
     assert 2 <= len(before) < len(smoke.points), "the child finished before it could be killed"
-    s = run_sweep(smoke, str(run_dir), resume=True, progress=False)
+    s = run_sweep(smoke, str(run_dir), resume=True)
     after = _ids(run_dir)
     assert s.already_done == len(before)
     assert sorted(after) == sorted(p.point_id for p in smoke.points)  # every point once, none twice
@@ -94,16 +94,16 @@ def test_resume_after_sigkill_loses_at_most_the_point_in_flight(tmp_path, smoke)
 
 
 def test_resume_refuses_another_recipe(tmp_path, smoke, cli):
-    run_sweep(smoke, str(tmp_path / "run"), progress=False, only=smoke.points[0].spec.id)
+    run_sweep(smoke, str(tmp_path / "run"), only=smoke.points[0].spec.id)
     code, out, err = cli("sweep", "depth-sweep", "--out", str(tmp_path / "run"), "--resume", "--device", "cpu")
     assert code == 2 and "recipe" in err and len(err.strip().splitlines()) == 1
 
 
 def test_shards_merge_to_the_unsharded_run(tmp_path, smoke, cli):
     # in-process measurement: sharding does not depend on where a point is measured, and it is faster
-    full = run_sweep(smoke, str(tmp_path / "full"), progress=False, runner=run_point)
+    full = run_sweep(smoke, str(tmp_path / "full"), runner=run_point)
     for i in range(3):
-        run_sweep(smoke, str(tmp_path / f"s{i}"), shard=(i, 3), progress=False, runner=run_point)
+        run_sweep(smoke, str(tmp_path / f"s{i}"), shard=(i, 3), runner=run_point)
     code, out, err = cli("merge", *(str(tmp_path / f"s{i}") for i in range(3)), "--out", str(tmp_path / "merged"))
     assert code == 0, err
     a = load(str(tmp_path / "full")).set_index("point_id").sort_index()
@@ -142,7 +142,7 @@ def test_bad_sweep_usage(cli, tmp_path):
 def test_sweep_on_a_local_ray_instance(tmp_path, smoke):
     if not os.environ.get("CI"):  # CI installs the [ray] extra: there a missing Ray is a failure, not a skip
         pytest.importorskip("ray")
-    s = run_sweep(smoke, str(tmp_path / "ray"), executor="ray", progress=False, runner=run_point)
+    s = run_sweep(smoke, str(tmp_path / "ray"), executor="ray", runner=run_point)
     assert s.counts == {"ok": len(smoke.points)}
     assert sorted(_ids(tmp_path / "ray")) == sorted(p.point_id for p in smoke.points)
 
@@ -153,7 +153,7 @@ def test_a_measuring_process_that_dies_costs_only_its_point(tmp_path, smoke, mon
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
-    s = run_sweep(smoke, str(tmp_path / "run"), progress=False)
+    s = run_sweep(smoke, str(tmp_path / "run"))
     df = load(str(tmp_path / "run")).set_index("point_id")
     measured = [p.point_id for p in smoke.points if p.measured]
     assert s.counts == {"ok": len(smoke.points) - len(measured), "error": len(measured)}
@@ -162,7 +162,7 @@ def test_a_measuring_process_that_dies_costs_only_its_point(tmp_path, smoke, mon
 
 
 def test_measured_points_run_in_their_own_process(tmp_path, smoke):
-    s = run_sweep(smoke, str(tmp_path / "run"), progress=False, only="*window-attn*")
+    s = run_sweep(smoke, str(tmp_path / "run"), only="*window-attn*")
     recs = {r["point_id"]: r for r in s.records}
     measured = [p for p in smoke.points if p.measured and "window-attn" in p.spec.id]
     assert measured and all(recs[p.point_id]["status"] == "ok" for p in measured)

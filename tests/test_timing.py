@@ -1,6 +1,6 @@
 """The latency probe: exact statistics (== numpy.percentile), every branch of the stop rule, the
 untimed first call, warm-up by count and by time, noise-flag boundaries, settings validation,
-``as_dict``; a real CPU smoke test; on a GPU, a kernel of known duration.
+schema field names; a real CPU smoke test; on a GPU, a kernel of known duration.
 
 CPU tests drive ``time_forward`` with ``FakeTimer``, a fake host clock in which time advances only
 when the timed function runs, by the next of a given sequence of per-call durations. Call 0 is
@@ -122,9 +122,9 @@ def test_noise_flag_boundaries():
 def test_noise_flag_boundaries_end_to_end(durations_ms, ratio, flag):
     durations = [int(d * MS) for d in durations_ms]
     st, _ = run([1] + durations, min_samples=5, max_samples=5, min_time_s=0.0, target_iqr=1e-9)
-    assert st.samples_s == [d / 1e9 for d in durations]
+    assert st.latency_samples_s == [d / 1e9 for d in durations]
     if ratio is not None:
-        assert st.iqr_over_median == ratio
+        assert st.latency_iqr_over_median == ratio
     assert st.noise_flag == flag
     assert st.stop_reason == "max_samples"
 
@@ -134,16 +134,16 @@ def test_noise_flag_boundaries_end_to_end(durations_ms, ratio, flag):
 
 def test_target_reached_at_min_samples():
     st, _ = run(itertools.repeat(100 * MS), min_samples=10, min_time_s=0.0)
-    assert (st.n, st.stop_reason, st.unmet) == (10, "target_iqr", None)
-    assert st.samples_s == [0.1] * 10
-    assert (st.median_s, st.p10_s, st.p90_s, st.iqr_over_median) == (0.1, 0.1, 0.1, 0.0)
+    assert (st.latency_n, st.stop_reason, st.latency_unmet) == (10, "target_iqr", None)
+    assert st.latency_samples_s == [0.1] * 10
+    assert (st.latency_median_s, st.latency_p10_s, st.latency_p90_s, st.latency_iqr_over_median) == (0.1, 0.1, 0.1, 0.0)
     assert st.noise_flag == "ok" and st.timer == "perf_counter_ns" and st.cache == "hot"
 
 
 def test_target_waits_for_min_time():
     # 100 ms per sample, min 2 samples but 0.5 s: elapsed is 0.4 s after 4, 0.5 s after 5
     st, _ = run(itertools.repeat(100 * MS), min_samples=2, min_time_s=0.5)
-    assert (st.n, st.stop_reason) == (5, "target_iqr")
+    assert (st.latency_n, st.stop_reason) == (5, "target_iqr")
 
 
 def test_target_waits_for_the_spread_to_settle():
@@ -151,8 +151,8 @@ def test_target_waits_for_the_spread_to_settle():
     # q75 = x[2.25] = 12.5, IQR/median = 0.25 >= 0.05. After 5 (one more 10): q25 = q75 = 10 -> 0.
     durations = [1 * MS, 10 * MS, 20 * MS] + [10 * MS] * 100
     st, _ = run(durations, min_samples=4, min_time_s=0.0, target_iqr=0.05)
-    assert (st.n, st.stop_reason) == (5, "target_iqr")
-    assert st.samples_s == [0.01, 0.02, 0.01, 0.01, 0.01]
+    assert (st.latency_n, st.stop_reason) == (5, "target_iqr")
+    assert st.latency_samples_s == [0.01, 0.02, 0.01, 0.01, 0.01]
 
 
 def test_stop_point_matches_a_numpy_reference():
@@ -170,24 +170,24 @@ def test_stop_point_matches_a_numpy_reference():
             expected = n
             break
     assert expected is not None and expected > 30  # the minimums alone would stop earlier
-    assert (st.n, st.stop_reason) == (expected, "target_iqr")
-    assert st.samples_s == [d / 1e9 for d in durations[:expected]]
+    assert (st.latency_n, st.stop_reason) == (expected, "target_iqr")
+    assert st.latency_samples_s == [d / 1e9 for d in durations[:expected]]
 
 
 def test_time_limit_names_the_unmet_iqr():
     # 100, 200, 100, ... ms: elapsed reaches 1.0 s at n = 7 (four 0.1 s, three 0.2 s);
     # sorted: q25 = x[1.5] = 0.1, median = x[3] = 0.1, q75 = x[4.5] = 0.2 -> IQR/median = 1
     st, _ = run([MS] + [100 * MS, 200 * MS] * 50, min_samples=5, min_time_s=0.5, max_time_s=1.0)
-    assert (st.n, st.stop_reason) == (7, "time_limit")
-    assert st.unmet == "IQR/median 1 >= target 0.05"
-    assert st.iqr_over_median == 1.0 and st.noise_flag == "unreliable"
+    assert (st.latency_n, st.stop_reason) == (7, "time_limit")
+    assert st.latency_unmet == "IQR/median 1 >= target 0.05"
+    assert st.latency_iqr_over_median == 1.0 and st.noise_flag == "unreliable"
 
 
 def test_time_limit_names_unmet_min_samples():
     # 300 ms per sample: elapsed 0.9 s after 3, 1.2 s after 4 >= max_time_s 1.0
     st, _ = run(itertools.repeat(300 * MS), min_samples=10, min_time_s=0.5, max_time_s=1.0)
-    assert (st.n, st.stop_reason) == (4, "time_limit")
-    assert st.unmet == "min_samples 10 not reached (4)"
+    assert (st.latency_n, st.stop_reason) == (4, "time_limit")
+    assert st.latency_unmet == "min_samples 10 not reached (4)"
 
 
 def test_max_samples_names_what_was_unmet():
@@ -195,13 +195,13 @@ def test_max_samples_names_what_was_unmet():
     # q25 = x[1.25] = 0.1, median = x[2.5] = 0.15, q75 = x[3.75] = 0.2 -> 0.1 / 0.15
     st, _ = run([MS] + [100 * MS, 200 * MS] * 50, min_samples=5, min_time_s=1.0,
                 max_samples=6)
-    assert (st.n, st.stop_reason) == (6, "max_samples")
-    assert st.unmet == "min_time_s 1 not reached (0.9 s); IQR/median 0.667 >= target 0.05"
+    assert (st.latency_n, st.stop_reason) == (6, "max_samples")
+    assert st.latency_unmet == "min_time_s 1 not reached (0.9 s); IQR/median 0.667 >= target 0.05"
 
 
 def test_target_wins_when_it_is_met_at_the_time_limit():
     st, _ = run(itertools.repeat(100 * MS), min_samples=10, min_time_s=1.0, max_time_s=1.0)
-    assert (st.n, st.stop_reason, st.unmet) == (10, "target_iqr", None)
+    assert (st.latency_n, st.stop_reason, st.latency_unmet) == (10, "target_iqr", None)
 
 
 # --- first call, warm-up, sync ---------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_first_call_is_excluded_from_samples():
                    min_time_s=0.0)
     assert st.first_call_s == 5.0
     assert st.warmup_iters == 3 and st.warmup_s == 0.021
-    assert st.samples_s == [0.001] * 10
+    assert st.latency_samples_s == [0.001] * 10
     assert fake.calls == 1 + 3 + 10
 
 
@@ -221,7 +221,7 @@ def test_warmup_by_count():
     durations = [1000 * MS] + [(100 + i) * MS for i in range(100)]
     st, _ = run(durations, warmup_iters=5, warmup_time_s=0.001, min_samples=3, max_samples=3)
     assert st.warmup_iters == 5 and st.warmup_s == 0.51  # 100 + 101 + ... + 104 ms
-    assert st.samples_s == [0.105, 0.106, 0.107]
+    assert st.latency_samples_s == [0.105, 0.106, 0.107]
 
 
 def test_warmup_by_time():
@@ -229,7 +229,7 @@ def test_warmup_by_time():
     durations = [1000 * MS] + [(100 + i) * MS for i in range(100)]
     st, _ = run(durations, warmup_iters=1, warmup_time_s=0.25, min_samples=3, max_samples=3)
     assert st.warmup_iters == 3 and st.warmup_s == 0.303
-    assert st.samples_s == [0.103, 0.104, 0.105]
+    assert st.latency_samples_s == [0.103, 0.104, 0.105]
 
 
 def test_no_warmup():
@@ -242,7 +242,7 @@ def test_cpu_sync_runs_inside_the_timed_region():
     st = time_forward(fake.fn, "cpu", TimingSettings(warmup_iters=2, warmup_time_s=0.0,
                                                      min_samples=4, min_time_s=0.0),
                       clock_ns=fake.clock, sync=fake.sync)
-    assert st.samples_s == [0.0025] * 4
+    assert st.latency_samples_s == [0.0025] * 4
     assert fake.syncs == 1 + 1 + 2 + 4  # before the first call, after it, per warm-up, per sample
 
 
@@ -301,15 +301,17 @@ def test_cuda_without_cuda_is_a_user_error():
         time_forward(lambda: None, "cuda")
 
 
-def test_as_dict():
+def test_every_field_is_a_schema_metric():
+    """LatencyStats fields carry the record schema's names, so a record takes them as they are."""
+    from dataclasses import fields
+
+    from uhd_profile.measure.schema import METRICS, fill
+
     st, _ = run([MS] + [100 * MS, 200 * MS] * 50, min_samples=5, min_time_s=0.5, max_time_s=1.0)
-    d = st.as_dict()
-    for key in ("median", "p10", "p90", "iqr_over_median", "n", "samples"):
-        assert key in d
-    assert set(d) >= {"unit", "stop_reason", "unmet", "noise_flag", "first_call_s",
-                      "warmup_iters", "warmup_s", "timer", "cache"}
-    assert d["samples"] == st.samples_s and d["samples"] is not st.samples_s
-    assert (d["median"], d["n"], d["stop_reason"], d["unit"]) == (0.1, 7, "time_limit", "s")
+    assert {f.name for f in fields(st)} <= set(METRICS)
+    d = fill({}, st)
+    assert d["latency_samples_s"] == st.latency_samples_s
+    assert (d["latency_median_s"], d["latency_n"], d["stop_reason"]) == (0.1, 7, "time_limit")
     assert json.loads(json.dumps(d, allow_nan=False)) == d
 
 
@@ -355,8 +357,8 @@ def test_fake_cuda_chunks_with_one_sync_each(fake_cuda):
                          min_time_s=0.1)
     assert st.timer == "cuda_events" and st.cache == "hot"
     assert st.warmup_iters == 10
-    assert (st.n, st.stop_reason) == (100, "target_iqr")
-    assert st.samples_s == [0.001] * 100
+    assert (st.latency_n, st.stop_reason) == (100, "target_iqr")
+    assert st.latency_samples_s == [0.001] * 100
     assert st.first_call_s == 0.001
     assert fake.syncs == 1 + 1 + 2 + 2  # before/after the first call, 2 warm-up, 2 chunks
 
@@ -366,9 +368,9 @@ def test_fake_cuda_max_samples_is_exact(fake_cuda):
                       min_time_s=0.0, max_samples=60)
     # warm-up estimate 2 ms/call -> a chunk of 25 (3 1 3 ... = 51 ms), then 50 ms / 2.04 ms = 24,
     # then the cap cuts the third chunk to 60 - 49 = 11
-    assert (st.n, st.stop_reason) == (60, "max_samples")
-    assert st.samples_s == [0.003, 0.001] * 30  # the first call and 4 warm-up calls took 1 3 1 3 1
-    assert st.unmet == "IQR/median 1 >= target 0.05"
+    assert (st.latency_n, st.stop_reason) == (60, "max_samples")
+    assert st.latency_samples_s == [0.003, 0.001] * 30  # the first call and 4 warm-up calls took 1 3 1 3 1
+    assert st.latency_unmet == "IQR/median 1 >= target 0.05"
 
 
 def test_fake_cuda_last_chunk_fits_the_time_limit(fake_cuda):
@@ -376,8 +378,8 @@ def test_fake_cuda_last_chunk_fits_the_time_limit(fake_cuda):
                          min_samples=10, min_time_s=0.0, max_time_s=0.12)
     # chunks of 25 (51 ms) and 24 (48 ms) as above, then the last is sized to the 21 ms left:
     # ceil(21 ms / 2 ms) = 11 calls (1 3 1 ... = 21 ms), ending at exactly 0.12 s
-    assert (st.n, st.stop_reason) == (60, "time_limit")
-    assert math.isclose(sum(st.samples_s), 0.12)
+    assert (st.latency_n, st.stop_reason) == (60, "time_limit")
+    assert math.isclose(sum(st.latency_samples_s), 0.12)
     assert fake.syncs == 1 + 1 + 1 + 3
 
 
@@ -392,13 +394,15 @@ def test_cpu_smoke_real_clock():
     st = time_forward(lambda: a @ b, "cpu", s)
     wall = time.perf_counter() - t0
     assert st.timer == "perf_counter_ns" and st.cache == "hot"
-    assert st.n == len(st.samples_s) >= 5 and all(x > 0 for x in st.samples_s)
-    assert st.p10_s <= st.median_s <= st.p90_s
+    assert st.latency_n == len(st.latency_samples_s) >= 5 and all(x > 0 for x in st.latency_samples_s)
+    assert st.latency_p10_s <= st.latency_median_s <= st.latency_p90_s
     assert st.stop_reason in ("target_iqr", "time_limit")
-    assert (st.unmet is None) == (st.stop_reason == "target_iqr")
+    assert (st.latency_unmet is None) == (st.stop_reason == "target_iqr")
     assert st.warmup_iters >= 2 and st.warmup_s >= 0.01
     assert wall < 1.0
-    json.dumps(st.as_dict())
+    from dataclasses import asdict
+
+    json.dumps(asdict(st))
 
 
 def _host_seconds_per_kernel(cycles: int, reps: int) -> float:
@@ -411,7 +415,6 @@ def _host_seconds_per_kernel(cycles: int, reps: int) -> float:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_known_duration_kernel():
     # The known answer comes from the host clock over 100 back-to-back kernels (~0.2 s), where
     # launch and sync overheads are amortised; the probe's CUDA-event median must agree.
@@ -429,17 +432,16 @@ def test_cuda_known_duration_kernel():
                       TimingSettings(warmup_time_s=0.05, min_time_s=0.3, max_time_s=3.0),
                       sync=sync)
     assert st.timer == "cuda_events" and st.cache == "hot"
-    assert st.median_s == pytest.approx(expected, rel=0.05)
-    assert st.n == len(st.samples_s) >= 10
-    assert calls["sync"] < st.n / 5  # one synchronise per chunk of ~50 ms, not per iteration
+    assert st.latency_median_s == pytest.approx(expected, rel=0.05)
+    assert st.latency_n == len(st.latency_samples_s) >= 10
+    assert calls["sync"] < st.latency_n / 5  # one synchronise per chunk of ~50 ms, not per iteration
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_l2_flush_runs_cold():
     x = torch.randn(1024, 1024, device="cuda")
     st = time_forward(lambda: x @ x, "cuda",
                       TimingSettings(l2_flush=True, warmup_time_s=0.02, min_time_s=0.1,
                                      max_time_s=1.0))
     assert st.cache == "cold" and st.timer == "cuda_events"
-    assert st.n >= 10 and st.median_s > 0
+    assert st.latency_n >= 10 and st.latency_median_s > 0

@@ -13,6 +13,7 @@ import torch
 from uhd_profile import UhdProfileError, VariantSpec, build_variant, count_flops
 from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.model.encoders import ENCODERS, get_encoder
+from uhd_profile.units import parse_size
 from uhd_profile.model.variants import example_input
 
 CLIP, INTERN, QWEN, NAFLEX = "clip-vit-l14-336", "internvit-300m-448", "qwen2.5-vl-vit", "siglip2-so400m-p16"
@@ -25,7 +26,7 @@ SMALL = {CLIP: dict(image_size=112), INTERN: dict(image_size=112), QWEN: dict(im
          NAFLEX: dict(image_size=128)}
 # a non-square, non-native resolution per preset (position tables get resized); grid sides are
 # multiples of 4 so that the 16x connector fits
-OFF_NATIVE = {CLIP: (56, 168), INTERN: (168, 112), QWEN: (168, 280), NAFLEX: (64, 192)}
+OFF_NATIVE = {CLIP: "168x56", INTERN: "112x168", QWEN: "280x168", NAFLEX: "192x64"}  # W x H
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -96,7 +97,7 @@ def test_adapter_reproduces_the_transformers_forward(small, preset):
     torch.manual_seed(0)
     trunk = enc.build()
     hf = trunk.hf.eval()
-    for h, w in ((enc.image_size, enc.image_size), OFF_NATIVE[preset]):
+    for w, h in ((enc.image_size, enc.image_size), parse_size(OFF_NATIVE[preset])):
         pixels = torch.randn(1, 3, h, w)
         gh, gw = h // enc.patch, w // enc.patch
         with torch.no_grad():
@@ -141,16 +142,16 @@ def test_qwen_window_attention_is_counted_per_window(small):
     #   compressor's 2x2 windows: 256 windows * 4 heads * 4*4*32     =                    524,288
     #   blocks 4-6 on 16x16: 3 * 4 windows * 4 heads * 64*64*32      = 3 * 2,097,152 =  6,291,456
     #   block 7 full on 16x16: 4 heads * 256*256*32                  =                  8,388,608
-    v4 = VariantSpec(encoder=name, resolution=(448, 448), compressor="window-attn-reused-mlp", depth=3)
+    v4 = VariantSpec(encoder=name, resolution=448, compressor="window-attn-reused-mlp", depth=3)
     assert _attention_macs(v4) == 48_758_784
 
 
 def test_qwen_grid_needs_even_sides(small):
     name = small_name(QWEN)
     with pytest.raises(UhdProfileError, match="15x15"):  # 210 px: odd grid from the start
-        count_flops(VariantSpec(encoder=name, resolution=(210, 210), post_ratio=1))
+        count_flops(VariantSpec(encoder=name, resolution=210, post_ratio=1))
     with pytest.raises(UhdProfileError, match="7x7"):  # 196 px: 14x14, halved to 7x7 by the compressor
-        count_flops(VariantSpec(encoder=name, resolution=(196, 196), compressor="avg-pool", depth=1, post_ratio=1))
+        count_flops(VariantSpec(encoder=name, resolution=196, compressor="avg-pool", depth=1, post_ratio=1))
 
 
 def test_layer_parts_are_the_layers_linear_maps(small):

@@ -41,7 +41,7 @@ def test_baseline_runs(post_ratio):
 def test_ids_are_stable_and_distinct():
     a = VariantSpec.alias("v4", post_ratio=1)
     assert a.id == "siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post1"
-    assert VariantSpec.alias("baseline", resolution=(448, 672)).id == "siglip2-so400m-p14@448x672/baseline/post16"
+    assert VariantSpec.alias("baseline", resolution="672x448").id == "siglip2-so400m-p14@672x448/baseline/post16"
     assert a == VariantSpec(compressor="window-attn-reused-mlp", depth=6, post_ratio=1)
     assert len({VariantSpec(compressor=c, depth=6, post_ratio=1).id for c in COMPRESSORS}) == len(COMPRESSORS)
 
@@ -137,8 +137,11 @@ def test_window_attention_stays_inside_windows():
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
-    (dict(resolution=(981, 981)), "not a positive multiple"),
-    (dict(encoder="tiny", resolution=(72, 72), compressor="avg-pool", depth=1), "even token grid"),
+    (dict(encoder="qwen2.5-vl-vit", resolution=435), "is not a multiple of qwen2.5-vl-vit's patch size 14"),
+    (dict(encoder="siglip2-so400m-p16", resolution="512x500"), "height 500 is not a multiple"),
+    (dict(resolution=13), "smaller than siglip2-so400m-p14's patch size 14"),
+    (dict(resolution=(896, 1344)), "ambiguous"),
+    (dict(encoder="tiny", resolution=72, compressor="avg-pool", depth=1), "even token grid"),
     (dict(compressor="avg-pool", depth=27), "valid depths are 0..26"),
     (dict(compressor="avg-pool", depth=-1), "valid depths are 0..26"),
     (dict(compressor="nope", depth=1), "valid compressors"),

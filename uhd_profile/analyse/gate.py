@@ -1,11 +1,12 @@
-"""The regression gate: a committed baseline of a run, compared with a new run (measurement.md,
+"""The regression gate: a committed baseline of a run, compared with a new run (docs/measurement.md,
 "The regression gate").
 
-``baseline_from_run(run_dir)`` turns a run directory into a baseline: per point its status, its
-deterministic counts (FLOPs in every convention, parameters, weight bytes, tokens in and out, ops
-left uncounted), its latency statistics with every raw sample and its memory, and the environment
-fingerprint it was measured in (by key). ``write_baseline`` writes it as indented JSON with sorted
-keys, meant to be committed; ``load_baseline`` reads it back and checks its schema.
+``baseline_from_run(run_dir)`` turns a run directory into a baseline: per point its status and the
+metrics the gate compares, under the record schema's names (``uhd_profile.measure.schema``: every
+metric with a ``gate`` rule -- the deterministic counts, the latency median and its raw samples,
+peak and activation memory), and the environment fingerprint it was measured in (by key).
+``write_baseline`` writes it as indented JSON with sorted keys, meant to be committed;
+``load_baseline`` reads it back and checks its schema (version-1 baselines are upgraded).
 
 ``compare(baseline, run_records)`` gives a ``GateResult``. The rules:
 
@@ -37,23 +38,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from uhd_profile.version import __version__
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure.env import fingerprint_key, key_differences
+from uhd_profile.measure.schema import gated, upgrade_baseline_points_v1
+from uhd_profile.run.store import read_header, records
 
 SCHEMA = "uhd-profile/baseline"
-SCHEMA_VERSION = 1
-
-COUNT_KEYS: tuple[str, ...] = ("macs", "flops", "paper", "params", "weights_bytes", "tokens_in", "tokens_llm")
-"""Deterministic metrics compared exactly: FLOPs per convention (macs / flops / paper), parameters,
-bytes of parameters and buffers, tokens into the ViT and to the LLM. ``uncounted_ops`` (op name ->
-calls with no FLOP formula) compares by equality beside them."""
-LATENCY_KEYS: dict[str, str] = {
-    "median_s": "latency_median_s", "p10_s": "latency_p10_s", "p90_s": "latency_p90_s",
-    "iqr_over_median": "latency_iqr_over_median", "n": "latency_n", "samples_s": "latency_samples_s",
-    "noise_flag": "noise_flag", "stop_reason": "stop_reason", "threads": "threads",
-}
-"""Baseline latency field -> record metric."""
-MEMORY_KEYS: tuple[str, ...] = ("peak_mem_bytes", "activation_mem_bytes")
-"""Measured memory compared with the threshold and the floor (weights are a count, see above)."""
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, SCHEMA_VERSION)
 
 DEFAULT_FLOPS_TOLERANCE = 0.0
 DEFAULT_TIME_THRESHOLD = 0.10
@@ -170,27 +163,20 @@ def _clean(value: Any) -> Any:
 
 
 def _env_key(env: dict | None) -> str | None:
-    from uhd_profile.measure.env import fingerprint_key
-
     return fingerprint_key(env) if env else None
 
 
 def _point_entry(rec: dict, counts_only: bool) -> dict:
+    """One point of a baseline: status, point, environment key, and the metrics the gate compares
+    (``exact`` ones only when ``counts_only``), under their schema names."""
     m = rec.get("metrics") or {}
-    entry: dict[str, Any] = {
+    rules = ("exact",) if counts_only else ("exact", "latency", "memory")
+    names = [n for rule in rules for n in gated(rule)]
+    return _clean({
         "variant_id": rec["variant_id"], "status": rec["status"], "error": rec.get("error"),
         "point": rec.get("point"), "env_key": _env_key(rec.get("env")),
-        "counts": {k: m[k] for k in COUNT_KEYS if m.get(k) is not None},
-    }
-    if m.get("uncounted_ops"):
-        entry["counts"]["uncounted_ops"] = dict(m["uncounted_ops"])
-    if not counts_only:
-        if m.get("latency_samples_s") is not None or m.get("latency_median_s") is not None:
-            entry["latency"] = {k: m.get(src) for k, src in LATENCY_KEYS.items()}
-        mem = {k: m[k] for k in MEMORY_KEYS if m.get(k) is not None}
-        if mem:
-            entry["memory"] = mem
-    return _clean(entry)
+        "metrics": {n: m[n] for n in names if m.get(n) is not None},
+    })
 
 
 def baseline_from_records(records: list[dict], recipe_name: str | None = None, recipe_hash: str | None = None,
@@ -201,8 +187,6 @@ def baseline_from_records(records: list[dict], recipe_name: str | None = None, r
     regenerated on another machine: what a CI baseline from a developer box should be). The
     fingerprint of every environment the points ran in is kept under its key.
     """
-    from uhd_profile import __version__
-
     points: dict[str, dict] = {}
     envs: dict[str, dict] = {}
     for rec in records:
@@ -223,8 +207,6 @@ def baseline_from_records(records: list[dict], recipe_name: str | None = None, r
 
 def baseline_from_run(run_dir: str | os.PathLike, counts_only: bool = False) -> dict:
     """``baseline_from_records`` of a run directory (header checked, see ``store.records``)."""
-    from uhd_profile.run.store import read_header, records
-
     head = read_header(run_dir)
     recs = records(run_dir)
     if not recs:
@@ -263,12 +245,16 @@ def load_baseline(path: str | os.PathLike) -> dict:
         raise UhdProfileError(f"baseline {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise UhdProfileError(f"baseline {path}: not a {SCHEMA} file (schema {data.get('schema') if isinstance(data, dict) else None!r})")
-    if data.get("schema_version") != SCHEMA_VERSION:
+    if data.get("schema_version") not in READABLE_VERSIONS:
         raise UhdProfileError(f"baseline {path}: schema version {data.get('schema_version')!r} is not supported; this "
-                              f"uhd-profile reads version {SCHEMA_VERSION}: regenerate it with `uhd-profile baseline`")
+                              f"uhd-profile reads versions {', '.join(map(str, READABLE_VERSIONS))}: regenerate it with "
+                              "`uhd-profile baseline`")
     points = data.get("points")
     if not isinstance(points, dict) or not all(isinstance(v, dict) and "status" in v for v in points.values()):
         raise UhdProfileError(f"baseline {path}: 'points' must map point ids to entries with a status")
+    if data["schema_version"] == 1:
+        data = {**data, "schema_version": SCHEMA_VERSION, "points": upgrade_baseline_points_v1(points),
+                "upgraded_from": 1}
     return data
 
 
@@ -359,7 +345,7 @@ class GateResult:
             out[p.mark] += 1
         return {k: v for k, v in out.items() if v}
 
-    def as_dict(self) -> dict:
+    def to_json(self) -> dict:
         return _clean({
             "verdict": self.verdict, "exit_code": self.exit_code, "marks": self.marks(),
             "settings": asdict(self.settings), "refused": self.refused, "notes": self.notes,
@@ -374,26 +360,29 @@ def _rel(base: float, new: float) -> float | None:
 
 
 def _compare_counts(base: dict, new_metrics: dict, tol: float) -> list[MetricDiff]:
+    """Every ``exact`` metric: numbers within ``tol`` relative, anything else (op tables) by equality."""
     out = []
-    for key in COUNT_KEYS:
-        b, n = base.get(key), new_metrics.get(key)
+    for key in gated("exact"):
+        b, n = base.get(key) or None, new_metrics.get(key) or None  # an empty op table is no table
+        if key != "uncounted_ops":
+            b, n = base.get(key), new_metrics.get(key)
         if b is None and n is None:
             continue
         if b is None or n is None:
             out.append(MetricDiff(key, "count", b, n, None, "changed"))
-            continue
-        same = abs(n - b) <= tol * abs(b)
-        out.append(MetricDiff(key, "count", b, n, _rel(b, n), "same" if same else "changed"))
-    b_ops, n_ops = base.get("uncounted_ops") or {}, new_metrics.get("uncounted_ops") or {}
-    if b_ops or n_ops:
-        out.append(MetricDiff("uncounted_ops", "count", b_ops, n_ops, None, "same" if b_ops == n_ops else "changed"))
+        elif isinstance(b, (int, float)) and isinstance(n, (int, float)):
+            same = abs(n - b) <= tol * abs(b)
+            out.append(MetricDiff(key, "count", b, n, _rel(b, n), "same" if same else "changed"))
+        else:
+            out.append(MetricDiff(key, "count", b, n, None, "same" if b == n else "changed"))
     return out
 
 
 def _compare_latency(base: dict, m: dict, s: GateSettings) -> MetricDiff | None:
-    b_samples = [v for v in (base.get("samples_s") or []) if v is not None]
+    """The median latency: over the threshold *and* significant (rank test on the raw samples) fails."""
+    b_samples = [v for v in (base.get("latency_samples_s") or []) if v is not None]
     n_samples = [v for v in (m.get("latency_samples_s") or []) if v is not None]
-    b_med = _median(b_samples) if b_samples else base.get("median_s")
+    b_med = _median(b_samples) if b_samples else base.get("latency_median_s")
     n_med = _median(n_samples) if n_samples else m.get("latency_median_s")
     if b_med is None or n_med is None:
         return None
@@ -415,7 +404,7 @@ def _compare_latency(base: dict, m: dict, s: GateSettings) -> MetricDiff | None:
 
 def _compare_memory(base: dict, m: dict, s: GateSettings) -> list[MetricDiff]:
     out = []
-    for key in MEMORY_KEYS:
+    for key in gated("memory"):
         b, n = base.get(key), m.get(key)
         if b is None or n is None:
             continue
@@ -433,8 +422,6 @@ def _worst(marks: list[str]) -> str:
 
 def compare(baseline: dict, run_records: list[dict], settings: GateSettings | None = None) -> GateResult:
     """Compare a run's records with a baseline (see the module docstring for the rules)."""
-    from uhd_profile.measure.env import key_differences
-
     s = settings or GateSettings()
     base_points: dict[str, dict] = baseline["points"]
     envs: dict[str, dict] = baseline.get("environments") or {}
@@ -474,8 +461,9 @@ def compare(baseline: dict, run_records: list[dict], settings: GateSettings | No
             d.notes.append(f"{bs} in both" if rs == bs else f"was {bs}, now ok: update the baseline to pin its numbers")
             continue
         m = r.get("metrics") or {}
-        d.metrics.extend(_compare_counts(b.get("counts") or {}, m, s.flops_tolerance))
-        has_timed = (b.get("latency") or b.get("memory")) and not s.counts_only
+        bm = b.get("metrics") or {}
+        d.metrics.extend(_compare_counts(bm, m, s.flops_tolerance))
+        has_timed = any(k in bm for rule in ("latency", "memory") for k in gated(rule)) and not s.counts_only
         if has_timed:
             b_key, r_key = b.get("env_key"), _env_key(r.get("env"))
             if b_key != r_key and not s.allow_cross_machine:
@@ -491,10 +479,10 @@ def compare(baseline: dict, run_records: list[dict], settings: GateSettings | No
                 if b_key != r_key:
                     d.notes.append("time and memory compared across machines (--allow-cross-machine)")
                 d.time_compared = True
-                lat = _compare_latency(b.get("latency") or {}, m, s)
+                lat = _compare_latency(bm, m, s)
                 if lat is not None:
                     d.metrics.append(lat)
-                d.metrics.extend(_compare_memory(b.get("memory") or {}, m, s))
+                d.metrics.extend(_compare_memory(bm, m, s))
         d.mark = _worst([x.mark for x in d.metrics])
     diffs.sort(key=lambda p: (p.variant_id, p.device or "", p.point_id))
     marks = {p.mark for p in diffs}
@@ -504,6 +492,4 @@ def compare(baseline: dict, run_records: list[dict], settings: GateSettings | No
 
 def check_run(run_dir: str | os.PathLike, baseline: dict, settings: GateSettings | None = None) -> GateResult:
     """``compare`` a run directory with a loaded baseline."""
-    from uhd_profile.run.store import records
-
     return compare(baseline, records(run_dir), settings)

@@ -22,13 +22,19 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from uhd_profile.count.conventions import CONVENTIONS, get_convention
+from uhd_profile.count.flops import count_flops
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.count.flops import CONVENTIONS
-from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
+from uhd_profile.model.encoders import DEFAULT_ENCODER, get_encoder
+from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION, check_image_size, check_params
+from uhd_profile.model.variants import ALIASES, VariantSpec
+from uhd_profile.units import Size
 
-PLANS = ("baseline", "v4")
+PLANS = ALIASES
 IMAGE_ENCODINGS = ("global", "sliced")
-METRICS = ("vit_tokens", "llm_tokens", "macs", "flops", "paper")
+COUNT_COLUMNS = tuple(c.column for c in CONVENTIONS.values())
+"""Count columns of per-image rows: the record schema's names (``macs``, ``flops``, ``paper_flops``)."""
+METRICS = ("vit_tokens", "llm_tokens", *COUNT_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -36,7 +42,7 @@ METRICS = ("vit_tokens", "llm_tokens", "macs", "flops", "paper")
 # --------------------------------------------------------------------------------------------
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
+def image_size(path: str | os.PathLike) -> Size:
     """(width, height) in pixels of the image at ``path``, as displayed (EXIF rotation applied).
 
     Only the header is read. Raises ``UhdProfileError`` for a missing, unreadable or non-image file.
@@ -61,7 +67,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         w, h = h, w
     if w < 1 or h < 1:
         raise UhdProfileError(f"{p}: image size {w}x{h} is not valid; both sides must be positive")
-    return (w, h)
+    return Size(w, h)
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,35 +75,32 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def plan_spec(plan: str, encoder: str, resolution: tuple[int, int], depth: int | None = None, **kw):
+def plan_spec(plan: str, encoder: str, resolution: Size, depth: int | None = None, **kw) -> VariantSpec:
     """The VariantSpec of ``plan`` (baseline or v4; the design's own 16x in total) at ``resolution``
-    (H, W); ``depth`` moves v4's compressor (None: layer index 6, the paper's)."""
-    from uhd_profile.model.variants import ALIASES, VariantSpec
-
+    (width x height); ``depth`` moves v4's compressor (None: layer index 6, the paper's)."""
     if plan not in ALIASES:
         raise UhdProfileError(f"variant {plan!r} is not valid; valid: {', '.join(ALIASES)}")
     return VariantSpec.alias(plan, depth=depth if plan == "v4" else None, encoder=encoder, resolution=resolution, **kw)
 
 
 @lru_cache(maxsize=4096)
-def count_call(encoder: str, plan: str, h: int, w: int, views: int, depth: int | None = None) -> tuple[int, int, int]:
-    """(macs, flops, paper) of one forward call over ``views`` equal H x W views (counted on meta)."""
-    from uhd_profile.count.flops import count_flops
-
-    fc = count_flops(plan_spec(plan, encoder, (h, w), depth), batch=views)
+def count_call(encoder: str, plan: str, size: Size, views: int, depth: int | None = None) -> dict[str, int]:
+    """Counts (``COUNT_COLUMNS`` -> int) of one forward call over ``views`` equal views of ``size``
+    (counted on meta)."""
+    fc = count_flops(plan_spec(plan, encoder, size, depth), batch=views)
     if fc.uncounted_ops:
-        raise UhdProfileError(f"{encoder} at {h}x{w}: ops with no FLOPs formula {fc.uncounted_ops}; counts would be incomplete")
-    return tuple(fc.get(c) for c in CONVENTIONS)
+        raise UhdProfileError(f"{encoder} at {size}: ops with no FLOPs formula {fc.uncounted_ops}; counts would be incomplete")
+    return {c.column: fc.get(c.name) for c in CONVENTIONS.values()}
 
 
 @dataclass
 class ViewCost:
-    """One view: ``role`` thumbnail/slice/global; ``size`` (width, height) px; ``grid`` patch grid
+    """One view: ``role`` thumbnail/slice/global; ``size`` width x height px; ``grid`` patch grid
     (rows, cols); tokens into the ViT; per plan, tokens to the LLM and counts (its share of its
-    call, in each convention: floats because a call's count is split evenly over its views)."""
+    call, per count column: floats because a call's count is split evenly over its views)."""
 
     role: str
-    size: tuple[int, int]
+    size: Size
     grid: tuple[int, int]
     vit_tokens: int
     llm_tokens: dict[str, int] = field(default_factory=dict)
@@ -106,8 +109,8 @@ class ViewCost:
 
 @dataclass
 class EncodingCost:
-    """One encoding of one image. Sizes (width, height) px; ``grid`` (cols, rows) or None; counts
-    per plan are exact integers (sum over the encoding's forward calls) in every convention."""
+    """One encoding of one image. Sizes width x height px; ``grid`` (cols, rows) or None; counts
+    per plan are exact integers (sum over the encoding's forward calls) per count column."""
 
     encoding: str
     views: list[ViewCost]
@@ -116,27 +119,27 @@ class EncodingCost:
     counts: dict[str, dict[str, int]]
     variant_ids: dict[str, str]
     grid: tuple[int, int] | None = None
-    thumbnail: tuple[int, int] | None = None
-    slices: list[tuple[int, int]] = field(default_factory=list)
+    thumbnail: Size | None = None
+    slices: list[Size] = field(default_factory=list)
 
 
 @dataclass
 class ImageCost:
     path: str | None
-    size: tuple[int, int]  # (width, height) px
+    size: Size  # width x height px
     encoder: str
     plans: tuple[str, ...]
     encodings: dict[str, EncodingCost]
 
-    def as_dict(self, convention: str = "macs") -> dict:
+    def to_json(self, convention: str = "macs") -> dict:
         """JSON-ready. Sizes are [width, height] px, ``grid`` and ``patch_grid`` [cols, rows];
         ``gflops`` values are counts / 1e9 in ``convention`` (named in the dict: with ``macs`` they
-        are GMACs); ``counts`` hold the raw integers in every convention."""
-        from uhd_profile.count.flops import CONVENTION_HELP, check_convention
-
-        check_convention(convention)
+        are GMACs); ``counts`` hold the raw integers per count column (``macs``, ``flops``,
+        ``paper_flops``)."""
+        conv = get_convention(convention)
+        col = conv.column
         d: dict = {"path": self.path, "size": list(self.size), "encoder": self.encoder, "plans": list(self.plans),
-                   "convention": convention, "convention_help": CONVENTION_HELP[convention]}
+                   "convention": convention, "convention_help": conv.meaning}
         for name, e in self.encodings.items():
             entry: dict = {}
             if name == "sliced":
@@ -146,10 +149,10 @@ class ImageCost:
                 entry["view"] = list(e.views[0].size)
             entry.update(
                 views=[{"role": v.role, "size": list(v.size), "patch_grid": [v.grid[1], v.grid[0]], "vit_tokens": v.vit_tokens,
-                        "llm_tokens": v.llm_tokens, "gflops": {p: v.counts[p][convention] / 1e9 for p in self.plans}}
+                        "llm_tokens": v.llm_tokens, "gflops": {p: v.counts[p][col] / 1e9 for p in self.plans}}
                        for v in e.views],
                 vit_tokens=e.vit_tokens, llm_tokens=e.llm_tokens,
-                gflops={p: e.counts[p][convention] / 1e9 for p in self.plans},
+                gflops={p: e.counts[p][col] / 1e9 for p in self.plans},
                 counts=e.counts, variant_ids=e.variant_ids,
             )
             d[name] = entry
@@ -167,11 +170,8 @@ def cost_image(w: int, h: int, encoder: str | None = None, plans=PLANS, encoding
                path: str | None = None, depth: int | None = None) -> ImageCost:
     """Views, tokens and FLOPs of a w x h image for each encoding and plan (see module docstring);
     ``depth`` moves v4's compressor (None: the paper's layer index 6)."""
-    from uhd_profile.model.encoders import DEFAULT_ENCODER
-    from uhd_profile.model.slicing import check_image_size
-
     encoder = encoder or DEFAULT_ENCODER
-    check_image_size(w, h)
+    size = check_image_size(w, h)
     plans = tuple(dict.fromkeys(plans))
     if not plans:
         raise UhdProfileError(f"no variant given; valid: {', '.join(PLANS)}")
@@ -179,25 +179,25 @@ def cost_image(w: int, h: int, encoder: str | None = None, plans=PLANS, encoding
     for enc in encodings:
         if enc not in IMAGE_ENCODINGS:
             raise UhdProfileError(f"encoding {enc!r} is not valid for images; valid: {', '.join(IMAGE_ENCODINGS)}")
-        specs = {p: plan_spec(p, encoder, (h, w), depth, encoding=enc, max_slices=max_slices,
+        specs = {p: plan_spec(p, encoder, size, depth, encoding=enc, max_slices=max_slices,
                               scale_resolution=scale_resolution) for p in plans}
         first = next(iter(specs.values()))
         views: list[ViewCost] = []
-        counts = {p: dict.fromkeys(CONVENTIONS, 0) for p in plans}
+        counts = {p: dict.fromkeys(COUNT_COLUMNS, 0) for p in plans}
         patch = first.enc.patch
-        for gi, (k, (vh, vw)) in enumerate(first.groups):
+        for gi, (k, view) in enumerate(first.groups):
             role = "global" if enc == "global" else ("thumbnail" if gi == 0 else "slice")
-            grid = (vh // patch, vw // patch)
+            grid = (view.height // patch, view.width // patch)
             vit = grid[0] * grid[1] + first.enc.prefix_tokens
             per_plan = {}
             for p, spec in specs.items():
-                call = dict(zip(CONVENTIONS, count_call(encoder, p, vh, vw, k, depth)))
-                for c in CONVENTIONS:
+                call = count_call(encoder, p, view, k, depth)
+                for c in COUNT_COLUMNS:
                     counts[p][c] += call[c]
-                per_plan[p] = {c: call[c] / k for c in CONVENTIONS}
+                per_plan[p] = {c: call[c] / k for c in COUNT_COLUMNS}
             llm = {p: _llm_tokens(spec, grid) for p, spec in specs.items()}
             for _ in range(k):
-                views.append(ViewCost(role, (vw, vh), grid, vit, dict(llm), {p: dict(v) for p, v in per_plan.items()}))
+                views.append(ViewCost(role, view, grid, vit, dict(llm), {p: dict(v) for p, v in per_plan.items()}))
         sl = first.slicing
         ec = EncodingCost(
             encoding=enc, views=views, vit_tokens=first.tokens_in,
@@ -207,7 +207,7 @@ def cost_image(w: int, h: int, encoder: str | None = None, plans=PLANS, encoding
         if enc == "sliced":
             ec.grid, ec.thumbnail, ec.slices = sl.grid, sl.thumbnail, list(sl.slices)
         out[enc] = ec
-    return ImageCost(path=path, size=(w, h), encoder=encoder, plans=plans, encodings=out)
+    return ImageCost(path=path, size=size, encoder=encoder, plans=plans, encodings=out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,9 +240,6 @@ def cost_dataset(paths, encoder: str | None = None, plans=PLANS, max_slices: int
                  scale_resolution: int = SCALE_RESOLUTION, progress=None) -> tuple[list[dict], list[dict]]:
     """Rows (``cost_rows``) for every readable image in ``paths``, and the skipped files as
     ``{"path", "reason"}``. ``progress(path)`` is called after each file."""
-    from uhd_profile.model.encoders import DEFAULT_ENCODER, get_encoder
-    from uhd_profile.model.slicing import check_params
-
     # bad parameters fail once, here, not as a skipped file per image
     check_params(max_slices, scale_resolution, get_encoder(encoder or DEFAULT_ENCODER).patch * 4)
     rows: list[dict] = []
@@ -299,18 +296,19 @@ def histogram(rows: list[dict], convention: str = "macs"):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
     import pandas as pd
 
+    conv = get_convention(convention)
+    col = conv.column
     df = pd.DataFrame(rows)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    unit = "GMACs" if convention == "macs" else f"GFLOPs ({convention} convention)"
+    unit = f"{conv.giga} ({convention} convention)"
     if not df.empty:
-        import numpy as np
-
         # shared bins, so the series compare bar for bar
-        bins = np.linspace(0, max(float(df[convention].max()) / 1e9, 1e-9) * 1.02, 31)
+        bins = np.linspace(0, max(float(df[col].max()) / 1e9, 1e-9) * 1.02, 31)
         for (enc, plan), g in df.groupby(["encoding", "plan"], sort=True):
-            axes[0].hist(g[convention] / 1e9, bins=bins, alpha=0.5, label=f"{enc}, {plan}")
+            axes[0].hist(g[col] / 1e9, bins=bins, alpha=0.5, label=f"{enc}, {plan}")
         first = df[df["plan"] == df["plan"].iloc[0]]
         bins = np.linspace(0, max(float(first["llm_tokens"].max()), 1.0) * 1.02, 31)
         for enc, g in first.groupby("encoding", sort=True):

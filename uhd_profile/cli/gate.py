@@ -1,6 +1,6 @@
-"""``uhd-profile baseline`` and ``uhd-profile check``: the CI regression gate (see ``check``).
+"""``uhd-profile baseline`` and ``uhd-profile check``: the CI regression gate (``uhd_profile.analyse.gate``).
 
-Thin: parse, call ``uhd_profile.analyse.gate``, render. Registered on the main group in ``cli.py``.
+Thin: parse, call ``uhd_profile.analyse.gate``, render.
 Exit codes of ``check``: 0 clean (pass, or only noisy changes), 1 regression, 2 usage error.
 """
 
@@ -10,14 +10,11 @@ import json
 import sys
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from uhd_profile.analyse import gate
-
-# Same settings as cli.py's consoles; not imported from there (cli.py imports this module).
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True)
+from uhd_profile.cli.console import err, out
+from uhd_profile.units import format_bytes
 
 _STYLE = {"missing": "bold red", "failed": "bold red", "changed": "bold red", "worse": "red", "noisy": "yellow",
           "better": "green", "same": "dim"}
@@ -81,7 +78,7 @@ def check(run_dir, baseline_file, flops_tolerance, time_threshold, memory_thresh
         new = gate.baseline_from_run(run_dir, counts_only=bool(base.get("counts_only")) or counts_only)
         gate.write_baseline(new, update_file)
     if as_json:
-        d = result.as_dict()
+        d = result.to_json()
         d.update(run_dir=str(run_dir), baseline=str(baseline_file), updated=update_file)
         click.echo(json.dumps(d, sort_keys=True))
     else:
@@ -134,19 +131,12 @@ def _latency_cell(p: gate.PointDiff) -> str:
     return text
 
 
-def _bytes(b) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(b) >= size:
-            return f"{b / size:,.1f} {unit}"
-    return f"{b:,} B"
-
-
 def _memory_cell(p: gate.PointDiff) -> str:
     parts = []
     for m in p.metrics:
         if m.kind == "memory" and (m.name == "peak_mem_bytes" or m.baseline or m.run):
             label = "peak" if m.name == "peak_mem_bytes" else "act."
-            parts.append(f"{label} {_bytes(m.baseline)} -> {_bytes(m.run)} ({_pct(m.rel_change)})")
+            parts.append(f"{label} {format_bytes(m.baseline)} -> {format_bytes(m.run)} ({_pct(m.rel_change)})")
     return "; ".join(parts)
 
 

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from uhd_profile.analyse.images import (
+    PLANS, cost_dataset, cost_image, draw_slicing, frame, histogram, image_size, list_files, summarize,
+)
+from uhd_profile.cli.console import err, out
+from uhd_profile.cli.options import convention_option, encoder_option
+from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
-
-# The same consoles as cli.py's (not imported from it: `python -m uhd_profile.cli.main` runs cli.py as
-# __main__, and importing uhd_profile.cli.main from here would load it a second time).
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True)
+from uhd_profile.model.encoders import get_encoder
+from uhd_profile.model.slicing import (
+    MAX_SLICE_NUMS, SCALE_RESOLUTION, check_image_size, check_params, global_resize, slice_image,
+)
+from uhd_profile.units import Size
 
 _SIZE = re.compile(r"(-?\d+)x(-?\d+)")
 
@@ -34,8 +38,6 @@ def _choices(encoding: str) -> tuple[str, ...]:
 
 
 def _plans(variants: tuple[str, ...]) -> tuple[str, ...]:
-    from uhd_profile.analyse.images import PLANS
-
     plans = tuple(dict.fromkeys(variants)) or PLANS
     for p in plans:
         if p not in PLANS:
@@ -43,21 +45,12 @@ def _plans(variants: tuple[str, ...]) -> tuple[str, ...]:
     return plans
 
 
-def _target(arg: str) -> tuple[str | None, tuple[int, int]]:
-    """An image file -> (path, (w, h)); a size ``WxH`` that is not a file -> (None, (w, h))."""
-    from uhd_profile.analyse.images import image_size
-    from uhd_profile.model.slicing import check_image_size
-
+def _target(arg: str) -> tuple[str | None, Size]:
+    """An image file -> (path, its size); a size ``WxH`` that is not a file -> (None, that size)."""
     m = _SIZE.fullmatch(arg)
     if m and not Path(arg).exists():
         return None, check_image_size(int(m.group(1)), int(m.group(2)))
     return arg, image_size(arg)
-
-
-def _encoder_opt(f):
-    from uhd_profile.model.encoders import DEFAULT_ENCODER
-
-    return click.option("--encoder", default=DEFAULT_ENCODER, show_default=True, help="encoder preset (uhd-profile list encoders)")(f)
 
 
 def _g(v: float) -> str:
@@ -69,28 +62,24 @@ def _g(v: float) -> str:
 @click.option("--encoding", default="both", show_default=True, help="sliced | global | both")
 @click.option("--max-slices", default=MAX_SLICE_NUMS, type=int, show_default=True, help="most slices per image (M); the global view has at most M x S^2 px")
 @click.option("--scale-resolution", default=SCALE_RESOLUTION, type=int, show_default=True, help="slice size S in px (area S^2), a multiple of patch x 4")
-@click.option("--variant", "variants", multiple=True, help="baseline | v4; repeat for several [default: both]")
-@_encoder_opt
-@click.option("--convention", default="macs", show_default=True, help="macs | flops | paper (the G numbers shown)")
+@click.option("--variant", "variants", multiple=True, help=f"{' | '.join(PLANS)}; repeat for several [default: all]")
+@encoder_option
+@convention_option
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list, one object per image")
 @click.option("--draw", "draw_path", default=None, help="write the image with its slice grid and thumbnail to this PNG "
               "(several images: -<image name> is added before the suffix)")
 def image(paths, encoding, max_slices, scale_resolution, variants, encoder, convention, as_json, draw_path):
     """Views, tokens and FLOPs of each image (PATH: an image file, or a size WxH) encoded sliced
     (thumbnail + grid of slices) and globally (one resized view), per compression plan."""
-    from uhd_profile.model.encoders import get_encoder
-    from uhd_profile.count.flops import CONVENTION_HELP, check_convention
-    from uhd_profile.analyse.images import cost_image, draw_slicing
-    from uhd_profile.model.slicing import check_params, global_resize, slice_image
-
-    check_convention(convention)
+    conv = get_convention(convention)
+    col = conv.column
     encodings = _choices(encoding)
     plans = _plans(variants)
     align = get_encoder(encoder).patch * 4  # VariantSpec.align
     check_params(max_slices, scale_resolution, align)
     targets = [_target(p) for p in paths]
     if draw_path is not None:
-        sizes_only = [f"{w}x{h}" for p, (w, h) in targets if p is None]
+        sizes_only = [str(size) for p, size in targets if p is None]
         if sizes_only:
             raise UhdProfileError(f"--draw needs image files, but {sizes_only[0]} is a size; give the image's path")
     results = [cost_image(w, h, encoder, plans, encodings, max_slices, scale_resolution, path=p) for p, (w, h) in targets]
@@ -114,31 +103,31 @@ def image(paths, encoding, max_slices, scale_resolution, variants, encoder, conv
                 raise UhdProfileError(f"--draw: could not draw {p} into {dest}: {str(exc).splitlines()[0]}") from None
             err.print(f"wrote {dest}", markup=False, highlight=False)
     if as_json:
-        click.echo(json.dumps([r.as_dict(convention) for r in results]))
+        click.echo(json.dumps([r.to_json(convention) for r in results]))
         return
-    unit = "GMACs" if convention == "macs" else "GFLOPs"
+    unit = conv.giga
     for r in results:
         name = r.path or "(size only)"
-        t = Table(title=f"{name}: {r.size[0]}x{r.size[1]} px (w x h), {r.encoder}; {unit} in the {convention} convention "
-                        f"({CONVENTION_HELP[convention]})", title_justify="left")
-        for col in ("encoding", "view", "size (w x h)", "patches (w x h)", "ViT tokens", *(f"LLM tokens {p}" for p in plans),
-                    *(f"{unit} {p}" for p in plans)):
-            t.add_column(col, justify="left" if col in ("encoding", "view") else "right")
+        t = Table(title=f"{name}: {r.size} px (w x h), {r.encoder}; {unit} in the {convention} convention "
+                        f"({conv.meaning})", title_justify="left")
+        for title in ("encoding", "view", "size (w x h)", "patches (w x h)", "ViT tokens", *(f"LLM tokens {p}" for p in plans),
+                      *(f"{unit} {p}" for p in plans)):
+            t.add_column(title, justify="left" if title in ("encoding", "view") else "right")
         for enc, e in r.encodings.items():
             for i, v in enumerate(e.views):
                 label = v.role if v.role != "slice" else f"slice {i}"
-                t.add_row(enc, label, f"{v.size[0]}x{v.size[1]}", f"{v.grid[1]}x{v.grid[0]}", f"{v.vit_tokens:,}",
-                          *(f"{v.llm_tokens[p]:,}" for p in plans), *(_g(v.counts[p][convention] / 1e9) for p in plans))
+                t.add_row(enc, label, str(v.size), f"{v.grid[1]}x{v.grid[0]}", f"{v.vit_tokens:,}",
+                          *(f"{v.llm_tokens[p]:,}" for p in plans), *(_g(v.counts[p][col] / 1e9) for p in plans))
             n = f"{len(e.views)} view" + ("s" if len(e.views) > 1 else "")
             what = f"{n}, grid {e.grid[0]}x{e.grid[1]} (cols x rows)" if e.grid else (f"{n}, no grid" if enc == "sliced" else n)
             t.add_row(f"[b]{enc} total[/]", what, "", "", f"[b]{e.vit_tokens:,}[/]",
-                      *(f"[b]{e.llm_tokens[p]:,}[/]" for p in plans), *(f"[b]{_g(e.counts[p][convention] / 1e9)}[/]" for p in plans),
+                      *(f"[b]{e.llm_tokens[p]:,}[/]" for p in plans), *(f"[b]{_g(e.counts[p][col] / 1e9)}[/]" for p in plans),
                       end_section=True)
         out.print(t)
         if len(r.encodings) == 2:
             g, s = r.encodings["global"], r.encodings["sliced"]
             for p in plans:
-                ratio = s.counts[p][convention] / g.counts[p][convention]
+                ratio = s.counts[p][col] / g.counts[p][col]
                 out.print(f"{p}: sliced / global = {ratio:.2f}x the {unit}, {s.llm_tokens[p] / g.llm_tokens[p]:.2f}x the LLM tokens")
 
 
@@ -147,21 +136,14 @@ def image(paths, encoding, max_slices, scale_resolution, variants, encoder, conv
 @click.option("--out", "out_dir", default=None, help="output folder [default: ./dataset-<DIRECTORY name>]")
 @click.option("--max-slices", default=MAX_SLICE_NUMS, type=int, show_default=True, help="most slices per image (M)")
 @click.option("--scale-resolution", default=SCALE_RESOLUTION, type=int, show_default=True, help="slice size S in px, a multiple of patch x 4")
-@click.option("--variant", "variants", multiple=True, help="baseline | v4; repeat for several [default: both]")
-@_encoder_opt
-@click.option("--convention", default="macs", show_default=True, help="macs | flops | paper (histogram and printed summary)")
+@click.option("--variant", "variants", multiple=True, help=f"{' | '.join(PLANS)}; repeat for several [default: all]")
+@encoder_option
+@convention_option
 def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder, convention):
     """Per-image cost of every image in DIRECTORY, global vs sliced, per plan: per_image.csv,
     summary.csv/summary.json (mean, median, p90, total) and histogram.png. Unreadable files are
     listed and skipped."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from uhd_profile.count.flops import CONVENTION_HELP, check_convention
-    from uhd_profile.analyse.images import cost_dataset, frame, histogram, list_files, summarize
-    from uhd_profile.model.encoders import get_encoder
-    from uhd_profile.model.slicing import check_params
-
-    check_convention(convention)
+    conv = get_convention(convention)
     plans = _plans(variants)
     check_params(max_slices, scale_resolution, get_encoder(encoder).patch * 4)
     files = list_files(directory)
@@ -181,20 +163,20 @@ def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder,
     summary.to_csv(dest / "summary.csv", index=False)
     meta = {"directory": str(directory), "encoder": encoder, "plans": list(plans), "max_slices": max_slices,
             "scale_resolution": scale_resolution, "images": len({r["path"] for r in rows}), "skipped": skipped,
-            "units": {"vit_tokens": "tokens", "llm_tokens": "tokens", "macs": "multiply-accumulates",
-                      "flops": "FLOPs (flops convention)", "paper": "FLOPs (paper convention)"},
-            "conventions": CONVENTION_HELP, "summary": summary.to_dict(orient="records")}
+            "units": {"vit_tokens": "tokens", "llm_tokens": "tokens",
+                      **{c.column: f"{c.unit} ({c.name} convention)" for c in CONVENTIONS.values()}},
+            "conventions": {c.name: c.meaning for c in CONVENTIONS.values()}, "summary": summary.to_dict(orient="records")}
     (dest / "summary.json").write_text(json.dumps(meta, indent=1))
     fig = histogram(rows, convention)
     fig.savefig(dest / "histogram.png", dpi=110)
-    unit = "GMACs" if convention == "macs" else "GFLOPs"
+    unit = conv.giga
     t = Table(title=f"{meta['images']} images in {directory} ({encoder}; {unit}, {convention} convention)", title_justify="left")
-    for col in ("encoding", "plan", "LLM tokens mean", "median", "p90", f"{unit} mean", "median", "p90", f"{unit} total"):
-        t.add_column(col, justify="left" if col in ("encoding", "plan") else "right")
+    for title in ("encoding", "plan", "LLM tokens mean", "median", "p90", f"{unit} mean", "median", "p90", f"{unit} total"):
+        t.add_column(title, justify="left" if title in ("encoding", "plan") else "right")
     if not summary.empty:
         for (enc, plan), g in summary.groupby(["encoding", "plan"], sort=True):
             tok = g[g.metric == "llm_tokens"].iloc[0]
-            fl = g[g.metric == convention].iloc[0]
+            fl = g[g.metric == conv.column].iloc[0]
             t.add_row(enc, plan, f"{tok['mean']:,.0f}", f"{tok['median']:,.0f}", f"{tok['p90']:,.0f}",
                       _g(fl["mean"] / 1e9), _g(fl["median"] / 1e9), _g(fl["p90"] / 1e9), _g(fl["total"] / 1e9))
     out.print(t)

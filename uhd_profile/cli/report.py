@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from uhd_profile.analyse.report import parse_formats, write_report
+from uhd_profile.cli.console import out
 
 
 @click.command()
@@ -14,11 +19,6 @@ import click
 def report(run_dir, out_dir, formats, no_recount):
     """Write the report of RUN_DIR (a `uhd-profile sweep` run directory): headline, paper reproduction
     table, Pareto fronts, per-layer breakdown, measurement quality; figures as PNG + SVG + CSV."""
-    from pathlib import Path
-
-    from uhd_profile.cli.main import out
-    from uhd_profile.analyse.report import parse_formats, write_report
-
     fmts = parse_formats(formats)  # a bad --format fails before any work
     written = write_report(run_dir, out_dir, fmts, recount=not no_recount)
     where = Path(out_dir) if out_dir is not None else Path(run_dir) / "report"

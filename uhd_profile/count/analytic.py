@@ -106,7 +106,7 @@ def compressor_cost(name: str, b: int, n: int, d: int, m: int, h: int) -> Cost:
 
 
 def connector_cost(b: int, n: int, d: int, out: int, ratio: int) -> Cost:
-    """Chained 2x2 pixel-unshuffle MLP stages (paper-spec 4); the paper excludes all of it."""
+    """Chained 2x2 pixel-unshuffle MLP stages (docs/paper.md §4); the paper excludes all of it."""
     total = ZERO
     stages = {1: 0, 4: 1, 16: 2}[ratio]
     for i in range(stages):

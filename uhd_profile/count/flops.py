@@ -17,7 +17,7 @@ How it works (see README, "Conventions"):
 * Every op is priced in all three conventions at once (``macs``, ``flops``, ``paper``), and
   attributed to the innermost module running it.
 
-Module tags steer the ``paper`` convention (LLaVA-UHD v4, paper-spec section 2.1); they are plain
+Module tags steer the ``paper`` convention (LLaVA-UHD v4; docs/conventions.md, "The paper convention in detail"); they are plain
 attributes set by the variant builder, so they work on ``transformers`` modules too:
 
 * ``_uhd_paper = "exclude"``: the paper does not charge this module (post-ViT connector,
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -44,18 +45,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
-CONVENTIONS: tuple[str, ...] = ("macs", "flops", "paper")
-CONVENTION_HELP = {
-    "macs": "1 per multiply-accumulate; element-wise ops free; attention as executed",
-    "flops": "2 per multiply-accumulate plus element-wise ops (bias, norms, activations, softmax); "
-    "attention as executed",
-    "paper": "LLaVA-UHD v4 paper convention: 1 per MAC, no biases, 4 per attention score, "
-    "LayerNorm 5/elem, activations and residual adds 1/elem, window attention charged densely, "
-    "connector and post-LayerNorm excluded",
-}
+from uhd_profile.count.conventions import check_convention
+from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 
 # Element-wise weights shared by the flops and paper conventions (per output element).
-LAYER_NORM_PER_ELEM = 5  # mean, centre, variance, normalise, affine (paper-spec 2.1 rule 5)
+LAYER_NORM_PER_ELEM = 5  # mean, centre, variance, normalise, affine (docs/conventions.md)
 RMS_NORM_PER_ELEM = 4  # square, mean, rsqrt-scale, weight
 SOFTMAX_PER_ELEM = 3  # exp, sum, divide
 ATTN_SCALE_PER_SCORE = 1  # the 1/sqrt(d) scaling (3 + 1 = the paper's 4 per score)
@@ -100,7 +94,7 @@ def attention_cost(batch: int, heads: int, lq: int, lk: int, e: int, ev: int, ma
     """Softmax attention of ``lq`` queries over ``lk`` keys, per (batch, head).
 
     MACs: QK^T (lq*lk*e) plus AV (lq*lk*ev). Per score: scaling (1) and softmax (3); a mask
-    add costs 1 more in ``flops``; the paper charges no mask (paper-spec 2.1 rule 3).
+    add costs 1 more in ``flops``; the paper charges no mask (docs/conventions.md).
     """
     scores = batch * heads * lq * lk
     macs = scores * (e + ev)
@@ -113,20 +107,50 @@ def attention_cost(batch: int, heads: int, lq: int, lk: int, e: int, ev: int, ma
 # --------------------------------------------------------------------------------------------
 
 Formula = Callable[[tuple, dict, Any], Cost]
-_FORMULAS: dict[str, Formula] = {}
+
+KINDS = ("matmul", "attention", "norm", "softmax", "elementwise", "reduction", "resample")
+"""What a registered formula prices: ``matmul`` (mm, addmm, bmm, conv), ``attention`` (fused
+attention kernels: QK^T, softmax and AV in one op), ``norm``, ``softmax``, ``elementwise``,
+``reduction``, ``resample`` (interpolation)."""
+
+CATEGORIES = ("linear", "matmul", "attention", "attention_scores", "elementwise")
+"""Where ``FlopCount.by_category`` puts every priced op: ``linear`` (a matmul or convolution inside an
+``nn.Linear``/``nn.Conv*``), ``matmul`` (any other matmul, e.g. eager attention's QK^T and AV),
+``attention`` (the multiply-accumulates of a fused attention kernel: QK^T and AV), ``attention_scores``
+(scaling, softmax and mask of attention scores, fused or eager), ``elementwise`` (norms, activations,
+residual adds, reductions, resampling)."""
 
 
-def register(*names: str) -> Callable[[Formula], Formula]:
-    """Register a pricing formula for aten (or custom) ops, by qualified name ("aten::mm").
+@dataclass(frozen=True)
+class FormulaEntry:
+    """A registered formula: ``fn(args, kwargs, out) -> Cost``, its ``kind`` (``KINDS``), and for
+    attention kernels ``heads(args) -> (heads, head_dim, value_dim)``."""
+
+    fn: Formula
+    kind: str
+    heads: Callable[[tuple], tuple[int, int, int]] | None = None
+
+
+_FORMULAS: dict[str, FormulaEntry] = {}
+
+
+def register(*names: str, kind: str = "elementwise",
+             heads: Callable[[tuple], tuple[int, int, int]] | None = None) -> Callable[[Formula], Formula]:
+    """Register a pricing formula for aten (or custom) ops, by qualified name ("aten::mm"), with
+    the ``kind`` of arithmetic it prices (``KINDS``; attention kernels also say where their heads are).
 
     Refuses a name that already has a formula, so two formulas can never disagree silently.
     """
+    if kind not in KINDS:
+        raise ValueError(f"formula kind {kind!r} is not one of {KINDS}")
+    if (kind == "attention") != (heads is not None):
+        raise ValueError("attention formulas (and only they) say where their heads are")
 
     def deco(fn: Formula) -> Formula:
         for name in names:
             if name in _FORMULAS:
                 raise ValueError(f"a FLOPs formula for {name} is already registered")
-            _FORMULAS[name] = fn
+            _FORMULAS[name] = FormulaEntry(fn, kind, heads)
         return fn
 
     return deco
@@ -136,31 +160,49 @@ def has_formula(name: str) -> bool:
     return name in _FORMULAS
 
 
-@register("aten::mm")
+def formula_kind(name: str) -> str | None:
+    """The ``kind`` of the formula registered for op ``name``, or None."""
+    entry = _FORMULAS.get(name)
+    return entry.kind if entry else None
+
+
+def _heads_bhle(args: tuple) -> tuple[int, int, int]:
+    """(heads, head_dim, value_dim) of q/k/v laid out (..., heads, length, dim) (SDPA)."""
+    q, v = args[0], args[2]
+    return int(q.shape[-3]), int(q.shape[-1]), int(v.shape[-1])
+
+
+def _heads_blhe(args: tuple) -> tuple[int, int, int]:
+    """(heads, head_dim, value_dim) of q/k/v laid out (..., length, heads, dim) (flash kernels)."""
+    q, v = args[0], args[2]
+    return int(q.shape[-2]), int(q.shape[-1]), int(v.shape[-1])
+
+
+@register("aten::mm", kind="matmul")
 def _mm(args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
     return matmul_cost(a.shape[0] * a.shape[1] * b.shape[1])
 
 
-@register("aten::addmm")
+@register("aten::addmm", kind="matmul")
 def _addmm(args, kwargs, out) -> Cost:
     bias, a, b = args[0], args[1], args[2]
     return matmul_cost(a.shape[0] * a.shape[1] * b.shape[1], out_elems=out.numel(), bias=True)
 
 
-@register("aten::bmm")
+@register("aten::bmm", kind="matmul")
 def _bmm(args, kwargs, out) -> Cost:
     a, b = args[0], args[1]
     return matmul_cost(a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2])
 
 
-@register("aten::baddbmm")
+@register("aten::baddbmm", kind="matmul")
 def _baddbmm(args, kwargs, out) -> Cost:
     a, b = args[1], args[2]
     return matmul_cost(a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2], out_elems=out.numel(), bias=True)
 
 
-@register("aten::convolution", "aten::_convolution")
+@register("aten::convolution", "aten::_convolution", kind="matmul")
 def _conv(args, kwargs, out) -> Cost:
     x, w, bias = args[0], args[1], args[2]
     # each output element is a dot product over (C_in / groups) * prod(kernel) inputs
@@ -182,6 +224,7 @@ register(
     "aten::_scaled_dot_product_cudnn_attention",
     "aten::_scaled_dot_product_attention_math",
     "aten::_scaled_dot_product_attention_math_for_mps",
+    kind="attention", heads=_heads_bhle,
 )(_sdpa_dispatch)
 
 
@@ -198,7 +241,7 @@ def _cu(t) -> list[int]:
     return [int(x) for x in t.detach().to("cpu").tolist()]
 
 
-@register("aten::_flash_attention_forward", "aten::_efficient_attention_forward")
+@register("aten::_flash_attention_forward", "aten::_efficient_attention_forward", kind="attention", heads=_heads_blhe)
 def _flash_fwd(args, kwargs, out) -> Cost:
     # layout (total_or_batch, seq, heads, dim); cu_seqlens present for packed sequences
     q, k, v, cu_q, cu_k = args[0], args[1], args[2], args[3], args[4]
@@ -209,36 +252,36 @@ def _flash_fwd(args, kwargs, out) -> Cost:
     return varlen_attention_cost(h, e, v.shape[-1], _cu(cu_q), _cu(cu_k))
 
 
-@register("torch_attn::_varlen_attn", "torch_attn::_varlen_attn_out")
+@register("torch_attn::_varlen_attn", "torch_attn::_varlen_attn_out", kind="attention", heads=_heads_blhe)
 def _torch_varlen(args, kwargs, out) -> Cost:
     q, k, v, cu_q, cu_k = args[0], args[1], args[2], args[3], args[4]
     return varlen_attention_cost(q.shape[-2], q.shape[-1], v.shape[-1], _cu(cu_q), _cu(cu_k))
 
 
-@register("flash_attn::_flash_attn_varlen_forward")
+@register("flash_attn::_flash_attn_varlen_forward", kind="attention", heads=_heads_blhe)
 def _fa2_varlen(args, kwargs, out) -> Cost:
     q, k, v, cu_q, cu_k = args[0], args[1], args[2], args[3], args[4]
     return varlen_attention_cost(q.shape[-2], q.shape[-1], v.shape[-1], _cu(cu_q), _cu(cu_k))
 
 
-@register("flash_attn::_flash_attn_forward")
+@register("flash_attn::_flash_attn_forward", kind="attention", heads=_heads_blhe)
 def _fa2(args, kwargs, out) -> Cost:
     q, k, v = args[0], args[1], args[2]
     b, lq, h, e = q.shape
     return attention_cost(b, h, lq, k.shape[1], e, v.shape[-1], masked=False)
 
 
-@register("aten::native_layer_norm", "aten::layer_norm")
+@register("aten::native_layer_norm", "aten::layer_norm", kind="norm")
 def _layer_norm(args, kwargs, out) -> Cost:
     return elementwise_cost(args[0].numel(), LAYER_NORM_PER_ELEM)
 
 
-@register("aten::_fused_rms_norm", "aten::rms_norm")
+@register("aten::_fused_rms_norm", "aten::rms_norm", kind="norm")
 def _rms_norm(args, kwargs, out) -> Cost:
     return elementwise_cost(args[0].numel(), RMS_NORM_PER_ELEM)
 
 
-@register("aten::_softmax", "aten::_safe_softmax", "aten::softmax")
+@register("aten::_softmax", "aten::_safe_softmax", "aten::softmax", kind="softmax")
 def _softmax(args, kwargs, out) -> Cost:
     return elementwise_cost(args[0].numel(), SOFTMAX_PER_ELEM)
 
@@ -261,7 +304,7 @@ register(
 )(_out_elems)
 
 
-@register("aten::mean", "aten::sum", "aten::prod")
+@register("aten::mean", "aten::sum", "aten::prod", kind="reduction")
 def _reduce(args, kwargs, out) -> Cost:
     # a reduction touches every input element once; the paper does not charge pooling arithmetic
     n = args[0].numel()
@@ -278,9 +321,9 @@ def _interp_cost(taps: int) -> Formula:
     return fn
 
 
-register("aten::upsample_bicubic2d", "aten::_upsample_bicubic2d_aa")(_interp_cost(16))
-register("aten::upsample_bilinear2d", "aten::_upsample_bilinear2d_aa")(_interp_cost(4))
-register("aten::upsample_nearest2d", "aten::_upsample_nearest_exact2d")(_interp_cost(0))
+register("aten::upsample_bicubic2d", "aten::_upsample_bicubic2d_aa", kind="resample")(_interp_cost(16))
+register("aten::upsample_bilinear2d", "aten::_upsample_bilinear2d_aa", kind="resample")(_interp_cost(4))
+register("aten::upsample_nearest2d", "aten::_upsample_nearest_exact2d", kind="resample")(_interp_cost(0))
 
 # Data movement and bookkeeping: priced 0 on purpose (no arithmetic).
 FREE_OPS = frozenset(
@@ -318,12 +361,15 @@ class FlopCount:
     """What ``count_flops`` saw.
 
     ``by_module`` maps the dotted path of the innermost module that ran each op to its summed
-    ``Cost`` (``""`` is the root). ``uncounted_ops`` maps op names that produced floating-point
-    tensors but have no formula to how often they ran: those are *not* in any total.
+    ``Cost`` (``""`` is the root); ``by_category`` splits the same costs further by what kind of
+    arithmetic they are (``(path, category)`` -> Cost, ``CATEGORIES``); ``by_op`` sums them per op.
+    ``uncounted_ops`` maps op names that produced floating-point tensors but have no formula to how
+    often they ran: those are *not* in any total.
     """
 
     by_module: dict[str, Cost] = field(default_factory=dict)
     by_op: dict[str, Cost] = field(default_factory=dict)
+    by_category: dict[tuple[str, str], Cost] = field(default_factory=dict)
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     variant_id: str | None = None
     encoder: str | None = None
@@ -352,6 +398,14 @@ class FlopCount:
             out[module_group(path, depth)] += cost.get(convention)
         return dict(out)
 
+    def categories(self, convention: str = "macs") -> dict[str, int]:
+        """Totals per category (``CATEGORIES``) in ``convention``."""
+        check_convention(convention)
+        out = dict.fromkeys(CATEGORIES, 0)
+        for (_, cat), cost in self.by_category.items():
+            out[cat] += cost.get(convention)
+        return out
+
 
 def module_group(path: str, depth: int) -> str:
     if not path:
@@ -366,15 +420,6 @@ def module_group(path: str, depth: int) -> str:
         if not p.isdigit():
             taken += 1
     return ".".join(keep)
-
-
-def check_convention(convention: str) -> None:
-    from uhd_profile.errors import UhdProfileError
-
-    if convention not in CONVENTIONS:
-        raise UhdProfileError(
-            f"unknown convention {convention!r}; valid conventions: {', '.join(CONVENTIONS)}"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,6 +442,7 @@ class _Counter:
         self.stack: list[torch.nn.Module] = []
         self.by_module: dict[str, Cost] = defaultdict(lambda: ZERO)
         self.by_op: dict[str, Cost] = defaultdict(lambda: ZERO)
+        self.by_category: dict[tuple[str, str], Cost] = defaultdict(lambda: ZERO)
         self.uncounted: Counter[str] = Counter()
         self.suppress = 0
         # dense-attention modules open on the stack: id -> [batch, tokens, heads, head_dim, ev]
@@ -437,28 +483,41 @@ class _Counter:
                 for seg in segments or (n,):
                     dense = dense + attention_cost(b, h, seg, seg, e, ev, masked=False)
                 if self.paper_mode()[0] != "exclude":
-                    self.add(Cost(paper=dense.paper), "uhd::dense_window_attention_charge")
+                    self.add(Cost(paper=dense.paper), "uhd::dense_window_attention_charge", "attention")
             self.stack.pop()
 
     # -- pricing ---------------------------------------------------------------------------
-    def add(self, cost: Cost, op: str) -> None:
+    def add(self, cost: Cost, op: str, category: str) -> None:
         path = self.current_path()
         self.by_module[path] = self.by_module[path] + cost
         self.by_op[op] = self.by_op[op] + cost
+        self.by_category[(path, category)] = self.by_category[(path, category)] + cost
 
-    def price(self, op: str, cost: Cost, is_attention: bool = False, heads: tuple | None = None) -> None:
+    def price(self, op: str, cost: Cost, kind: str, heads: tuple | None = None) -> None:
         mode, owner = self.paper_mode()
         if mode == "exclude":
             cost = Cost(cost.macs, cost.flops, 0)
         elif mode == "macs_only":
             # only multiply-accumulates the paper charges (the conv), nothing element-wise
             cost = Cost(cost.macs, cost.flops, min(cost.paper, cost.macs))
-        elif mode == "dense_attention" and is_attention:
+        elif mode == "dense_attention" and kind == "attention":
             entry = self.dense_open.get(id(owner))
             if entry is not None and heads is not None:
                 entry[2], entry[3], entry[4] = heads
             cost = Cost(cost.macs, cost.flops, 0)  # charged densely when the module exits
-        self.add(cost, op)
+        if kind == "attention":
+            # a fused kernel's QK^T and AV multiply-accumulates, apart from its score arithmetic
+            mm = Cost(cost.macs, min(cost.flops, 2 * cost.macs), min(cost.paper, cost.macs))
+            self.add(mm, op, "attention")
+            self.add(Cost(0, cost.flops - mm.flops, cost.paper - mm.paper), op, "attention_scores")
+        elif kind == "matmul":
+            inner = self.stack[-1] if self.stack else None
+            self.add(cost, op, "linear" if isinstance(inner, _WEIGHT_MODULES) else "matmul")
+        else:
+            self.add(cost, op, "attention_scores" if kind == "softmax" else "elementwise")
+
+
+_WEIGHT_MODULES = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
 
 class _DispatchCounter(TorchDispatchMode):
@@ -502,14 +561,10 @@ class _DispatchCounter(TorchDispatchMode):
         outs = out if isinstance(out, (tuple, list)) else (out,)
         if not any(_is_float(o) for o in outs):
             return out  # integer/bool bookkeeping (grid sizes, indices, masks) is not model arithmetic
-        formula = _FORMULAS.get(name)
-        if formula is not None:
-            is_attn = "attention" in name or "attn" in name
-            heads = None
-            if is_attn:
-                q, v = args[0], args[2]
-                heads = (int(q.shape[-3] if "scaled_dot" in name else q.shape[-2]), int(q.shape[-1]), int(v.shape[-1]))
-            self.state.price(name, formula(args, kwargs, out), is_attention=is_attn, heads=heads)
+        entry = _FORMULAS.get(name)
+        if entry is not None:
+            heads = entry.heads(args) if entry.heads is not None else None
+            self.state.price(name, entry.fn(args, kwargs, out), entry.kind, heads)
         elif name not in FREE_OPS:
             self.state.uncounted[name] += 1
         return out
@@ -541,7 +596,7 @@ class _FunctionCounter(TorchFunctionMode):
             if kwargs.get("enable_gqa") and k.shape[-3] != q.shape[-3]:
                 pass  # GQA repeats K/V heads; the arithmetic is per query head, as priced
             cost = attention_cost(b, h, lq, lk, e, ev, masked=mask is not None)
-            self.state.price("F.scaled_dot_product_attention", cost, is_attention=True, heads=(h, e, ev))
+            self.state.price("F.scaled_dot_product_attention", cost, "attention", heads=(h, e, ev))
             self.state.suppress += 1
             try:
                 return func(*args, **kwargs)
@@ -578,6 +633,7 @@ def count_module(model: torch.nn.Module, *inputs: Any, shape_only: bool = True, 
     return FlopCount(
         by_module=dict(state.by_module),
         by_op=dict(state.by_op),
+        by_category=dict(state.by_category),
         uncounted_ops=dict(state.uncounted),
         params=sum(p.numel() for p in model.parameters()),
     )
@@ -590,10 +646,6 @@ def count_flops(target: Any, *inputs: Any, batch: int = 1, weights: str | None =
     For a spec, the input is one (batch, 3, H, W) view. Returns counts in every convention;
     pick one with ``.get(convention)``.
     """
-    import time
-
-    from uhd_profile.model.variants import VariantSpec, build_variant, example_input
-
     t0 = time.perf_counter()
     if isinstance(target, VariantSpec):
         device = "meta" if shape_only else "cpu"

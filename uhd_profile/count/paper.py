@@ -8,7 +8,7 @@ reports next to them is counted from executed modules (``count_flops``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from uhd_profile.count.flops import FlopCount, count_flops
 from uhd_profile.model.variants import V4_COMPRESSOR, VariantSpec
@@ -68,9 +68,9 @@ class Reproduction:
     def ok(self) -> bool:
         return all(r.ok for r in self.rows)
 
-    def as_dict(self) -> dict:
+    def to_json(self) -> dict:
         return {
-            "rows": [dict(r.__dict__) | {"ok": r.ok} for r in self.rows],
+            "rows": [asdict(r) | {"ok": r.ok} for r in self.rows],
             "reduction": self.reduction,
             "count_seconds": self.count_seconds,
             "executed_convention": "macs",

@@ -1,31 +1,44 @@
-"""Measure one variant on one device: latency, memory, energy, roofline, in one record.
+"""Measure one variant on one device: latency, memory, energy, roofline, in one result.
 
-``bench(spec, settings)`` is the Python API (a ``BenchRecord`` dataclass); ``uhd-profile bench``
-renders the same record as a table or ``--json``. Protocol: ../shared/measurement.md.
+``bench(spec, settings)`` is the Python API (a :class:`BenchResult` whose ``metrics`` carry the
+record schema's names); ``uhd-profile bench`` renders it as a table or ``--json``. The measurement
+protocol is described in ``docs/measurement.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from uhd_profile.measure.devices import resolve_device
+from uhd_profile.count.flops import count_flops
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.measure.timing import TimingSettings
+from uhd_profile.measure import roofline
+from uhd_profile.measure.devices import resolve_device
+from uhd_profile.measure.env import fingerprint, fingerprint_key
+from uhd_profile.measure.memory import MemoryStats, measure_memory
+from uhd_profile.measure.roofline import Peak
+from uhd_profile.measure.roofline import mfu as mfu_of
+from uhd_profile.measure.schema import count_metrics, fill
+from uhd_profile.measure.telemetry import NvmlSampler, Telemetry, null_telemetry
+from uhd_profile.measure.timing import LatencyStats, TimingSettings, time_forward
+from uhd_profile.model.variants import VariantSpec, build_variant, example_input
+from uhd_profile.units import parse_dtype, torch_dtype
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
+ATTN_BACKENDS = ("sdpa", "eager")
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """How to measure: device (``auto``/``cpu``/``cuda[:N]``), dtype (fp32/bf16/fp16), images per
-    forward, CPU threads (None: torch's default), attention backend, ``torch.compile``, CUDA graphs,
-    the timing protocol, and whether to sample NVML telemetry, measure memory and trace."""
+    """How to measure: device (``auto``/``cpu``/``cuda[:N]``), dtype (``fp32``/``bf16``/``fp16`` or an
+    alias such as ``bfloat16``; stored canonical), images per forward, CPU threads (None: torch's
+    default), attention backend, ``torch.compile``, CUDA graphs, the timing protocol, and whether to
+    sample NVML telemetry, measure memory and trace."""
 
     device: str = "auto"
     dtype: str = "fp32"
@@ -39,47 +52,58 @@ class BenchSettings:
     memory: bool = True
     trace_dir: str | None = None
 
-    def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise UhdProfileError(f"dtype {self.dtype!r} is not valid; valid: {', '.join(DTYPES)}")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", parse_dtype(self.dtype))
         if not isinstance(self.batch, int) or self.batch < 1:
             raise UhdProfileError(f"batch {self.batch!r} is not valid; it must be an integer >= 1")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise UhdProfileError(f"threads {self.threads!r} is not valid; it must be an integer >= 1")
-        if self.attn not in ("sdpa", "eager"):
-            raise UhdProfileError(f"attention backend {self.attn!r} is not valid; valid: sdpa, eager")
+        if self.attn not in ATTN_BACKENDS:
+            raise UhdProfileError(f"attention backend {self.attn!r} is not valid; valid: {', '.join(ATTN_BACKENDS)}")
 
 
 @dataclass
-class BenchRecord:
-    """One measured variant. Units: seconds, bytes, FLOPs (integers), FLOP/s, joules."""
+class BenchResult:
+    """One measured variant.
 
-    variant_id: str
-    spec: dict
-    device: str  # the device that ran (``device_requested`` says what was asked)
-    device_requested: str
-    dtype: str
-    batch: int
+    ``metrics`` maps record-schema metric names (``uhd_profile.measure.schema.METRICS``) to values
+    in SI units: counts per forward in every convention, latency statistics with every raw sample,
+    memory, energy, achieved FLOP/s and MFU. The probe results it was filled from are kept beside it
+    (``latency``, ``memory``, ``telemetry`` with its samples, the ``peak`` used for MFU), with the
+    per-module time breakdown and trace path when traced, and notes.
+    """
+
+    spec: VariantSpec
+    settings: BenchSettings
+    device: str  # the device that ran (``settings.device`` says what was asked)
     threads: int
-    attn: str
-    compile: bool
-    cuda_graphs: bool
-    latency_s: dict  # median, p10, p90, iqr_over_median, n, samples, stop_reason, ...
-    memory: dict | None  # bytes
-    telemetry: dict
-    flops: dict  # counted per forward: {"macs", "flops", "paper"}
-    achieved_flops_per_s: float | None  # flops convention (2 per MAC + element-wise) / median latency
-    mfu: float | None  # achieved / peak for the dtype
-    peak: dict | None  # the peak used, with its source
-    noise_flag: str
-    env: dict
-    module_time_s: dict | None = None  # per category (attention, mlp, compressor, connector, ...), from the trace
+    metrics: dict[str, Any]
+    env: dict[str, Any]
+    latency: LatencyStats
+    memory: MemoryStats | None
+    telemetry: Telemetry
+    peak: Peak | None
+    module_time_s: dict[str, float] | None = None  # per category (attention, mlp, compressor, ...), from the trace
     trace_path: str | None = None
     notes: list[str] = field(default_factory=list)
-    params: int | None = None  # parameters of the variant (from the FLOPs count)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def to_json(self) -> dict[str, Any]:
+        """What ``uhd-profile bench --json`` prints: ``variant_id``, ``spec`` (``VariantSpec.describe``),
+        ``device``, ``settings``, ``metrics`` (schema names), ``env``, ``telemetry_samples``, ``peak``,
+        ``module_time_s``, ``trace_path``, ``notes``."""
+        s = self.settings
+        tel = asdict(self.telemetry)
+        return {
+            "variant_id": self.spec.id, "spec": self.spec.describe(), "device": self.device,
+            "settings": {"device": s.device, "dtype": s.dtype, "batch": s.batch, "threads": self.threads, "attn": s.attn,
+                         "compile": s.compile, "cuda_graphs": s.cuda_graphs, "timing": asdict(s.timing),
+                         "telemetry": s.telemetry, "memory": s.memory},
+            "metrics": self.metrics, "env": self.env,
+            "telemetry": {k: v for k, v in tel.items() if k != "samples"},
+            "telemetry_samples": tel["samples"],
+            "peak": asdict(self.peak) if self.peak is not None else None,
+            "module_time_s": self.module_time_s, "trace_path": self.trace_path, "notes": list(self.notes),
+        }
 
 
 def _categorise(model: nn.Module) -> dict[nn.Module, str]:
@@ -129,9 +153,6 @@ def _labelled(model: nn.Module):
 def profile_trace(fn, model: nn.Module, device: torch.device, trace_dir: str, iters: int = 3) -> tuple[dict, str]:
     """Run ``iters`` forwards under ``torch.profiler``; write a trace TensorBoard's profiler plugin
     and Chrome's trace viewer open; return per-category time per forward (s) and the trace file."""
-    import glob
-    import os
-
     from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
     os.makedirs(trace_dir, exist_ok=True)
@@ -156,8 +177,6 @@ _CPU_PEAKS: dict[tuple[str, int], Any] = {}
 
 
 def _peak(device: torch.device, dtype: str, threads: int):
-    from uhd_profile.measure import roofline
-
     if device.type == "cuda":
         return roofline.gpu_peak(torch.cuda.get_device_name(device), dtype)
     key = (dtype, threads)
@@ -166,16 +185,8 @@ def _peak(device: torch.device, dtype: str, threads: int):
     return _CPU_PEAKS[key]
 
 
-def bench(spec, settings: BenchSettings = BenchSettings(), weights: str | None = None) -> BenchRecord:
+def bench(spec: VariantSpec, settings: BenchSettings = BenchSettings(), weights: str | None = None) -> BenchResult:
     """Build ``spec`` on the settings' device and measure it (see module docstring)."""
-    from uhd_profile.measure.env import fingerprint
-    from uhd_profile.count.flops import count_flops
-    from uhd_profile.measure.memory import measure_memory
-    from uhd_profile.measure.roofline import mfu as mfu_of
-    from uhd_profile.measure.telemetry import NvmlSampler, null_telemetry
-    from uhd_profile.measure.timing import time_forward
-    from uhd_profile.model.variants import build_variant, example_input
-
     device = resolve_device(settings.device)
     notes: list[str] = []
     if settings.device == "auto" and device.type == "cpu":
@@ -186,7 +197,7 @@ def bench(spec, settings: BenchSettings = BenchSettings(), weights: str | None =
         raise UhdProfileError(f"--l2-flush needs a CUDA device; this run is on {device}")
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
-    dtype = DTYPES[settings.dtype]
+    dtype = torch_dtype(settings.dtype)
 
     counted = count_flops(spec, batch=settings.batch)
     model = build_variant(spec, device=device, weights=weights, attn=settings.attn).to(dtype)
@@ -195,7 +206,7 @@ def bench(spec, settings: BenchSettings = BenchSettings(), weights: str | None =
     if settings.compile:
         runner = torch.compile(model)
 
-    def forward():
+    def forward() -> Any:
         with torch.inference_mode():
             return runner(x)
 
@@ -212,28 +223,34 @@ def bench(spec, settings: BenchSettings = BenchSettings(), weights: str | None =
         reason = "telemetry disabled" if not settings.telemetry else f"no NVML telemetry on {device.type}"
         telemetry = null_telemetry(reason)
 
-    memory = measure_memory(fn, model, device).as_dict() if settings.memory else None
+    memory = measure_memory(fn, model, device) if settings.memory else None
     module_times, trace_path = (None, None)
     if settings.trace_dir:
         module_times, trace_path = profile_trace(fn, model, device, settings.trace_dir)
 
-    flops = {c: counted.get(c) for c in ("macs", "flops", "paper")}
-    med = lat.median_s
-    achieved = flops["flops"] / med if med and med > 0 and math.isfinite(med) else None
-    peak = _peak(device, settings.dtype, torch.get_num_threads())
-    tel = telemetry.as_dict()
-    if telemetry.available and telemetry.slowdown_fraction:
-        notes.append(f"{telemetry.slowdown_fraction:.0%} of telemetry samples were under clock slowdown")
-    return BenchRecord(
-        variant_id=spec.id, spec=spec.as_dict(), device=str(device), device_requested=settings.device,
-        dtype=settings.dtype, batch=settings.batch, threads=torch.get_num_threads(), attn=settings.attn,
-        compile=settings.compile, cuda_graphs=settings.cuda_graphs, latency_s=lat.as_dict(), memory=memory,
-        telemetry=tel, flops=flops, achieved_flops_per_s=achieved,
-        mfu=mfu_of(flops["flops"], med, peak) if achieved else None,
-        peak=asdict(peak) if peak is not None else None, noise_flag=lat.noise_flag,
-        env=fingerprint(device, threads=torch.get_num_threads()), module_time_s=module_times,
-        trace_path=trace_path, notes=notes, params=counted.params,
+    threads = torch.get_num_threads()
+    env = fingerprint(device, threads=threads)
+    metrics = count_metrics(counted)
+    fill(metrics, lat)
+    if memory is not None:
+        fill(metrics, memory)
+    fill(metrics, telemetry)
+    if telemetry.available and telemetry.energy_j is not None:
+        metrics["energy_per_image_j"] = telemetry.energy_j / (settings.batch * max(1, lat.latency_n))
+    med = lat.latency_median_s
+    flops = metrics["flops"]
+    peak = _peak(device, settings.dtype, threads)
+    achieved = flops / med if med and med > 0 and math.isfinite(med) else None
+    metrics.update(
+        achieved_flops_per_s=achieved, mfu=mfu_of(flops, med, peak) if achieved else None,
+        peak_flops_per_s=peak.flops_per_s if peak is not None else None, peak_source=peak.source if peak is not None else None,
+        threads=threads, env_key=fingerprint_key(env), pid=os.getpid(),
     )
+    if telemetry.available and telemetry.throttled_fraction:
+        notes.append(f"{telemetry.throttled_fraction:.0%} of telemetry samples were under clock slowdown")
+    return BenchResult(spec=spec, settings=settings, device=str(device), threads=threads, metrics=metrics, env=env,
+                       latency=lat, memory=memory, telemetry=telemetry, peak=peak, module_time_s=module_times,
+                       trace_path=trace_path, notes=notes)
 
 
 def _cuda_graph(forward, device: torch.device):

@@ -5,7 +5,7 @@ that cannot be read on this machine; it never raises). `fingerprint_key()` hashe
 fields that decide whether two timings are comparable (hardware, driver and library versions,
 thread count, TF32/cuDNN flags), leaving out what identifies a run rather than a setting
 (hostname, git commit, dirty flag, timestamp, GPU UUID). Time comparisons across different keys
-are refused unless the user allows it (see ../shared/measurement.md, "Environment fingerprint").
+are refused unless the user allows it (see docs/measurement.md, "Environment fingerprint").
 
 Static parts (CPU description, library versions, the GPU's name/UUID/driver) are cached per
 process; the torch flags, NVML modes, git state and timestamp are read on every call.
@@ -23,10 +23,13 @@ import socket
 import subprocess
 import sys
 import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from uhd_profile.version import __version__
 
 FIELDS: tuple[str, ...] = (
     "uhd_profile_version",
@@ -140,9 +143,8 @@ def _cpuinfo() -> tuple[str | None, int | None]:
 
 
 @functools.lru_cache(maxsize=1)
-def _static() -> dict[str, Any]:
-    from uhd_profile import __version__
-
+def static_fields() -> dict[str, Any]:
+    """The fields of the fingerprint that do not change while the process runs (cached)."""
     model, physical = _cpuinfo()
     if not model:
         model = _guard(platform.processor) or None
@@ -150,8 +152,6 @@ def _static() -> dict[str, Any]:
         physical = _guard(_psutil_physical)
 
     def _dist_version(name: str) -> str | None:
-        from importlib import metadata
-
         return metadata.version(name)
 
     def _cudnn() -> int | None:
@@ -360,7 +360,7 @@ def fingerprint(device: torch.device | str = "cpu", threads: int | None = None) 
     """
     dev = torch.device(device)
     fp: dict[str, Any] = dict.fromkeys(FIELDS)
-    fp.update(_static())
+    fp.update(static_fields())
     fp["cpu_affinity"] = _guard(_cpu_affinity)
     fp["torch_threads"] = int(threads) if threads is not None else _guard(torch.get_num_threads)
     fp.update(_torch_flags())

@@ -1,4 +1,4 @@
-"""Peak memory of one forward pass, on CUDA or CPU (see measurement.md, "Memory").
+"""Peak memory of one forward pass, on CUDA or CPU (docs/measurement.md, "Memory").
 
 CUDA: after the caller's warm-up, ``reset_peak_memory_stats``; the baseline is what is allocated just
 before the forward (weights, inputs, anything the caller keeps alive); the peak is
@@ -24,13 +24,14 @@ import gc
 import multiprocessing
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from uhd_profile.measure.devices import resolve_device
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure.telemetry import import_nvml, nvml_handle
 
 METHOD_CUDA = "cuda_allocator"
 METHOD_CPU = "clear_refs+VmHWM"
@@ -45,17 +46,14 @@ _RESET_TOLERANCE_BYTES = 16 * 2**20
 @dataclass
 class MemoryStats:
     device: str                      # "cpu" or "cuda:N"
-    method: str                      # "cuda_allocator", "clear_refs+VmHWM", or "child_process"
+    memory_method: str               # "cuda_allocator", "clear_refs+VmHWM", or "child_process"
     weights_bytes: int               # parameters + buffers of the model
-    baseline_bytes: int | None       # allocated (CUDA) / RSS (CPU) just before the measured forward
-    peak_bytes: int | None           # CUDA: max_memory_allocated after reset; CPU: peak RSS during the forward
-    reserved_peak_bytes: int | None  # CUDA: max_memory_reserved
-    activation_bytes: int | None     # peak - baseline (what the forward added on top of weights and inputs)
-    nvml_used_bytes: int | None      # NVML's used memory for this process, where readable
-    note: str | None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    baseline_mem_bytes: int | None       # allocated (CUDA) / RSS (CPU) just before the measured forward
+    peak_mem_bytes: int | None           # CUDA: max_memory_allocated after reset; CPU: peak RSS during the forward
+    reserved_peak_mem_bytes: int | None  # CUDA: max_memory_reserved
+    activation_mem_bytes: int | None     # peak - baseline (what the forward added on top of weights and inputs)
+    nvml_used_mem_bytes: int | None      # NVML's used memory for this process, where readable
+    memory_note: str | None
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -125,19 +123,19 @@ def _measure_cpu(fn: Callable[[], object], weights: int) -> MemoryStats:
         baseline = _reset_peak_rss()
     except OSError as e:
         return MemoryStats(
-            device="cpu", method=METHOD_CPU, weights_bytes=weights, baseline_bytes=None,
-            peak_bytes=None, reserved_peak_bytes=None, activation_bytes=None, nvml_used_bytes=None,
-            note=(f"peak RSS cannot be reset in this process ({e}); the forward was not run. "
+            device="cpu", memory_method=METHOD_CPU, weights_bytes=weights, baseline_mem_bytes=None,
+            peak_mem_bytes=None, reserved_peak_mem_bytes=None, activation_mem_bytes=None, nvml_used_mem_bytes=None,
+            memory_note=(f"peak RSS cannot be reset in this process ({e}); the forward was not run. "
                   "Use measure_cpu_in_child() to measure it in a fresh process."),
         )
     out = fn()
     peak = _read_status_kb("VmHWM")["VmHWM"]
     del out
     return MemoryStats(
-        device="cpu", method=METHOD_CPU, weights_bytes=weights, baseline_bytes=baseline,
-        peak_bytes=peak, reserved_peak_bytes=None, activation_bytes=max(peak - baseline, 0),
-        nvml_used_bytes=None,
-        note="process RSS: baseline includes the interpreter, libraries, weights and inputs",
+        device="cpu", memory_method=METHOD_CPU, weights_bytes=weights, baseline_mem_bytes=baseline,
+        peak_mem_bytes=peak, reserved_peak_mem_bytes=None, activation_mem_bytes=max(peak - baseline, 0),
+        nvml_used_mem_bytes=None,
+        memory_note="process RSS: baseline includes the interpreter, libraries, weights and inputs",
     )
 
 
@@ -218,10 +216,8 @@ def measure_cpu_in_child(target: Callable[[], None], timeout_s: float | None = N
 
 def _nvml_process_used_bytes(device: torch.device, nvml=None) -> tuple[int | None, str | None]:
     """NVML's used memory for this pid on ``device``, or (None, why not)."""
-    from uhd_profile.measure.telemetry import _import_nvml, _nvml_handle  # local: telemetry is optional machinery
-
     if nvml is None:
-        nvml, why = _import_nvml()
+        nvml, why = import_nvml()
         if nvml is None:
             return None, why
     try:
@@ -230,7 +226,7 @@ def _nvml_process_used_bytes(device: torch.device, nvml=None) -> tuple[int | Non
         return None, f"NVML init failed: {e}"
     err = getattr(nvml, "NVMLError", Exception)
     try:
-        handle = _nvml_handle(nvml, device)
+        handle = nvml_handle(nvml, device)
         procs = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
     except (err, AttributeError) as e:
         return None, f"NVML process list unreadable: {e}"
@@ -260,13 +256,13 @@ def _measure_cuda(fn: Callable[[], object], dev: torch.device, weights: int) -> 
     reserved = torch.cuda.max_memory_reserved(dev)
     nvml_used, why = _nvml_process_used_bytes(dev)  # while the forward's output is still alive
     del out
-    note = "nvml_used_bytes includes the CUDA context and the allocator's cache"
+    note = "nvml_used_mem_bytes includes the CUDA context and the allocator's cache"
     if why:
-        note = f"nvml_used_bytes unavailable: {why}"
+        note = f"nvml_used_mem_bytes unavailable: {why}"
     return MemoryStats(
-        device=str(dev), method=METHOD_CUDA, weights_bytes=weights, baseline_bytes=baseline,
-        peak_bytes=peak, reserved_peak_bytes=reserved, activation_bytes=peak - baseline,
-        nvml_used_bytes=nvml_used, note=note,
+        device=str(dev), memory_method=METHOD_CUDA, weights_bytes=weights, baseline_mem_bytes=baseline,
+        peak_mem_bytes=peak, reserved_peak_mem_bytes=reserved, activation_mem_bytes=peak - baseline,
+        nvml_used_mem_bytes=nvml_used, memory_note=note,
     )
 
 

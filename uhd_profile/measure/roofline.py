@@ -27,28 +27,25 @@ from dataclasses import dataclass
 import torch
 
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure.env import static_fields
+from uhd_profile.units import DTYPES as UNIT_DTYPES
+from uhd_profile.units import parse_dtype, torch_dtype
 
-DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
+DTYPES: tuple[str, ...] = tuple(UNIT_DTYPES)
 """Compute dtypes a measurement can run in (and `cpu_peak` can calibrate)."""
 
 GPU_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
 """Dtypes `gpu_peak` knows: `DTYPES` plus tf32 (fp32 matmuls on TF32 tensor cores)."""
 
-_ALIASES = {
-    "fp32": "fp32", "float32": "fp32", "float": "fp32", "f32": "fp32",
-    "tf32": "tf32", "tensorfloat32": "tf32",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16", "f16": "fp16",
-}
-_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def _norm_dtype(dtype, valid: tuple[str, ...]) -> str:
-    if isinstance(dtype, torch.dtype):
-        key = str(dtype).removeprefix("torch.")
-    else:
-        key = str(dtype).strip().lower()
-    canon = _ALIASES.get(key)
+    """A canonical dtype name (``uhd_profile.units.parse_dtype``, plus ``tf32`` for GPU peaks)."""
+    if isinstance(dtype, str) and dtype.strip().lower() in ("tf32", "tensorfloat32") and "tf32" in valid:
+        return "tf32"
+    try:
+        canon = parse_dtype(dtype)
+    except UhdProfileError:
+        canon = None
     if canon is None or canon not in valid:
         raise UhdProfileError(f"unknown dtype {dtype!r}: valid dtypes are {', '.join(valid)}")
     return canon
@@ -318,7 +315,7 @@ def cpu_peak(dtype: str = "fp32", seconds: float = 0.5, n: int = 1024, threads: 
         torch.set_num_threads(threads)
     try:
         used_threads = torch.get_num_threads()
-        tdtype = _TORCH_DTYPES[canon]
+        tdtype = torch_dtype(canon)
         gen = torch.Generator().manual_seed(0)
         a = torch.randn(n, n, generator=gen).to(tdtype)
         b = torch.randn(n, n, generator=gen).to(tdtype)
@@ -335,9 +332,7 @@ def cpu_peak(dtype: str = "fp32", seconds: float = 0.5, n: int = 1024, threads: 
             torch.set_num_threads(previous)
 
     best_s = min(times) / 1e9
-    from uhd_profile.measure.env import _static  # noqa: PLC0415 - keep roofline importable without env's cost
-
-    cpu_model = _static().get("cpu_model") or "unknown CPU"
+    cpu_model = static_fields().get("cpu_model") or "unknown CPU"
     source = (f"measured: best of {len(times)} runs of torch.matmul ({n}x{n} @ {n}x{n}, {canon}) "
               f"within {seconds:g} s on {used_threads} thread(s); FLOP/s = 2*{n}^3 / best time "
               f"({best_s * 1e3:.3f} ms); torch {torch.__version__}")

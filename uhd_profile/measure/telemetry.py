@@ -1,6 +1,6 @@
 """GPU power, clocks, temperature and clock-event (throttle) reasons sampled by NVML while timing.
 
-See measurement.md, "Energy and clocks". Use :class:`NvmlSampler` as a context manager around the
+See docs/measurement.md, "Energy and clocks". Use :class:`NvmlSampler` as a context manager around the
 timed iterations::
 
     with NvmlSampler("cuda:0") as s:
@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -99,7 +99,7 @@ class TelemetrySample:
 @dataclass
 class Telemetry:
     available: bool
-    reason: str | None               # why not available (or what stopped sampling early)
+    telemetry_reason: str | None     # why not available (or what stopped sampling early)
     gpu_name: str | None
     gpu_uuid: str | None
     samples: list[TelemetrySample]
@@ -109,7 +109,7 @@ class Telemetry:
     max_temp_c: int | None
     min_sm_clock_mhz: int | None
     default_sm_clock_mhz: int | None  # default applications clock used for the 75% rule
-    slowdown_fraction: float | None   # share of samples flagged slowdown
+    throttled_fraction: float | None  # share of samples flagged slowdown
     throttle_reasons_seen: list[str] = field(default_factory=list)
     clocks_locked: bool | None = None  # True only on evidence; None when NVML cannot tell
     window_s: float | None = None      # length of the sampled window
@@ -119,20 +119,17 @@ class Telemetry:
             raise ValueError(f"images must be positive, got {images}")
         return None if self.energy_j is None else self.energy_j / images
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def null_telemetry(reason: str) -> Telemetry:
     return Telemetry(
-        available=False, reason=reason, gpu_name=None, gpu_uuid=None, samples=[], energy_j=None,
+        available=False, telemetry_reason=reason, gpu_name=None, gpu_uuid=None, samples=[], energy_j=None,
         energy_method=None, mean_power_w=None, max_temp_c=None, min_sm_clock_mhz=None,
-        default_sm_clock_mhz=None, slowdown_fraction=None, throttle_reasons_seen=[],
+        default_sm_clock_mhz=None, throttled_fraction=None, throttle_reasons_seen=[],
         clocks_locked=None, window_s=None,
     )
 
 
-def _import_nvml():
+def import_nvml():
     """(pynvml module, None) or (None, why not)."""
     try:
         import pynvml
@@ -147,7 +144,7 @@ def _text(v) -> str | None:
     return v.decode(errors="replace") if isinstance(v, (bytes, bytearray)) else str(v)
 
 
-def _nvml_handle(nvml, device: torch.device):
+def nvml_handle(nvml, device: torch.device):
     """NVML handle of a torch CUDA device.
 
     With CUDA present, by UUID (immune to CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER), then by
@@ -201,7 +198,7 @@ class NvmlSampler:
             self._reason = f"device is {self.device.type}"
             return
         if nvml is None:
-            self._nvml, self._reason = _import_nvml()
+            self._nvml, self._reason = import_nvml()
             self._err = getattr(self._nvml, "NVMLError", Exception)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -231,7 +228,7 @@ class NvmlSampler:
             return self
         self._initialised = True
         try:
-            self._handle = _nvml_handle(nv, self.device)
+            self._handle = nvml_handle(nv, self.device)
         except Exception as e:
             self._reason = f"NVML has no handle for {self.device}: {e}"
             self._shutdown()
@@ -376,13 +373,13 @@ class NvmlSampler:
             locked = True  # application clocks were set away from the default
 
         return Telemetry(
-            available=True, reason=self._thread_error, gpu_name=self._name, gpu_uuid=self._uuid,
+            available=True, telemetry_reason=self._thread_error, gpu_name=self._name, gpu_uuid=self._uuid,
             samples=samples, energy_j=energy, energy_method=method,
             mean_power_w=sum(powers) / len(powers) if powers else None,
             max_temp_c=max(temps) if temps else None,
             min_sm_clock_mhz=min(clocks) if clocks else None,
             default_sm_clock_mhz=self._default_clock,
-            slowdown_fraction=sum(s.slowdown for s in samples) / len(samples) if samples else None,
+            throttled_fraction=sum(s.slowdown for s in samples) / len(samples) if samples else None,
             throttle_reasons_seen=decode_reasons(seen, self._bits),
             clocks_locked=locked, window_s=window,
         )

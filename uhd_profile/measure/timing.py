@@ -1,4 +1,4 @@
-"""Latency probe: per-iteration samples, a stop rule on the IQR, noise flags (measurement.md "Latency").
+"""Latency probe: per-iteration samples, a stop rule on the IQR, noise flags (docs/measurement.md, "Latency").
 
 The protocol follows ``torch.utils.benchmark`` and Triton's ``do_bench``:
 
@@ -14,7 +14,7 @@ The protocol follows ``torch.utils.benchmark`` and Triton's ``do_bench``:
    * ``"time_limit"``: ``max_time_s`` elapsed.
 
    The first matching rule in that order wins. When the measurement stops for any reason but the
-   target, ``LatencyStats.unmet`` names every condition that was not met.
+   target, ``LatencyStats.latency_unmet`` names every condition that was not met.
 
 Timers. CPU: ``time.perf_counter_ns`` around each call (injectable ``clock_ns``; an optional
 ``sync`` is called inside the timed region). CUDA: one ``torch.cuda.Event`` pair per iteration,
@@ -172,25 +172,22 @@ def noise_flag(iqr_over_median: float) -> str:
 # Result
 
 
-def _json_float(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 @dataclass
 class LatencyStats:
-    """What one latency measurement saw. All times in seconds."""
+    """What one latency measurement saw. All times in seconds. Field names are the record
+    schema's metric names (``uhd_profile.measure.schema``), so a record takes them as they are."""
 
-    samples_s: list[float]
+    latency_samples_s: list[float]
     """Every raw sample of the measurement phase, in order (seconds)."""
-    median_s: float
-    p10_s: float
-    p90_s: float
-    iqr_over_median: float
-    """(q75 - q25) / median, unit-free."""
-    n: int
+    latency_median_s: float
+    latency_p10_s: float
+    latency_p90_s: float
+    latency_iqr_over_median: float
+    """(q75 - q25) / median, unit-free (``inf`` for a zero median with a non-zero spread)."""
+    latency_n: int
     stop_reason: str
     """``"target_iqr"``, ``"max_samples"`` or ``"time_limit"``."""
-    unmet: str | None
+    latency_unmet: str | None
     """When the target did not stop it: the unmet conditions, ``"; "``-separated."""
     noise_flag: str
     """``"ok"``, ``"noisy"`` or ``"unreliable"`` (see ``noise_flag``)."""
@@ -204,27 +201,6 @@ class LatencyStats:
     """``"perf_counter_ns"`` (host clock) or ``"cuda_events"``."""
     cache: str
     """``"hot"``, or ``"cold"`` when the L2 was flushed before each iteration."""
-
-    def as_dict(self) -> dict:
-        """JSON-ready dict. ``median``, ``p10``, ``p90`` and ``samples`` are in seconds
-        (``"unit": "s"``); a non-finite IQR/median becomes ``None``."""
-        return {
-            "median": self.median_s,
-            "p10": self.p10_s,
-            "p90": self.p90_s,
-            "iqr_over_median": _json_float(self.iqr_over_median),
-            "n": self.n,
-            "samples": list(self.samples_s),
-            "unit": "s",
-            "stop_reason": self.stop_reason,
-            "unmet": self.unmet,
-            "noise_flag": self.noise_flag,
-            "first_call_s": self.first_call_s,
-            "warmup_iters": self.warmup_iters,
-            "warmup_s": self.warmup_s,
-            "timer": self.timer,
-            "cache": self.cache,
-        }
 
 
 def _stop_reason(srt: list[float], n: int, elapsed_s: float, s: TimingSettings) -> str | None:
@@ -255,9 +231,9 @@ def _result(samples: list[float], srt: list[float], elapsed_s: float, reason: st
             timer: str, cache: str) -> LatencyStats:
     st = summarize(samples)
     return LatencyStats(
-        samples_s=samples, median_s=st["median"], p10_s=st["p10"], p90_s=st["p90"],
-        iqr_over_median=st["iqr_over_median"], n=st["n"], stop_reason=reason,
-        unmet=None if reason == "target_iqr" else _unmet(srt, len(srt), elapsed_s, s),
+        latency_samples_s=samples, latency_median_s=st["median"], latency_p10_s=st["p10"], latency_p90_s=st["p90"],
+        latency_iqr_over_median=st["iqr_over_median"], latency_n=st["n"], stop_reason=reason,
+        latency_unmet=None if reason == "target_iqr" else _unmet(srt, len(srt), elapsed_s, s),
         noise_flag=noise_flag(st["iqr_over_median"]), first_call_s=first_call_s,
         warmup_iters=warmup_iters, warmup_s=warmup_s, timer=timer, cache=cache,
     )

@@ -1,7 +1,7 @@
 """Token compressors: the in-ViT designs the paper compares and the post-ViT connector.
 
 Every in-ViT compressor maps a token grid ``x`` of shape (B, h*w, d) (row-major, h and w even)
-to (B, h/2 * w/2, d). Structures follow paper-spec section 3; parameter reuse follows section 7.
+to (B, h/2 * w/2, d). Structures follow docs/paper.md §3; parameter reuse follows §7.
 
 A 2x2 *window* is ordered top-left, top-right, bottom-left, bottom-right; *unshuffle*
 concatenates a window's four tokens in that order into one 4d vector, windows row-major.
@@ -197,14 +197,14 @@ class FusionMLP(nn.Module):
 
 
 class AvgPool(nn.Module):
-    """2x2 mean of each window; no parameters (paper-spec 3.1)."""
+    """2x2 mean of each window; no parameters (docs/paper.md §3)."""
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         return windows(x, grid).mean(dim=2)
 
 
 class Sequential2(nn.Module):
-    """Window attention followed by a fusion MLP (paper-spec 3.5 / 3.6)."""
+    """Window attention followed by a fusion MLP (docs/paper.md §3)."""
 
     def __init__(self, attn: WindowAttention, mlp: FusionMLP):
         super().__init__()
@@ -216,7 +216,7 @@ class Sequential2(nn.Module):
 
 
 class CrossAttnMerge(nn.Module):
-    """One query per window attends to its window's 4 keys, then an FFN (paper-spec 3.4).
+    """One query per window attends to its window's 4 keys, then an FFN (docs/paper.md §3).
 
     The structure is the one of eight candidates that reproduces the paper's 1402.0 G; the paper
     does not release it. The query (and residual) is the window's top-left token or its mean.
@@ -288,7 +288,7 @@ class CompressorDesign:
     description: str
     paper_label: str
     factory: Callable[[Geometry], nn.Module]
-    reuse: bool  # initialised from layer k (paper-spec 7) when built with real weights
+    reuse: bool  # initialised from layer k (docs/paper.md §7) when built with real weights
 
 
 def _gelu_exact(x: torch.Tensor) -> torch.Tensor:
@@ -355,7 +355,7 @@ def get_compressor(name: str) -> CompressorDesign:
 
 
 def reuse_init_(module: nn.Module, parts: LayerParts) -> None:
-    """Initialise every reusable piece of ``module`` from encoder layer k (paper-spec 7)."""
+    """Initialise every reusable piece of ``module`` from encoder layer k (docs/paper.md §7)."""
     for sub in module.modules():
         if sub is not module and hasattr(sub, "reuse_"):
             sub.reuse_(parts)
@@ -364,7 +364,7 @@ def reuse_init_(module: nn.Module, parts: LayerParts) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Post-ViT connector (paper-spec section 4)
+# Post-ViT connector (docs/paper.md §4)
 # --------------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.model import trunks
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,11 @@ class EncoderSpec:
     ``prefix_tokens`` class tokens ahead of the patch grid; ``mlp_kind``/``norm`` describe the
     layer; ``released`` marks the released MiniCPM-V 4.6 model, which is run whole;
     ``grid_multiple`` is what every token-grid side must be a multiple of, also after an in-ViT
-    compressor halves it (Qwen2.5-VL's window and rotary layout works in 2x2 merge units).
+    compressor halves it (Qwen2.5-VL's window and rotary layout works in 2x2 merge units);
+    ``floors_input`` marks towers whose patch embedding is a stride-``patch`` convolution, which
+    takes any input size and floors the grid (a 384 px view at patch 14 is 27 x 27 tokens), as the
+    real towers run; the others (linear embeddings over pre-cut patches, Qwen's merge units, the
+    released model's packed layout) need exact multiples.
     """
 
     name: str
@@ -39,11 +44,10 @@ class EncoderSpec:
     norm: str = "layernorm"
     released: bool = False
     grid_multiple: int = 1  # token-grid sides must be multiples of this (Qwen2.5-VL: 2x2 merge units)
+    floors_input: bool = False  # the patch embedding is a stride-p convolution: any size works, the grid floors
 
     def build(self, weights: str | None = None, attn: str = "sdpa"):
         """Build the trunk adapter (or, for the released preset, the whole HF model)."""
-        from uhd_profile.model import trunks
-
         if attn not in ("sdpa", "eager"):
             raise UhdProfileError(f"unknown attention backend {attn!r}; valid: sdpa, eager")
         factory = getattr(trunks, self.trunk, None)
@@ -54,17 +58,17 @@ class EncoderSpec:
 
 _PRESETS = [
     EncoderSpec("siglip2-so400m-p14", 27, 1152, 4304, 16, 14, 980, "SiglipTrunk",
-                "SigLIP-2 so400m/14 at 980 px, 70x70 position table: the paper's tower (default)"),
+                "SigLIP-2 so400m/14 at 980 px, 70x70 position table: the paper's tower (default)", floors_input=True),
     EncoderSpec("siglip-so400m-p14-384", 27, 1152, 4304, 16, 14, 384, "SiglipTrunk",
-                "SigLIP so400m/14 at 384 px (27x27 grid: pick an even grid, e.g. 392 px, for 2x2 windows)"),
+                "SigLIP so400m/14 at 384 px (27x27 grid: pick an even grid, e.g. 392 px, for 2x2 windows)", floors_input=True),
     EncoderSpec("siglip2-so400m-p16", 27, 1152, 4304, 16, 16, 512, "Siglip2NaflexTrunk",
                 "SigLIP-2 so400m/16 NaFlex (linear patch embedding, 16x16 table resized per input)"),
     EncoderSpec("clip-vit-l14-336", 24, 1024, 4096, 16, 14, 336, "ClipTrunk",
                 "CLIP ViT-L/14 at 336 px (class token, pre-LN, quick-GELU): LLaVA-1.5's tower",
-                prefix_tokens=1, mlp_kind="quick_gelu"),
+                prefix_tokens=1, mlp_kind="quick_gelu", floors_input=True),
     EncoderSpec("internvit-300m-448", 24, 1024, 4096, 16, 14, 448, "InternVitTrunk",
                 "InternViT-300M at 448 px (class token, layer scale): InternVL's small tower",
-                prefix_tokens=1, mlp_kind="gelu"),
+                prefix_tokens=1, mlp_kind="gelu", floors_input=True),
     EncoderSpec("qwen2.5-vl-vit", 32, 1280, 3420, 16, 14, 448, "Qwen25VlTrunk",
                 "Qwen2.5-VL ViT (SwiGLU, RMSNorm, 2D RoPE, 112 px window attention, full attention in blocks 7/15/23/31)",
                 mlp_kind="swiglu", norm="rmsnorm", grid_multiple=2),
@@ -72,7 +76,7 @@ _PRESETS = [
                 "MiniCPM-V 4.6's released vision model (transformers MiniCPMV4_6VisionModel); "
                 "baseline = merger off, v4 = merger on", released=True),
     EncoderSpec("tiny", 4, 64, 128, 4, 8, 64, "SiglipTrunk",
-                "tiny SigLIP-style tower for tests (4 layers, d=64, 8x8 grid at 64 px)"),
+                "tiny SigLIP-style tower for tests (4 layers, d=64, 8x8 grid at 64 px)", floors_input=True),
 ]
 
 ENCODERS: dict[str, EncoderSpec] = {e.name: e for e in _PRESETS}

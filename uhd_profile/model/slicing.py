@@ -1,13 +1,13 @@
-"""Image size -> views: LLaVA-UHD / MiniCPM-V slicing and the global-encoding resize (paper-spec 5, 6).
+"""Image size -> views: LLaVA-UHD / MiniCPM-V slicing and the global-encoding resize (docs/paper.md §5, §6).
 
 Pure functions of an image's (width, height) in pixels; no pixels are touched. Sizes in this
 module are always ``(width, height)``, like image sizes; grids are ``(cols, rows)``.
 
-* ``slice_image(w, h)``: the thumbnail plus an aspect-ratio-aware grid of slices (paper-spec 5.3;
+* ``slice_image(w, h)``: the thumbnail plus an aspect-ratio-aware grid of slices (docs/paper.md §5;
   the same logic as ``slice_image_new`` in the LLaVA-UHD v4 code and the MiniCPM-V 4.6 image
   processor in ``transformers``, which the tests check size by size).
 * ``global_resize(w, h)``: the whole image resized to at most ``max_slice_nums * S^2`` pixels,
-  aspect ratio kept, sides aligned (paper-spec 6; the paper does not release this code, so this is
+  aspect ratio kept, sides aligned (docs/paper.md §6; the paper does not release this code, so this is
   the natural reading: ``best_resize`` with S replaced by S * sqrt(max_slice_nums), downscale only).
 
 Every view side is a multiple of ``align`` (56 px = patch 14 x 4 by default: two 2x2 merges, so each
@@ -20,12 +20,11 @@ import math
 from dataclasses import dataclass
 
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.units import Size
 
 SCALE_RESOLUTION = 448  #: S, the area target of one slice is S^2 px
 MAX_SLICE_NUMS = 9  #: M, the most slices (and the global-encoding budget, M * S^2 px)
 ALIGN = 56  #: u, every view side is a multiple of this (patch 14 x 4)
-
-Size = tuple[int, int]  # (width, height) in pixels
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,10 @@ def _positive_int(name: str, value) -> int:
 
 
 def check_image_size(w, h) -> Size:
-    """(w, h) as positive ints, or a one-line UhdProfileError naming the bad side."""
+    """``Size(w, h)`` of positive ints, or a one-line UhdProfileError naming the bad side."""
     if isinstance(w, bool) or isinstance(h, bool) or not isinstance(w, int) or not isinstance(h, int) or w < 1 or h < 1:
         raise UhdProfileError(f"image size {w!r}x{h!r} (width x height) is not valid; both sides must be positive integers (pixels)")
-    return (w, h)
+    return Size(w, h)
 
 
 def check_params(max_slice_nums, scale_resolution, align) -> None:
@@ -95,7 +94,7 @@ def check_params(max_slice_nums, scale_resolution, align) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers (paper-spec 5.2)
+# Helpers (docs/paper.md §5)
 # --------------------------------------------------------------------------------------------
 
 
@@ -115,7 +114,7 @@ def best_resize(w: float, h: float, scale_resolution: int, align: int, upscale: 
         r = w / h
         h = int(scale_resolution / math.sqrt(r))
         w = int(h * r)
-    return (round_to(w, align), round_to(h, align))
+    return Size(round_to(w, align), round_to(h, align))
 
 
 def best_grid(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS,
@@ -124,7 +123,7 @@ def best_grid(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS,
 
     Slice counts n in {cnt-1, cnt, cnt+1} (cnt = ceil(area / S^2) capped at M; n = 1 and n > M
     skipped); for each n, cols ascending over the divisors of n; the first grid with a strictly
-    smaller |ln(w/h) - ln(cols/rows)| wins (paper-spec 5.3 step 3).
+    smaller |ln(w/h) - ln(cols/rows)| wins (docs/paper.md §5).
     """
     ratio = w * h / (scale_resolution * scale_resolution)
     cnt = min(math.ceil(ratio), max_slice_nums)
@@ -152,7 +151,7 @@ def best_grid(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS,
 
 def slice_image(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS, scale_resolution: int = SCALE_RESOLUTION,
                 align: int = ALIGN) -> Slicing:
-    """The thumbnail and slices of a w x h image (paper-spec 5.3). Sizes are (width, height) px.
+    """The thumbnail and slices of a w x h image (docs/paper.md §5). Sizes are (width, height) px.
 
     >>> s = slice_image(1920, 1080)
     >>> s.thumbnail, s.grid, s.slice_size
@@ -163,23 +162,23 @@ def slice_image(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS, scale_reso
     grid = best_grid(w, h, max_slice_nums, scale_resolution)
     thumbnail = best_resize(w, h, scale_resolution, align, upscale=grid is None)
     if grid is None:
-        return Slicing(image=(w, h), thumbnail=thumbnail, grid=None, slice_size=None, refine_size=None, slices=())
+        return Slicing(image=Size(w, h), thumbnail=thumbnail, grid=None, slice_size=None, refine_size=None, slices=())
     cols, rows = grid
     refine_w, refine_h = round_to(w, cols), round_to(h, rows)
     cell = best_resize(refine_w / cols, refine_h / rows, scale_resolution, align, upscale=True)
-    return Slicing(image=(w, h), thumbnail=thumbnail, grid=grid, slice_size=cell,
-                   refine_size=(cell[0] * cols, cell[1] * rows), slices=(cell,) * (cols * rows))
+    return Slicing(image=Size(w, h), thumbnail=thumbnail, grid=grid, slice_size=cell,
+                   refine_size=Size(cell.width * cols, cell.height * rows), slices=(cell,) * (cols * rows))
 
 
 def global_resize(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS, scale_resolution: int = SCALE_RESOLUTION,
                   align: int = ALIGN, upscale: bool = False) -> GlobalView:
     """The whole image in one view of at most about ``max_slice_nums * scale_resolution^2`` px
-    (paper-spec 6): ``best_resize`` with S replaced by S * sqrt(M). Smaller images keep their size
+    (docs/paper.md §6): ``best_resize`` with S replaced by S * sqrt(M). Smaller images keep their size
     (only aligned) unless ``upscale``. Rounding to ``align`` may move the area a little either way.
     """
     check_image_size(w, h)
     check_params(max_slice_nums, scale_resolution, align)
-    return GlobalView(image=(w, h), size=best_resize(w, h, scale_resolution * math.sqrt(max_slice_nums), align, upscale))
+    return GlobalView(image=Size(w, h), size=best_resize(w, h, scale_resolution * math.sqrt(max_slice_nums), align, upscale))
 
 
 def views_of(w: int, h: int, encoding: str, max_slice_nums: int = MAX_SLICE_NUMS,

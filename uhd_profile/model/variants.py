@@ -5,7 +5,7 @@ after encoder layer index ``depth`` (0-based: depth 6 means 7 layers at N tokens
 then a post-ViT pixel-unshuffle MLP connector of ratio ``post_ratio`` (1 = no connector, the ViT
 alone; 4 = one 2x2 stage; 16 = two).
 
-The input is one view of H x W pixels (``encoding="view"``), or a whole H x W image turned into
+The input is one view of W x H pixels (``encoding="view"``), or a whole W x H image turned into
 views by ``uhd_profile.model.slicing``: one resized view (``"global"``) or a thumbnail plus a grid of
 slices (``"sliced"``). Several views run either ``batched`` (the thumbnail in one call, the
 equal-sized slices as one batch in another) or ``packed`` (all views in one token sequence,
@@ -16,16 +16,21 @@ Both execute the same arithmetic, so they count the same FLOPs.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from uhd_profile.model.compressors import COMPRESSORS, Connector, check_grid, get_compressor, reuse_init_
-from uhd_profile.model.encoders import DEFAULT_ENCODER, get_encoder
+from uhd_profile.model.encoders import DEFAULT_ENCODER, ENCODERS, EncoderSpec, get_encoder
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION, check_image_size, check_params, global_resize, slice_image
+from uhd_profile.model.slicing import (
+    MAX_SLICE_NUMS, SCALE_RESOLUTION, GlobalView, Slicing, check_params, global_resize, slice_image,
+)
+from uhd_profile.units import Size, parse_resolution
 
 V4_COMPRESSOR = "window-attn-reused-mlp"
 V4_DEPTH = 6
@@ -34,25 +39,31 @@ POST_RATIOS = (1, 4, 16)
 ENCODINGS = ("view", "global", "sliced")
 PACKINGS = ("batched", "packed")
 LLM_HIDDEN = 4096  # Qwen3-8B, the paper's LLM
+SLICING_DEFAULTS = {"packing": "batched", "max_slices": MAX_SLICE_NUMS, "scale_resolution": SCALE_RESOLUTION}
+"""Defaults of the several-view fields: a spec names them only where it differs."""
+_DICT_KEY = {"scale_resolution": "scale_resolution_px"}  # attribute -> key in to_dict (unit in the name)
 
 
 @dataclass(frozen=True)
 class VariantSpec:
     """Frozen identity of one variant; ``.id`` is its stable join key.
 
-    Fields: ``encoder`` preset name; ``resolution`` (H, W) in pixels (None: the encoder's native
-    square size): the view for ``encoding="view"``, the whole image for ``"global"``/``"sliced"``
-    (any positive size; the views come from ``uhd_profile.model.slicing``); ``compressor`` in-ViT design
-    name or None (post-ViT compression only); ``depth`` encoder layer index after which the
-    compressor runs; ``post_ratio`` connector ratio (None: the design's own, 16 without an in-ViT
-    compressor and 4 with one, so the total is 16x); ``llm_hidden`` connector output width;
-    ``encoding`` ``"view"`` | ``"global"`` | ``"sliced"``; ``packing`` how several views run,
-    ``"batched"`` | ``"packed"``; ``max_slices`` (M) and ``scale_resolution`` (S, px) the slicing
+    Fields: ``encoder`` preset name; ``resolution`` a :class:`~uhd_profile.units.Size` (width x
+    height, px; also accepted: ``"WxH"``, a side ``R`` for a square, ``"native"``/None for the
+    encoder's native square size): the view for ``encoding="view"``, the whole image for
+    ``"global"``/``"sliced"`` (any positive size; the views come from ``uhd_profile.model.slicing``);
+    ``compressor`` in-ViT design name or None (post-ViT compression only); ``depth`` encoder layer
+    index after which the compressor runs; ``post_ratio`` connector ratio (None: the design's own,
+    16 without an in-ViT compressor and 4 with one, so the total is 16x); ``llm_hidden`` connector
+    output width; ``encoding`` ``"view"`` | ``"global"`` | ``"sliced"``; ``packing`` how several views
+    run, ``"batched"`` | ``"packed"``; ``max_slices`` (M) and ``scale_resolution`` (S, px) the slicing
     parameters of global/sliced encoding (views aligned to patch x 4 px).
+
+    A bare ``(a, b)`` tuple is refused as a resolution: it cannot say which side is the width.
     """
 
     encoder: str = DEFAULT_ENCODER
-    resolution: tuple[int, int] | None = None
+    resolution: Size | None = None
     compressor: str | None = None
     depth: int | None = None
     post_ratio: int | None = None
@@ -62,33 +73,30 @@ class VariantSpec:
     max_slices: int = MAX_SLICE_NUMS
     scale_resolution: int = SCALE_RESOLUTION
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         enc = get_encoder(self.encoder)
-        if self.resolution is not None:
-            object.__setattr__(self, "resolution", tuple(int(x) for x in self.resolution))
+        object.__setattr__(self, "resolution", parse_resolution(self.resolution))
         if self.encoding not in ENCODINGS:
             raise UhdProfileError(f"encoding {self.encoding!r} is not valid; valid: {', '.join(ENCODINGS)}")
         if self.packing not in PACKINGS:
             raise UhdProfileError(f"packing {self.packing!r} is not valid; valid: {', '.join(PACKINGS)}")
+        size = self.size
         if self.encoding == "view":
             if self.packing != "batched":
                 raise UhdProfileError(f"packing {self.packing!r} applies to several views; use encoding global or sliced, "
                                       f"or packing batched for one view")
             if (self.max_slices, self.scale_resolution) != (MAX_SLICE_NUMS, SCALE_RESOLUTION):
                 raise UhdProfileError("max_slices and scale_resolution apply to encoding global or sliced, not to one view")
-            h, w = self.size
-            self._check_view(h, w, f"resolution {h}x{w}")
+            self._check_view(size, f"resolution {size}")
         else:
-            h, w = self.size
-            check_image_size(w, h)
             check_params(self.max_slices, self.scale_resolution, self.align)
             if self.packing == "packed" and not enc.released and enc.trunk not in PACKABLE_TRUNKS:
                 raise UhdProfileError(
                     f"packing 'packed' is not available for {self.encoder} (its layers do not run through uhd-profile's "
                     f"per-view attention); use packing batched, or one of: {', '.join(packable_encoders())}"
                 )
-            for vh, vw in dict.fromkeys(self.view_sizes):
-                self._check_view(vh, vw, f"view {vh}x{vw} of the {h}x{w} image ({self.encoding})")
+            for view in dict.fromkeys(self.view_sizes):
+                self._check_view(view, f"view {view} of the {size} image ({self.encoding})")
         if self.compressor is not None:
             get_compressor(self.compressor)
             if self.depth is None:
@@ -96,7 +104,7 @@ class VariantSpec:
             if not 0 <= self.depth < enc.layers:
                 raise UhdProfileError(f"depth {self.depth} is out of range for {self.encoder}: valid depths are 0..{enc.layers - 1}")
             for grid in dict.fromkeys(self.view_grids):
-                check_grid(grid, f"compressor {self.compressor}")
+                check_grid(grid, f"compressor {self.compressor} at {size}")
         elif self.depth is not None:
             raise UhdProfileError(f"depth {self.depth} given without a compressor; add --compressor NAME (or use --variant v4)")
         if self.post_ratio is not None and self.post_ratio not in POST_RATIOS:
@@ -109,36 +117,40 @@ class VariantSpec:
             raise UhdProfileError(f"llm_hidden {self.llm_hidden} must be positive")
         self._check_connector()
 
-    def _check_view(self, h: int, w: int, label: str) -> None:
-        """One view of h x w px: patch multiple, and the trunk's grid multiple before and after the
-        in-ViT compressor."""
-        enc = get_encoder(self.encoder)
-        for side, name in ((h, "height"), (w, "width")):
-            if side <= 0 or side % enc.patch:
+    def _check_view(self, view: Size, label: str) -> None:
+        """One view: at least one patch per side; an exact multiple of the patch (and of the trunk's
+        grid unit) where the tower's patch embedding does not floor; the trunk's grid multiple before
+        and after the in-ViT compressor."""
+        enc = self.enc
+        for side, name in ((view.width, "width"), (view.height, "height")):
+            if side < enc.patch:
+                raise UhdProfileError(f"{label}: {name} {side} is smaller than {self.encoder}'s patch size {enc.patch} px")
+            if not enc.floors_input and side % enc.patch:
                 raise UhdProfileError(
-                    f"{label}: {name} {side} is not a positive multiple of {self.encoder}'s patch size {enc.patch}"
+                    f"{label}: {name} {side} is not a multiple of {self.encoder}'s patch size {enc.patch} px "
+                    f"(its patch embedding takes whole patches only); use a multiple of {enc.patch * enc.grid_multiple} px"
                 )
         gm = enc.grid_multiple
-        gh, gw = h // enc.patch, w // enc.patch
-        after = (gh // 2, gw // 2) if self.compressor else (gh, gw)
-        for stage, (sh, sw) in (("at the input", (gh, gw)), ("after the in-ViT compressor", after)):
-            if gm > 1 and (sh % gm or sw % gm):
+        rows, cols = view.height // enc.patch, view.width // enc.patch
+        after = (rows // 2, cols // 2) if self.compressor else (rows, cols)
+        for stage, (sr, sc) in (("at the input", (rows, cols)), ("after the in-ViT compressor", after)):
+            if gm > 1 and (sr % gm or sc % gm):
                 step = enc.patch * gm * (2 if self.compressor else 1)
                 raise UhdProfileError(
-                    f"{label} gives a {sh}x{sw} token grid {stage}; {self.encoder} needs grid sides that are "
+                    f"{label} gives a {sc}x{sr} token grid {stage}; {self.encoder} needs grid sides that are "
                     f"multiples of {gm}: use a resolution that is a multiple of {step} px"
                 )
 
     # -- derived geometry ----------------------------------------------------------------------
     @property
-    def enc(self):
+    def enc(self) -> EncoderSpec:
         return get_encoder(self.encoder)
 
     @property
-    def size(self) -> tuple[int, int]:
-        """(H, W) in pixels: the view, or the whole image for global/sliced encoding."""
+    def size(self) -> Size:
+        """Width x height in pixels: the view, or the whole image for global/sliced encoding."""
         if self.resolution is None:
-            return (self.enc.image_size, self.enc.image_size)
+            return Size.square(self.enc.image_size)
         return self.resolution
 
     @property
@@ -147,9 +159,9 @@ class VariantSpec:
         return self.enc.patch * 4
 
     @property
-    def slicing(self):
+    def slicing(self) -> Slicing | GlobalView | None:
         """``slicing.Slicing`` (sliced) or ``slicing.GlobalView`` (global) of the image; None for one view."""
-        h, w = self.size
+        w, h = self.size
         if self.encoding == "sliced":
             return slice_image(w, h, self.max_slices, self.scale_resolution, self.align)
         if self.encoding == "global":
@@ -157,41 +169,37 @@ class VariantSpec:
         return None
 
     @property
-    def groups(self) -> tuple[tuple[int, tuple[int, int]], ...]:
-        """The forward calls of the batched layout, as (views, (H, W)): the thumbnail (or the one
+    def groups(self) -> tuple[tuple[int, Size], ...]:
+        """The forward calls of the batched layout, as (views, size): the thumbnail (or the one
         view) first, then the equal-sized slices as one group. Views in this order are the
         encoding order (thumbnail, slices row-major)."""
         sl = self.slicing
         if sl is None:
             return ((1, self.size),)
-        if self.encoding == "global":
-            w, h = sl.size
-            return ((1, (h, w)),)
-        tw, th = sl.thumbnail
-        out = [(1, (th, tw))]
-        if sl.slices:
-            sw, sh = sl.slice_size
-            out.append((len(sl.slices), (sh, sw)))
+        if isinstance(sl, GlobalView):
+            return ((1, sl.size),)
+        out = [(1, sl.thumbnail)]
+        if sl.slices and sl.slice_size is not None:
+            out.append((len(sl.slices), sl.slice_size))
         return tuple(out)
 
     @property
-    def view_sizes(self) -> tuple[tuple[int, int], ...]:
-        """(H, W) px of every view, in encoding order."""
+    def view_sizes(self) -> tuple[Size, ...]:
+        """Width x height px of every view, in encoding order."""
         return tuple(size for k, size in self.groups for _ in range(k))
 
     @property
     def view_grids(self) -> tuple[tuple[int, int], ...]:
-        """Patch grid (rows, cols) of every view, in encoding order."""
+        """Patch grid (rows, cols) of every view, in encoding order (floored where the tower floors)."""
         p = self.enc.patch
-        return tuple((h // p, w // p) for h, w in self.view_sizes)
+        return tuple((v.height // p, v.width // p) for v in self.view_sizes)
 
     @property
     def grid(self) -> tuple[int, int]:
         """Patch grid (rows, cols) of the view (one-view encoding only; else see ``view_grids``)."""
         if self.encoding != "view":
             raise UhdProfileError(f"{self.id} has several views; its grids are .view_grids, not .grid")
-        p = self.enc.patch
-        return (self.size[0] // p, self.size[1] // p)
+        return self.view_grids[0]
 
     @property
     def in_vit_ratio(self) -> int:
@@ -223,8 +231,8 @@ class VariantSpec:
             h, w = next(a for a in (self._after_vit(g) for g in self.view_grids) if a[0] % side or a[1] % side)
             raise UhdProfileError(
                 f"a {self.ratio}x post-ViT connector needs a token grid divisible by {side}, but "
-                f"{self.id_plan()} leaves {h}x{w} tokens after the ViT; use --post-ratio 1 (the ViT alone, "
-                f"the paper's scope) or a resolution that makes the grid divisible"
+                f"{self.id_plan()} leaves {w}x{h} tokens (columns x rows) after the ViT; use --post-ratio 1 (the ViT "
+                f"alone, the paper's scope) or a resolution that makes the grid divisible"
             )
 
     @property
@@ -258,24 +266,49 @@ class VariantSpec:
     @property
     def id(self) -> str:
         """Stable slug, e.g. ``siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post4`` (one view) or
-        ``siglip2-so400m-p14@896x1344/sliced/window-attn-reused-mlp@6/post4`` (an 896x1344 (HxW) image)."""
-        h, w = self.size
+        ``siglip2-so400m-p14@1344x896/sliced/window-attn-reused-mlp@6/post4`` (a 1344 x 896 (WxH) image)."""
         enc = "" if self.encoding == "view" else f"/{self.id_encoding()}"
-        s = f"{self.encoder}@{h}x{w}{enc}/{self.id_plan()}/post{self.ratio}"
+        s = f"{self.encoder}@{self.size}{enc}/{self.id_plan()}/post{self.ratio}"
         if self.ratio > 1 and self.llm_hidden != LLM_HIDDEN:
             s += f"/llm{self.llm_hidden}"
         return s
 
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d.update(id=self.id, post_ratio=self.ratio, resolution=list(self.size), tokens_in=self.tokens_in,
-                 tokens_llm=self.tokens_llm)
-        if self.encoding != "view":
-            d["views"] = [list(v) for v in self.view_sizes]
+    def to_dict(self) -> dict[str, Any]:
+        """The identity as JSON: ``encoder``, ``width_px``, ``height_px``, ``compressor``, ``depth``,
+        ``post_ratio`` (resolved), ``llm_hidden``, ``encoding``, and ``packing``/``max_slices``/
+        ``scale_resolution_px`` where they differ from the defaults (so one-view ids stay stable).
+        ``from_dict`` inverts it."""
+        w, h = self.size
+        d: dict[str, Any] = {"encoder": self.encoder, "width_px": w, "height_px": h, "compressor": self.compressor,
+                             "depth": self.depth, "post_ratio": self.ratio, "llm_hidden": self.llm_hidden,
+                             "encoding": self.encoding}
+        for attr, default in SLICING_DEFAULTS.items():
+            if getattr(self, attr) != default:
+                d[_DICT_KEY.get(attr, attr)] = getattr(self, attr)
         return d
 
     @classmethod
-    def alias(cls, name: str, depth: int | None = None, **kw) -> "VariantSpec":
+    def from_dict(cls, d: dict[str, Any]) -> "VariantSpec":
+        """The spec of a ``to_dict`` mapping (unknown keys refused)."""
+        keys = {"encoder", "width_px", "height_px", "compressor", "depth", "post_ratio", "llm_hidden", "encoding",
+                *(_DICT_KEY.get(a, a) for a in SLICING_DEFAULTS)}
+        extra = set(d) - keys
+        if extra:
+            raise UhdProfileError(f"variant spec has unknown fields {sorted(extra)}; valid: {sorted(keys)}")
+        attrs = {v: k for k, v in _DICT_KEY.items()}
+        kw = {attrs.get(k, k): d[k] for k in keys - {"width_px", "height_px"} if k in d}
+        return cls(resolution=Size(int(d["width_px"]), int(d["height_px"])), **kw)
+
+    def describe(self) -> dict[str, Any]:
+        """``to_dict`` plus what it implies: ``id``, tokens in and to the LLM, and every view ("WxH")."""
+        d = self.to_dict()
+        d.update(id=self.id, tokens_in=self.tokens_in, tokens_llm=self.tokens_llm)
+        if self.encoding != "view":
+            d["views"] = [str(v) for v in self.view_sizes]
+        return d
+
+    @classmethod
+    def alias(cls, name: str, depth: int | None = None, **kw: Any) -> "VariantSpec":
         """``baseline`` (post-ViT 16x) or ``v4`` (window-attn-reused-mlp at depth 6, or ``depth``, then 4x)."""
         if name == "baseline":
             if depth is not None:
@@ -285,7 +318,7 @@ class VariantSpec:
             return cls(compressor=V4_COMPRESSOR, depth=V4_DEPTH if depth is None else depth, **kw)
         raise UhdProfileError(f"unknown variant {name!r}; valid variants: {', '.join(ALIASES)} (or --compressor NAME --depth K)")
 
-    def with_(self, **kw) -> "VariantSpec":
+    def with_(self, **kw: Any) -> "VariantSpec":
         return replace(self, **kw)
 
 
@@ -303,8 +336,6 @@ _SEGMENTS: contextvars.ContextVar[tuple[int, ...] | None] = contextvars.ContextV
 
 
 def packable_encoders() -> list[str]:
-    from uhd_profile.model.encoders import ENCODERS
-
     return [e.name for e in ENCODERS.values() if e.trunk in PACKABLE_TRUNKS or e.released]
 
 
@@ -350,8 +381,6 @@ def segmented_attention(module, query, key, value, attention_mask, dropout: floa
 
 def _use_segmented_attention(hf_model: nn.Module, attn: str) -> None:
     """Route the attention of ``hf_model``'s layers through ``segmented_attention``."""
-    from functools import partial
-
     from transformers import AttentionInterface
 
     name = f"uhd_segmented_{attn}"
@@ -513,7 +542,7 @@ def build_variant(spec: VariantSpec, device: str | torch.device = "cpu", weights
                   attn: str = "sdpa", reuse_init: bool = True) -> nn.Module:
     """Build the runnable module for ``spec`` on ``device`` (``"meta"``: shapes only, no memory).
 
-    In-ViT compressors whose design reuses layer k are initialised from it (paper-spec 7) when
+    In-ViT compressors whose design reuses layer k are initialised from it (docs/paper.md §7) when
     ``reuse_init``; otherwise they keep their own random initialisation.
     """
     enc = spec.enc
@@ -536,16 +565,16 @@ def build_variant(spec: VariantSpec, device: str | torch.device = "cpu", weights
 
 
 def example_input(spec: VariantSpec, batch: int = 1, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32):
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor | list[torch.Tensor]:
     """A (batch, 3, H, W) pixel tensor for ``spec`` (empty on meta, random elsewhere); for
     global/sliced encoding a list of (batch * k, 3, H, W) tensors, one per group of ``spec.groups``
     (views of one image next to each other: image b's slices are rows b*k .. b*k+k-1)."""
-    def make(n, h, w):
+    def make(n: int, size: Size) -> torch.Tensor:
+        shape = (n, 3, size.height, size.width)
         if torch.device(device).type == "meta":
-            return torch.empty(n, 3, h, w, device="meta", dtype=dtype)
-        return torch.randn(n, 3, h, w, device=device, dtype=dtype)
+            return torch.empty(shape, device="meta", dtype=dtype)
+        return torch.randn(shape, device=device, dtype=dtype)
 
     if spec.encoding == "view":
-        h, w = spec.size
-        return make(batch, h, w)
-    return [make(batch * k, h, w) for k, (h, w) in spec.groups]
+        return make(batch, spec.size)
+    return [make(batch * k, size) for k, size in spec.groups]

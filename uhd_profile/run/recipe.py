@@ -8,7 +8,7 @@ A recipe file::
 
     [defaults]                     # every [[grid]] starts from these (all optional)
     encoders = ["siglip2-so400m-p14"]
-    resolutions = [980]            # an int (square), [H, W] or "HxW"
+    resolutions = [980]            # an int (square), "WxH" (width first), {width = W, height = H} or "native"
     encodings = ["view"]           # "view" (one view), or "global"/"sliced": the resolution is then a
                                    # whole image (any size), turned into views by uhd_profile.model.slicing
     compressors = ["none"]         # "none" = post-ViT compression only, or in-ViT design names
@@ -38,109 +38,45 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import re
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure.devices import resolve_device
+from uhd_profile.measure.schema import MEASURES, Point
+from uhd_profile.measure.timing import TimingSettings
+from uhd_profile.model.compressors import COMPRESSORS
+from uhd_profile.model.encoders import DEFAULT_ENCODER, ENCODERS
+from uhd_profile.model.variants import ENCODINGS, LLM_HIDDEN, POST_RATIOS, VariantSpec
+from uhd_profile.units import DTYPES, parse_dtype, parse_resolution
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-MEASURES = ("flops", "latency", "memory", "energy")
-DTYPES = ("fp32", "bf16", "fp16")
 WHEN = ("any", "cpu", "cuda")
 RECIPES_DIR = Path(__file__).parent.parent / "recipes"
 
 #: keys of a [[grid]] block (and of [defaults]) with their defaults
 GRID_DEFAULTS: dict[str, Any] = {
-    "encoders": ["siglip2-so400m-p14"],
+    "encoders": [DEFAULT_ENCODER],
     "resolutions": ["native"],
     "encodings": ["view"],
     "compressors": ["none"],
     "depths": [6],
     "post_ratios": ["auto"],
-    "llm_hidden": 4096,
+    "llm_hidden": LLM_HIDDEN,
     "dtypes": ["fp32"],
     "batches": [1],
     "measure": ["flops"],
 }
 GRID_ONLY_KEYS = ("name", "when")
 TOP_KEYS = ("recipe", "defaults", "timing", "grid", "when")
-
-
-def _timing_fields() -> tuple[str, ...]:
-    from uhd_profile.measure.timing import TimingSettings
-
-    return tuple(f.name for f in fields(TimingSettings))
-
-
-# --------------------------------------------------------------------------------------------
-# Points
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Point:
-    """One thing a sweep does: a variant, what to measure and how."""
-
-    spec: Any  # VariantSpec
-    measure: tuple[str, ...] = ("flops",)
-    dtype: str = "fp32"
-    batch: int = 1
-    device: str = "meta"  # "meta" for counts only (no device runs anything), else cpu / cuda[:N]
-    timing: dict = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def measured(self) -> bool:
-        return set(self.measure) != {"flops"}
-
-    def _identity(self) -> dict:
-        s = self.spec
-        return {
-            "spec": {"encoder": s.encoder, "resolution": list(s.size), "compressor": s.compressor, "depth": s.depth,
-                     "post_ratio": s.ratio, "llm_hidden": s.llm_hidden, "encoding": s.encoding,
-                     **_non_default_slicing(s)},
-            "measure": list(self.measure), "dtype": self.dtype, "batch": self.batch, "device": self.device,
-            "timing": dict(sorted(self.timing.items())) if self.measured else {},
-        }
-
-    @property
-    def point_id(self) -> str:
-        """sha256 (16 hex digits) of the canonical JSON of everything that defines the point."""
-        blob = json.dumps(self._identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def as_dict(self) -> dict:
-        d = self._identity()
-        d["timing"] = dict(self.timing)
-        return {"point_id": self.point_id, "variant_id": self.spec.id, **d}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Point":
-        from uhd_profile.model.variants import VariantSpec
-
-        s = d["spec"]
-        spec = VariantSpec(encoder=s["encoder"], resolution=tuple(s["resolution"]), compressor=s["compressor"],
-                           depth=s["depth"], post_ratio=s["post_ratio"], llm_hidden=s.get("llm_hidden", 4096),
-                           encoding=s.get("encoding", "view"), **_non_default_slicing(s))
-        return cls(spec=spec, measure=tuple(d["measure"]), dtype=d["dtype"], batch=int(d["batch"]),
-                   device=d["device"], timing=dict(d.get("timing") or {}))
-
-
-_SLICING_DEFAULTS = {"packing": "batched", "max_slices": 9, "scale_resolution": 448}
-
-
-def _non_default_slicing(spec) -> dict:
-    """A spec's (or spec dict's) packing and slicing parameters that differ from the defaults: only
-    those enter a point's identity, so points that do not use them keep their ids."""
-    get = spec.get if isinstance(spec, dict) else (lambda k, d: getattr(spec, k))
-    return {k: get(k, d) for k, d in _SLICING_DEFAULTS.items() if get(k, d) != d}
+TIMING_FIELDS = tuple(f.name for f in fields(TimingSettings))
 
 
 @dataclass
@@ -204,8 +140,6 @@ def _as_list(where: _Where, key: str, value: Any) -> list:
 
 
 def _device_kind(device: str) -> str:
-    from uhd_profile.measure.devices import resolve_device
-
     return resolve_device(device).type
 
 
@@ -234,7 +168,7 @@ def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
 
     defaults = dict(GRID_DEFAULTS)
     timing: dict = {}
-    tfields = _timing_fields()
+    tfields = TIMING_FIELDS
     layers = [(data, "")]
     when = data.get("when", {})
     _check_keys(where, when, ("cpu", "cuda"), "when")
@@ -249,8 +183,6 @@ def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
         t = table.get("timing", {})
         _check_keys(where, t, tfields, f"{prefix}timing")
         timing.update(t)
-    from uhd_profile.measure.timing import TimingSettings
-
     try:
         TimingSettings(**timing)
     except UhdProfileError as exc:
@@ -287,26 +219,16 @@ def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
     return Recipe(name=name, path=str(path), description=description, hash=digest, text=text, points=points, device=kind)
 
 
-def _resolution(where: _Where, key: str, r: Any, native: int) -> tuple[int, int]:
-    if r == "native":
-        return (native, native)
-    if isinstance(r, bool):
-        pass
-    elif isinstance(r, int):
-        return (r, r)
-    elif isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in r):
-        return (r[0], r[1])
-    elif isinstance(r, str) and re.fullmatch(r"\d+x\d+", r):
-        h, w = r.split("x")
-        return (int(h), int(w))
-    raise where.error(key, f"{r!r} is not a resolution", 'an int (square), [H, W], "HxW" or "native"')
+def _resolution(where: _Where, key: str, r: Any) -> Any:
+    """A recipe resolution: an int (square), "WxH" (width first), {width = W, height = H} or
+    "native"; a bare [a, b] list is refused (it cannot say which side is the width)."""
+    try:
+        return parse_resolution(r, what="resolution")
+    except UhdProfileError as exc:
+        raise where.error(key, str(exc)) from None
 
 
 def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) -> list[Point]:
-    from uhd_profile.model.compressors import COMPRESSORS
-    from uhd_profile.model.encoders import ENCODERS
-    from uhd_profile.model.variants import ENCODINGS, POST_RATIOS, VariantSpec
-
     lists = {k: _as_list(where, f"{gkey}.{k}", block[k]) for k in GRID_DEFAULTS if k not in ("measure", "llm_hidden")}
     for enc in lists["encoders"]:
         if enc not in ENCODERS:
@@ -317,9 +239,13 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
     for pr in lists["post_ratios"]:
         if pr != "auto" and (isinstance(pr, bool) or pr not in POST_RATIOS):
             raise where.error(f"{gkey}.post_ratios", f"{pr!r} is not valid", "auto, " + ", ".join(map(str, POST_RATIOS)))
+    canonical = []
     for dt in lists["dtypes"]:
-        if dt not in DTYPES:
-            raise where.error(f"{gkey}.dtypes", f"{dt!r} is not valid", ", ".join(DTYPES))
+        try:
+            canonical.append(parse_dtype(dt))
+        except UhdProfileError:
+            raise where.error(f"{gkey}.dtypes", f"{dt!r} is not valid", ", ".join(DTYPES) + " (or float32, bfloat16, float16)") from None
+    lists["dtypes"] = canonical
     for b in lists["batches"]:
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise where.error(f"{gkey}.batches", f"{b!r} is not valid", "integers >= 1")
@@ -345,7 +271,7 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
             lists["encoders"], lists["resolutions"], lists["encodings"], lists["compressors"], lists["post_ratios"],
             lists["dtypes"], lists["batches"]):
         info = ENCODERS[enc]
-        size = _resolution(where, f"{gkey}.resolutions", res, info.image_size)
+        size = _resolution(where, f"{gkey}.resolutions", res)
         if comp == "none":
             depths = [None]
         elif lists["depths"] == ["all"]:

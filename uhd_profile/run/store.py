@@ -8,7 +8,9 @@ written.
 
 ``load(run_dir)`` gives a pandas DataFrame, one row per point, with typed columns whose names carry
 their units (``_s`` seconds, ``_bytes``, ``_j`` joules, ``_px`` pixels; FLOP counts are integers in
-the convention their name gives: ``macs``, ``flops``, ``paper_flops``).
+the convention their name gives: ``macs``, ``flops``, ``paper_flops``). Records, columns and dtypes
+come from the record schema (``uhd_profile.measure.schema``). Runs written by schema version 1
+(uhd-profile 0.1) are read too, upgraded in memory; only ``--resume`` into them is refused.
 """
 
 from __future__ import annotations
@@ -16,32 +18,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from uhd_profile.version import __version__
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure.schema import SCHEMA_VERSION, columns, make_record, record_row, upgrade_record_v1
 
 SCHEMA = "uhd-profile/results"
-SCHEMA_VERSION = 1
+READABLE_VERSIONS = (1, SCHEMA_VERSION)
 RESULTS_FILE = "results.jsonl"
 RECIPE_FILE = "recipe.toml"
-STATUSES = ("ok", "oom", "error", "skipped")
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def make_record(point: dict, status: str, metrics: dict | None, error: str | None, env: dict, recipe_hash: str,
-                recipe_name: str, started_utc: str, duration_s: float) -> dict:
-    """One point's record (see ``STATUSES``); ``metrics`` is None unless the point ran."""
-    if status not in STATUSES:
-        raise ValueError(f"status {status!r} is not one of {STATUSES}")
-    return {
-        "schema_version": SCHEMA_VERSION, "point_id": point["point_id"], "variant_id": point["variant_id"],
-        "point": point, "status": status, "error": error, "metrics": metrics, "env": env,
-        "recipe_hash": recipe_hash, "recipe_name": recipe_name, "started_utc": started_utc,
-        "duration_s": round(float(duration_s), 6),
-    }
+__all__ = ["RECIPE_FILE", "RESULTS_FILE", "SCHEMA", "SCHEMA_VERSION", "ResultStore", "load", "make_record", "merge",
+           "read_header", "records"]
 
 
 def _header(recipe_hash: str, recipe_name: str) -> dict:
-    from uhd_profile import __version__
-
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "recipe_hash": recipe_hash,
             "recipe_name": recipe_name, "uhd_profile_version": __version__}
 
@@ -59,9 +54,10 @@ def read_header(run_dir: str | os.PathLike) -> dict:
         head = None
     if not isinstance(head, dict) or head.get("schema") != SCHEMA:
         raise UhdProfileError(f"{path}: the first line is not a {SCHEMA} header; this is not a uhd-profile results file")
-    if head.get("schema_version") != SCHEMA_VERSION:
+    if head.get("schema_version") not in READABLE_VERSIONS:
         raise UhdProfileError(f"{path}: schema version {head.get('schema_version')!r} is not supported; "
-                              f"this uhd-profile reads version {SCHEMA_VERSION}")
+                              f"this uhd-profile reads versions {', '.join(map(str, READABLE_VERSIONS))} "
+                              "(a newer uhd-profile wrote it: upgrade uhd-profile)")
     return head
 
 
@@ -107,6 +103,11 @@ class ResultStore:
         self.recipe_hash, self.recipe_name = recipe_hash, recipe_name
         if self.path.exists():
             head = read_header(self.run_dir)
+            if head.get("schema_version") != SCHEMA_VERSION:
+                raise UhdProfileError(
+                    f"{self.run_dir} holds schema-{head.get('schema_version')} results (an older uhd-profile); they are "
+                    f"read as they are, but a sweep appends schema {SCHEMA_VERSION} only: convert it with "
+                    f"`uhd-profile merge {self.run_dir} --out NEW_DIR`, or choose another --out")
             if not resume:
                 raise UhdProfileError(f"{self.run_dir} already holds results of recipe {head.get('recipe_name')!r}; "
                                       "add --resume to continue it, or choose another --out")
@@ -158,66 +159,28 @@ class ResultStore:
 
 
 def records(run_dir: str | os.PathLike) -> list[dict]:
-    """The raw records of a run directory (header checked; a torn last line ignored)."""
-    read_header(run_dir)
-    return _read_records(Path(run_dir, RESULTS_FILE))
+    """The records of a run directory in the current schema (header checked; a torn last line
+    ignored; schema-1 records upgraded in memory)."""
+    head = read_header(run_dir)
+    recs = _read_records(Path(run_dir, RESULTS_FILE))
+    if head.get("schema_version") == 1:
+        recs = [upgrade_record_v1(r) for r in recs]
+    return recs
 
 
 # --------------------------------------------------------------------------------------------
 # DataFrame view
 # --------------------------------------------------------------------------------------------
 
-#: column -> pandas dtype, in order. Units are in the names.
-COLUMNS: dict[str, str] = {
-    "point_id": "string", "variant_id": "string", "status": "string", "error": "string",
-    "encoder": "string", "resolution_h_px": "Int64", "resolution_w_px": "Int64", "encoding": "string",
-    "packing": "string", "max_slices": "Int64", "scale_resolution_px": "Int64", "compressor": "string", "depth": "Int64", "post_ratio": "Int64", "tokens_in": "Int64", "tokens_llm": "Int64",
-    "params": "Int64",
-    "measure": "string", "dtype": "string", "batch": "Int64", "device": "string",
-    "macs": "Int64", "flops": "Int64", "paper_flops": "Int64",
-    "latency_median_s": "Float64", "latency_p10_s": "Float64", "latency_p90_s": "Float64",
-    "latency_iqr_over_median": "Float64", "latency_n": "Int64", "latency_samples_s": "object",
-    "noise_flag": "string", "stop_reason": "string",
-    "peak_mem_bytes": "Int64", "activation_mem_bytes": "Int64", "weights_bytes": "Int64",
-    "energy_per_image_j": "Float64", "throttled_fraction": "Float64",
-    "achieved_flops_per_s": "Float64", "mfu": "Float64", "threads": "Int64",
-    "recipe_hash": "string", "recipe_name": "string", "started_utc": "string", "duration_s": "Float64",
-    "env_key": "string",
-}
-
-
-def _row(rec: dict) -> dict:
-    p, m = rec["point"], rec.get("metrics") or {}
-    s = p["spec"]
-    row = {
-        "point_id": rec["point_id"], "variant_id": rec["variant_id"], "status": rec["status"], "error": rec.get("error"),
-        "encoder": s["encoder"], "resolution_h_px": s["resolution"][0], "resolution_w_px": s["resolution"][1],
-        "encoding": s.get("encoding", "view"), "packing": s.get("packing", "batched"),
-        "max_slices": s.get("max_slices", 9), "scale_resolution_px": s.get("scale_resolution", 448),
-        "compressor": s["compressor"], "depth": s["depth"],
-        "post_ratio": s["post_ratio"], "measure": "+".join(p["measure"]), "dtype": p["dtype"], "batch": p["batch"],
-        "device": p["device"], "paper_flops": m.get("paper"),
-        "recipe_hash": rec.get("recipe_hash"), "recipe_name": rec.get("recipe_name"),
-        "started_utc": rec.get("started_utc"), "duration_s": rec.get("duration_s"),
-    }
-    for col in COLUMNS:
-        if col not in row:
-            row[col] = m.get(col)
-    if row["env_key"] is None and rec.get("env"):
-        from uhd_profile.measure.env import fingerprint_key
-
-        row["env_key"] = fingerprint_key(rec["env"])
-    return row
-
-
-def load(run_dir: str | os.PathLike):
+def load(run_dir: str | os.PathLike) -> pd.DataFrame:
     """A pandas DataFrame of a run directory's records: one row per point, typed columns, units in
-    the names (see ``COLUMNS``). Failed points have their status and error and null metrics."""
-    import pandas as pd
+    the names (``uhd_profile.measure.schema.columns()``: the record's ids and status, the point, every
+    metric of the schema, the run). Failed points have their status and error and null metrics."""
+    import pandas as pd  # only here: every command imports this module, few need pandas
 
-    rows = [_row(r) for r in records(run_dir)]
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    return df.astype(COLUMNS)
+    cols = columns()
+    df = pd.DataFrame([record_row(r) for r in records(run_dir)], columns=list(cols))
+    return df.astype(cols)
 
 
 # --------------------------------------------------------------------------------------------

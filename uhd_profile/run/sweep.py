@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import os
+import json
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
+from uhd_profile.count.flops import count_flops
 from uhd_profile.errors import UhdProfileError, first_line
+from uhd_profile.measure.bench import BenchSettings, bench
+from uhd_profile.measure.env import fingerprint
+from uhd_profile.measure.schema import Point, count_metrics, make_record
+from uhd_profile.measure.timing import TimingSettings
+from uhd_profile.run.executors import check_executor, error_record, run_local, run_ray
+from uhd_profile.run.store import ResultStore
 
 
 def _utc_now() -> str:
@@ -38,47 +50,14 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def measure_point(point: dict) -> dict:
-    """The metrics of one point (raises on failure; ``run_point`` turns that into a record)."""
-    from uhd_profile.measure.bench import BenchSettings, bench
-    from uhd_profile.measure.env import fingerprint_key
-    from uhd_profile.count.flops import count_flops
-    from uhd_profile.run.recipe import Point
-
+    """The metrics of one point, named by the record schema (raises on failure; ``run_point``
+    turns that into a record)."""
     p = Point.from_dict(point)
-    spec = p.spec
-    metrics: dict = {"post_ratio": spec.ratio, "tokens_in": spec.tokens_in, "tokens_llm": spec.tokens_llm}
-    if set(p.measure) == {"flops"}:
-        fc = count_flops(spec, batch=p.batch)
-        metrics.update(macs=fc.get("macs"), flops=fc.get("flops"), paper=fc.get("paper"), params=fc.params)
-        if fc.uncounted_ops:
-            metrics["uncounted_ops"] = fc.uncounted_ops
-        return metrics
-    from uhd_profile.measure.timing import TimingSettings
-
+    if not p.measured:
+        return count_metrics(count_flops(p.spec, batch=p.batch))
     settings = BenchSettings(device=p.device, dtype=p.dtype, batch=p.batch, timing=TimingSettings(**p.timing),
                              telemetry="energy" in p.measure, memory="memory" in p.measure)
-    rec = bench(spec, settings)
-    lat = rec.latency_s
-    metrics.update(
-        macs=rec.flops["macs"], flops=rec.flops["flops"], paper=rec.flops["paper"], params=rec.params,
-        latency_median_s=lat["median"], latency_p10_s=lat["p10"], latency_p90_s=lat["p90"],
-        latency_iqr_over_median=lat["iqr_over_median"], latency_n=lat["n"], latency_samples_s=lat["samples"],
-        noise_flag=rec.noise_flag, stop_reason=lat["stop_reason"],
-        achieved_flops_per_s=rec.achieved_flops_per_s, mfu=rec.mfu, env_key=fingerprint_key(rec.env),
-        threads=rec.threads, pid=os.getpid(),
-    )
-    if rec.memory:
-        metrics.update(peak_mem_bytes=rec.memory.get("peak_bytes"), activation_mem_bytes=rec.memory.get("activation_bytes"),
-                       weights_bytes=rec.memory.get("weights_bytes"))
-    tel = rec.telemetry
-    if tel.get("available"):
-        energy = tel.get("energy_j")
-        images = p.batch * max(1, lat["n"])
-        metrics.update(energy_per_image_j=None if energy is None else energy / images,
-                       throttled_fraction=tel.get("slowdown_fraction"))
-    else:
-        metrics["telemetry_reason"] = tel.get("reason")
-    return metrics
+    return bench(p.spec, settings).metrics
 
 
 def run_point(point: dict, recipe_hash: str = "", recipe_name: str = "") -> dict:
@@ -88,9 +67,6 @@ def run_point(point: dict, recipe_hash: str = "", recipe_name: str = "") -> dict
     error in the spec, a library error) as ``error`` with its first line. Both are data: the sweep
     goes on. Catching broadly here is the point of the function.
     """
-    from uhd_profile.measure.env import fingerprint
-    from uhd_profile.run.store import make_record
-
     started, t0 = _utc_now(), time.perf_counter()
     status, metrics, error = "ok", None, None
     try:
@@ -113,7 +89,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     orphan measuring in the background (and contaminating the next run)."""
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
@@ -121,8 +96,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def _describe_exit(code: int) -> str:
-    import signal
-
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -140,11 +113,6 @@ def run_point_isolated(point: dict, recipe_hash: str = "", recipe_name: str = ""
     earlier point still resident), allocator and thread-pool state do not carry over, and a crash
     (segfault, the OOM killer) costs that point only. Count-only points run here (no device work).
     """
-    import json
-    import subprocess
-    import sys
-    import tempfile
-
     if point.get("device", "meta") == "meta":
         return run_point(point, recipe_hash, recipe_name)
     started, t0 = _utc_now(), time.perf_counter()
@@ -156,9 +124,6 @@ def run_point_isolated(point: dict, recipe_hash: str = "", recipe_name: str = ""
                               preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         if proc.returncode == 0 and result.exists():
             return json.loads(result.read_text())
-    from uhd_profile.measure.env import fingerprint
-    from uhd_profile.run.store import make_record
-
     tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
     msg = f"measuring process {_describe_exit(proc.returncode)}" + (f": {tail[-1].strip()}" if tail else "")
     return make_record(point, "error", None, msg, fingerprint("cpu"), recipe_hash, recipe_name, started,
@@ -166,8 +131,6 @@ def run_point_isolated(point: dict, recipe_hash: str = "", recipe_name: str = ""
 
 
 def _child_main(job_path: str, result_path: str) -> None:
-    import json
-
     job = json.loads(Path(job_path).read_text())
     rec = run_point(job["point"], job["recipe_hash"], job["recipe_name"])
     tmp = Path(result_path + ".tmp")
@@ -215,6 +178,31 @@ def select(points: list[dict], shard: tuple[int, int] | None = None, only: str |
 # --------------------------------------------------------------------------------------------
 
 
+class Progress(Protocol):
+    """What a sweep reports as it goes (the command line draws a progress bar from it)."""
+
+    def start(self, total: int) -> None: ...
+    def current(self, point: dict) -> None: ...
+    def advance(self, record: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    """Reports nothing (the API's default)."""
+
+    def start(self, total: int) -> None:
+        pass
+
+    def current(self, point: dict) -> None:
+        pass
+
+    def advance(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class SweepSummary:
     run_dir: str
@@ -231,15 +219,11 @@ class SweepSummary:
 
 def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int] | None = None,
               executor: str = "local", ray_address: str | None = None, only: str | None = None,
-              progress: bool = True, runner: Callable[..., dict] = run_point_isolated) -> SweepSummary:
-    """Run ``recipe``'s points into ``out_dir`` (see module docstring)."""
-    from functools import partial
-
-    from uhd_profile.run.executors import check_executor, error_record, run_local, run_ray
-    from uhd_profile.run.store import ResultStore, make_record
-
+              progress: Progress | None = None, runner: Callable[..., dict] = run_point_isolated) -> SweepSummary:
+    """Run ``recipe``'s points into ``out_dir`` (see module docstring); ``progress`` hears of each
+    point as it starts and as its record is written."""
     check_executor(executor)
-    points = select([p.as_dict() for p in recipe.points], shard, only)
+    points = select([p.to_dict() for p in recipe.points], shard, only)
     if not points:
         raise UhdProfileError(f"no points to run: {recipe.name} has {len(recipe.points)}, none in shard {shard} matching {only!r}")
     store = ResultStore(out_dir, recipe.hash, recipe.name, recipe_text=recipe.text, resume=resume)
@@ -247,7 +231,8 @@ def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int]
     todo = [p for p in points if p["point_id"] not in done]
     summary = SweepSummary(run_dir=out_dir, total=len(points), already_done=len(points) - len(todo))
     t0 = time.perf_counter()
-    bar = _Progress(len(todo), enabled=progress)
+    bar: Progress = progress or NoProgress()
+    bar.start(len(todo))
 
     def on_record(rec: dict) -> None:
         if "recipe_hash" not in rec or "env" not in rec:  # a bare error record from the executor
@@ -259,7 +244,7 @@ def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int]
         bar.advance(rec)
 
     work = partial(runner, recipe_hash=recipe.hash, recipe_name=recipe.name)
-    with bar:
+    try:
         if executor == "ray":
             run_ray(todo, work, on_record, address=ray_address)
         else:
@@ -271,47 +256,11 @@ def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int]
                     return error_record(point, first_line(exc))
 
             run_local(todo, guarded, on_record)
+    finally:
+        bar.close()
     summary.wall_s = time.perf_counter() - t0
     return summary
 
 
-class _Progress:
-    """A rich progress bar with ETA and the current point, on stderr; a no-op when disabled."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.enabled = enabled and total > 0
-        self.total = total
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
-                console=Console(stderr=True), transient=False,
-            )
-            self.task = self.progress.add_task("", total=total)
-
-    def __enter__(self):
-        if self.enabled:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.__exit__(*exc)
-
-    def current(self, point: dict) -> None:
-        if self.enabled:
-            self.progress.update(self.task, description=point["variant_id"])
-
-    def advance(self, rec: dict) -> None:
-        if self.enabled:
-            mark = "" if rec["status"] == "ok" else f" [{rec['status']}]"
-            self.progress.update(self.task, advance=1, description=rec["point"]["variant_id"] + mark)
-
-
 if __name__ == "__main__":  # the measuring child of run_point_isolated
-    import sys
-
     _child_main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,149 @@
+"""Rendering a :class:`~uhd_profile.analyse.report.sections.Report` to Markdown and self-contained
+HTML, and ``write_report``: the one place the report writes files."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from uhd_profile.analyse.report.figures import save_figure
+from uhd_profile.analyse.report.format import FLAG_MARK, isna
+from uhd_profile.analyse.report.sections import Figure, Report, Table, build_report
+from uhd_profile.errors import UhdProfileError
+
+FORMATS = ("md", "html")
+
+
+REPORT_DIR = "report"  # default output, inside the run directory
+
+
+def _md_cell(x: Any) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def table_markdown(t: pd.DataFrame) -> str:
+    cols = [str(c) for c in t.columns]
+    lines = ["| " + " | ".join(_md_cell(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in t.itertuples(index=False):
+        lines.append("| " + " | ".join(_md_cell("" if isna(v) else v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(rep: Report) -> str:
+    out = [f"# {rep.title}", ""]
+    for b in rep.blocks:
+        if isinstance(b, Table):
+            out += [table_markdown(b.shown), "", (f"*{b.caption}* " if b.caption else "")
+                    + f"Data: [tables/{b.name}.csv](tables/{b.name}.csv)", ""]
+        elif isinstance(b, Figure):
+            out += [f"![{b.name}](figures/{b.name}.png)", "",
+                    f"*{b.caption}* Data: [figures/{b.name}.csv](figures/{b.name}.csv), vector: "
+                    f"[figures/{b.name}.svg](figures/{b.name}.svg)", ""]
+        elif b[0] == "h":
+            out += ["#" * b[1] + " " + b[2], ""]
+        else:
+            out += [b[1], ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _inline(text: str) -> str:
+    """Markdown-ish inline code (`x`) and emphasis-free text to HTML."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:.6em 0;font-size:.86em}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}th{background:#f3f3f3}
+tr:nth-child(even) td{background:#fafafa}figure{margin:1.2em 0}figure img{max-width:100%;height:auto;
+border:1px solid #eee}figcaption,.caption{font-size:.88em;color:#444}code{background:#f3f3f3;padding:0 .2em}
+.flag{color:#D55E00;font-weight:600}"""
+
+
+def render_html(rep: Report, images: dict[str, bytes]) -> str:
+    """A self-contained page: every figure embedded as a base64 SVG data URI."""
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{html.escape(rep.title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{html.escape(rep.title)}</h1>"]
+    for b in rep.blocks:
+        if isinstance(b, Table):
+            rows = ["<table><thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in b.shown.columns)
+                    + "</tr></thead><tbody>"]
+            for row in b.shown.itertuples(index=False):
+                cells = []
+                for v in row:
+                    s = html.escape("" if isna(v) else str(v))
+                    cells.append(f"<td>{s.replace(FLAG_MARK, f'<span class=flag>{FLAG_MARK}</span>')}</td>")
+                rows.append("<tr>" + "".join(cells) + "</tr>")
+            rows.append("</tbody></table>")
+            out.append(f'<div class="table" id="table-{b.name}">' + "".join(rows)
+                       + (f'<p class="caption">{_inline(b.caption)}</p>' if b.caption else "") + "</div>")
+        elif isinstance(b, Figure):
+            data = base64.b64encode(images[b.name]).decode()
+            out.append(f'<figure id="fig-{b.name}"><img alt="{html.escape(b.name)}" src="data:image/svg+xml;base64,{data}">'
+                       f"<figcaption>{_inline(b.caption)}</figcaption></figure>")
+        elif b[0] == "h":
+            out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
+        else:
+            out.append(f"<p>{_inline(b[1])}</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def parse_formats(formats: Any) -> tuple[str, ...]:
+    """``"md,html"`` or a sequence -> a tuple of formats; a one-line error names a bad one."""
+    items = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else [str(f).strip() for f in formats]
+    items = [f for f in items if f]
+    if not items:
+        raise UhdProfileError(f"--format {formats!r} is empty; valid: {', '.join(FORMATS)} (comma-separated)")
+    for f in items:
+        if f not in FORMATS:
+            raise UhdProfileError(f"--format {f!r} is not valid; valid: {', '.join(FORMATS)} (comma-separated, e.g. md,html)")
+    return tuple(dict.fromkeys(items))
+
+
+def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                 formats: Any = FORMATS, recount: bool = True) -> dict[str, str]:
+    """Build the report of ``run_dir`` and write it to ``out_dir`` (default ``RUN_DIR/report``):
+    report.md / report.html (``formats``), figures as PNG + SVG + CSV, tables as CSV.
+
+    ``recount``: count paper figures the run does not hold (seconds each on the CPU). Returns
+    ``{name: path}`` of every file written: ``md``, ``html``, ``figures/NAME.png|svg|csv``,
+    ``tables/NAME.csv``."""
+    fmts = parse_formats(formats)
+    rep = build_report(run_dir, recount=recount)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / REPORT_DIR
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    svgs: dict[str, bytes] = {}
+    for f in rep.figures:
+        for fmt in ("png", "svg"):
+            blob = save_figure(f.fig, fmt)
+            p = out / "figures" / f"{f.name}.{fmt}"
+            p.write_bytes(blob)
+            written[f"figures/{f.name}.{fmt}"] = str(p)
+            if fmt == "svg":
+                svgs[f.name] = blob
+        p = out / "figures" / f"{f.name}.csv"
+        f.data.to_csv(p, index=False)
+        written[f"figures/{f.name}.csv"] = str(p)
+    for t in rep.tables:
+        p = out / "tables" / f"{t.name}.csv"
+        t.data.to_csv(p, index=False)
+        written[f"tables/{t.name}.csv"] = str(p)
+    if "md" in fmts:
+        p = out / "report.md"
+        p.write_text(render_markdown(rep), encoding="utf-8")
+        written["md"] = str(p)
+    if "html" in fmts:
+        p = out / "report.html"
+        p.write_text(render_html(rep, svgs), encoding="utf-8")
+        written["html"] = str(p)
+    return written

@@ -1,0 +1,119 @@
+"""``uhd-profile bench``: measure one variant on one device."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from typing import Any
+
+import click
+from rich.table import Table
+
+from uhd_profile.cli.console import note, out
+from uhd_profile.cli.options import resolve_spec, variant_options
+from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure.bench import BenchResult, BenchSettings, bench as run_bench
+from uhd_profile.measure.devices import resolve_device
+from uhd_profile.measure.timing import TimingSettings
+from uhd_profile.model.trunks import check_weights_dir
+from uhd_profile.units import DTYPES, format_bytes
+
+
+def _float_opt(name: str, value: float | None, minimum: float = 0.0, strict: bool = False) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value < minimum or (strict and value <= minimum):
+        rule = f"> {minimum}" if strict else f">= {minimum}"
+        raise UhdProfileError(f"{name} {value} is not valid; it must be a finite number {rule}")
+
+
+@click.command()
+@variant_options
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (only auto may fall back to the CPU)")
+@click.option("--dtype", default="fp32", show_default=True, help=f"{' | '.join(DTYPES)} (or float32, bfloat16, float16)")
+@click.option("--batch", default=1, type=int, show_default=True, help="images per forward")
+@click.option("--threads", default=None, type=int, help="CPU threads for torch [default: torch's]")
+@click.option("--attn", default="sdpa", show_default=True, help="attention backend: sdpa | eager")
+@click.option("--compile", "use_compile", is_flag=True, help="torch.compile the variant")
+@click.option("--cuda-graphs", is_flag=True, help="replay the forward from a CUDA graph")
+@click.option("--l2-flush", is_flag=True, help="flush the GPU L2 before each iteration (cold cache)")
+@click.option("--min-time", default=None, type=float, help="minimum measuring time, s [default 1.0]")
+@click.option("--max-time", default=None, type=float, help="time limit of the measurement, s [default 30]")
+@click.option("--target-iqr", default=None, type=float, help="stop when IQR/median is under this [default 0.05]")
+@click.option("--min-samples", default=None, type=int, help="minimum samples [default 10]")
+@click.option("--no-telemetry", is_flag=True, help="do not sample NVML while timing")
+@click.option("--trace", "trace_dir", default=None, help="write a torch.profiler trace to this directory")
+@click.option("--weights", default=None, help="local checkpoint directory")
+@click.option("--json", "as_json", is_flag=True, help="print the result as one JSON object")
+def bench(encoder: str, resolution: str | None, variant: str | None, compressor: str | None, depth: int | None,
+          post_ratio: str | None, device: str, dtype: str, batch: int, threads: int | None, attn: str, use_compile: bool,
+          cuda_graphs: bool, l2_flush: bool, min_time: float | None, max_time: float | None, target_iqr: float | None,
+          min_samples: int | None, no_telemetry: bool, trace_dir: str | None, weights: str | None, as_json: bool) -> None:
+    """Measure one variant on one device: latency, memory, energy, roofline."""
+    for name, value in (("--min-time", min_time), ("--max-time", max_time)):
+        _float_opt(name, value)
+    _float_opt("--target-iqr", target_iqr, strict=True)
+    if weights is not None:
+        check_weights_dir(weights)
+    resolve_device(device)  # a missing GPU is a usage error before anything is built
+    timing = TimingSettings()
+    overrides: dict[str, Any] = {k: v for k, v in (("min_time_s", min_time), ("max_time_s", max_time),
+                                                   ("target_iqr", target_iqr), ("min_samples", min_samples)) if v is not None}
+    if l2_flush:
+        overrides["l2_flush"] = True
+    if overrides:
+        if "min_time_s" in overrides and "max_time_s" not in overrides and overrides["min_time_s"] > timing.max_time_s:
+            overrides["max_time_s"] = overrides["min_time_s"]
+        timing = replace(timing, **overrides)
+    settings = BenchSettings(device=device, dtype=dtype, batch=batch, threads=threads, attn=attn, compile=use_compile,
+                             cuda_graphs=cuda_graphs, timing=timing, telemetry=not no_telemetry, trace_dir=trace_dir)
+    spec = resolve_spec(encoder, resolution, variant, compressor, depth, post_ratio)
+    result = run_bench(spec, settings, weights=weights)
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+        return
+    render_bench(result)
+
+
+def render_bench(r: BenchResult) -> None:
+    m, s = r.metrics, r.settings
+    t = Table(title=f"{r.spec.id} on {r.device} ({s.dtype}, batch {s.batch}, {r.threads} threads, {s.attn})",
+              title_justify="left")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    flag = {"ok": "[green]ok[/]", "noisy": "[yellow]noisy (IQR/median >= 10%)[/]",
+            "unreliable": "[red]unreliable (IQR/median >= 25%)[/]"}[m["noise_flag"]]
+    t.add_row("latency median", f"{m['latency_median_s'] * 1e3:,.2f} ms")
+    t.add_row("latency p10 / p90", f"{m['latency_p10_s'] * 1e3:,.2f} / {m['latency_p90_s'] * 1e3:,.2f} ms")
+    t.add_row("IQR / median", f"{m['latency_iqr_over_median']:.2%}  {flag}")
+    stop = m["stop_reason"] + (f" ({m['latency_unmet']})" if m.get("latency_unmet") else "")
+    t.add_row("samples / stop rule", f"{m['latency_n']} / {stop}")
+    if r.memory is not None:
+        t.add_row(f"peak memory ({m['memory_method']})", format_bytes(m.get("peak_mem_bytes")))
+        t.add_row("activation memory (peak - before)", format_bytes(m.get("activation_mem_bytes")))
+        t.add_row("weights", format_bytes(m.get("weights_bytes")))
+    t.add_row("counted per forward", f"{m['macs'] / 1e9:,.2f} GMACs | {m['flops'] / 1e9:,.2f} GFLOPs (flops convention)")
+    if m.get("achieved_flops_per_s"):
+        t.add_row("achieved", f"{m['achieved_flops_per_s'] / 1e9:,.1f} GFLOP/s")
+    if r.peak is not None:
+        mfu = f"{m['mfu']:.1%}" if m.get("mfu") is not None else "n/a"
+        t.add_row("MFU", f"{mfu} of {r.peak.flops_per_s / 1e9:,.0f} GFLOP/s ({r.peak.kind}: {r.peak.source})")
+    tel = r.telemetry
+    if tel.available:
+        e = m.get("energy_per_image_j")
+        t.add_row("energy per image", "n/a" if e is None else f"{e:.3f} J ({tel.energy_method})")
+        t.add_row("mean power / max temp", f"{tel.mean_power_w} W / {tel.max_temp_c} C")
+    else:
+        t.add_row("telemetry", f"none: {tel.telemetry_reason}")
+    out.print(t)
+    if r.module_time_s:
+        mt = Table(title="time per forward by module (profiler)", title_justify="left")
+        mt.add_column("module")
+        mt.add_column("ms", justify="right")
+        for k, v in sorted(r.module_time_s.items(), key=lambda kv: -kv[1]):
+            mt.add_row(k, f"{v * 1e3:,.2f}")
+        out.print(mt)
+        out.print(f"trace: {r.trace_path}")
+    for n in r.notes:
+        note(n)
