@@ -1,0 +1,31 @@
+"""Image policies per model family: how many views and visual tokens an image becomes.
+
+``get_policy(name).views(width, height, **params)`` -> ``ImageViews`` (see ``base``). Each policy
+reproduces the view sizes and token counts of that family's image processor in ``transformers``
+(``tests/test_policies.py`` checks them size by size); docs/policies.md describes the rules.
+
+>>> v = get_policy("qwen2.5-vl").views(1920, 1080)
+>>> v.sizes, v.view_llm_tokens
+(((1316, 728),), 1222)
+"""
+
+from __future__ import annotations
+
+from uhd_profile.errors import UhdProfileError
+from uhd_profile.model.policies import internvl, llava_1_5, llava_next, minicpm_v, qwen2_5_vl
+from uhd_profile.model.policies.base import Extra, ImageViews, Param, Policy, View
+
+POLICIES: dict[str, Policy] = {p.name: p for p in (
+    minicpm_v.POLICY, qwen2_5_vl.POLICY, llava_next.POLICY, internvl.POLICY, llava_1_5.POLICY,
+)}
+DEFAULT_POLICY = "minicpm-v-4.6"
+
+
+def get_policy(name: str) -> Policy:
+    """The policy called ``name``; an unknown name is a one-line UhdProfileError listing the valid ones."""
+    if name not in POLICIES:
+        raise UhdProfileError(f"unknown image policy {name!r}; valid policies: {', '.join(POLICIES)}")
+    return POLICIES[name]
+
+
+__all__ = ["POLICIES", "DEFAULT_POLICY", "get_policy", "Policy", "Param", "ImageViews", "View", "Extra"]
