@@ -76,7 +76,9 @@ KEY_COLUMNS: tuple[str, ...] = ("variant_id", "encoder", "compressor", "depth", 
 
 SCORES_RESOURCE = ("reference", "llava_uhd_v4_scores.toml")
 ROUNDING = 0.05 + 1e-9
-"""A printed one-decimal average may differ from the mean of its printed scores by this much."""
+"""A printed one-decimal average may differ from the mean of its printed scores by this much: the
+paper's averages are the rounded means of its printed one-decimal scores (every printed row but
+one satisfies this), so only the rounding of the average itself is allowed for."""
 
 _ENCODINGS = ("view", "global", "sliced")
 _PAPER_ENCODINGS = ("global", "sliced")
