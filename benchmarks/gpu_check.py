@@ -265,7 +265,7 @@ def check_matmul(out: Path, steps: dict[str, Step]) -> list[Check]:
     checks = [_step_check(steps, "matmul", ok_codes=(0, 1))]  # 1: a verdict failed; judged below
     path = out / "matmul.json"
     if not path.is_file():
-        return checks + [Check("matmul-result", False, "no matmul.json")]
+        return checks + [Check("matmul-result", False, "no matmul.json (see matmul.err)")]
     try:
         data = json.loads(path.read_text())
         return checks + [Check(**c) for c in data["checks"]]
