@@ -212,7 +212,8 @@ def test_drop_nothing_counts_exactly_like_no_plan(name):
 
 @pytest.mark.parametrize("name,plan", [
     ("tiny-llm", fastv(0, 0.5)), ("tiny-llm", fastv(1, 0.9)), ("tiny-llm", pyramid_drop([0, 1], 0.5)),
-    ("tiny-hybrid-llm", fastv(1, 0.75)), ("qwen3-8b", fastv(2, 0.5)), ("qwen3-8b", pyramid_drop([7, 15, 23], 0.5)),
+    ("tiny-hybrid-llm", fastv(1, 0.75)), ("tiny-llm", fastv(0, 0.5, select="first")),
+    ("qwen3-8b", fastv(2, 0.5)), ("qwen3-8b", pyramid_drop([7, 15, 23], 0.5)),
 ])
 def test_dropping_changes_the_count_by_the_closed_form_difference(name, plan):
     visual = 4900 if name == "qwen3-8b" else 20
@@ -225,6 +226,13 @@ def test_dropping_changes_the_count_by_the_closed_form_difference(name, plan):
         [x - y for x, y in zip(cf0.decode, cf1.decode)]
     assert dropped.tokens_per_layer == cf1.tokens_per_layer
     assert dropped.cache_after_prefill.kv_tokens == tuple(dropped.tokens_per_layer[i] for i in base.spec.attention_layers)
+
+
+def test_ranking_cost_is_counted_only_when_ranking():
+    # attention ranking at layer 0 of tiny-llm: the last query against 25 keys, 4 heads x 16 MACs
+    ranked = count_llm("tiny-llm", 20, 5, plan=fastv(0, 0.5))
+    fixed = count_llm("tiny-llm", 20, 5, plan=fastv(0, 0.5, select="first"))
+    assert ranked.prefill_total() - fixed.prefill_total() == 4 * 25 * 16
 
 
 def test_fastv_tokens_per_layer_and_kept_prefix_on_meta():

@@ -21,7 +21,9 @@ after layer K a fraction of the visual tokens is dropped, and every later layer 
 fewer tokens. In a real run the dropped tokens are the visual tokens the last token attends to
 least at layer K (its attention row averaged over heads); on ``meta`` there are no values, so the
 first ones are kept (the cost only depends on how many). The ranking row is recomputed from that
-layer's queries and keys (SDPA returns no attention weights) and is counted: heads·n·e MACs.
+layer's queries and keys (SDPA returns no attention weights) and is counted: heads·n·e MACs
+(on meta too, so a shape-only count equals a real one). A plan with ``select="first"`` keeps a
+fixed prefix and ranks nothing.
 """
 
 from __future__ import annotations
@@ -219,9 +221,10 @@ class _Dropping:
         first = min(self.start) if self.start else len(layers)
         for i in range(first, len(layers)):
             self.handles.append(layers[i].register_forward_pre_hook(self._hook(i), with_kwargs=True))
-        if active:
+        ranked = active if select == "attention" else ()  # "first" ranks nothing, so runs no probe
+        if ranked:
             _register_probe()
-        for k, _, _ in active:
+        for k, _, _ in ranked:
             attn = layers[k].self_attn
             self.probed.append((attn, attn.config))
             attn.config = copy.copy(attn.config)
@@ -425,6 +428,17 @@ class LlmCount:
         cost = self.prefill.total if causal == "executed" else self.prefill.dense
         return cost.get(convention)
 
+    def prefill_per_layer(self, convention: str = "macs") -> tuple[int, ...]:
+        """Prefill cost of each decoder layer (``model.layers.i``), in order; the rest of the
+        prefill (LM head, final norm, rotary tables) is ``prefill_total - sum(...)``."""
+        check_convention(convention)
+        out = [0] * len(self.tokens_per_layer)
+        for path, cost in self.prefill.by_module.items():
+            parts = path.split(".")
+            if len(parts) >= 3 and parts[0] == "model" and parts[1] == "layers" and parts[2].isdigit():
+                out[int(parts[2])] += cost.get(convention)
+        return tuple(out)
+
     def decode_total(self, convention: str = "macs") -> int:
         check_convention(convention)
         return sum(fc.total.get(convention) for fc in self.decode_steps)
@@ -459,6 +473,7 @@ class LlmCount:
                 "stages": [[s.after_layer, s.keep] for s in self.plan.stages]},
             "tokens_per_layer": list(self.tokens_per_layer),
             "prefill": {c: self.prefill_total(c) for c in CONVENTIONS},
+            "prefill_per_layer_macs": list(self.prefill_per_layer("macs")),
             "prefill_causal_dense": {c: self.prefill_total(c, "dense") for c in CONVENTIONS},
             "decode_total": {c: self.decode_total(c) for c in CONVENTIONS},
             "decode_per_token": {c: self.decode_per_token(c) for c in CONVENTIONS},
@@ -489,8 +504,8 @@ def count_llm(llm: str | LlmSpec = DEFAULT_LLM, visual_tokens: int = 576, prompt
               inputs_embeds: torch.Tensor | None = None) -> LlmCount:
     """Count the LLM stage of one image (batch 1) by running the model.
 
-    ``shape_only`` (default) runs on ``meta``: nothing is materialised, a 5k-token prefill of an 8B
-    model takes about a second. ``shape_only=False`` runs a real CPU forward with random weights
+    ``shape_only`` (default) runs on ``meta``: nothing is materialised (benchmarks/count_llm_speed.py
+    times a 5k-token prefill of the 8B default). ``shape_only=False`` runs a real CPU forward with random weights
     and random input embeddings (dropping then ranks by real attention). ``model``: an already
     built causal LM of ``llm``'s geometry (on meta for shape-only counting), e.g. from a checkpoint;
     ``inputs_embeds``: the (1, visual + prompt, hidden) prefill input of a real run (decode inputs

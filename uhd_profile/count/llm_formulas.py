@@ -117,7 +117,9 @@ def closed_form(spec: LlmSpec, visual_tokens: int, prompt_tokens: int = 64, deco
             layer = _linear_layer_prefill(spec, n)
             prefill += layer
             dense += layer
-    ranking = sum(spec.heads * tokens[k] * spec.head_dim for k, _, _ in active)  # last query x keys at layer K
+    # the attention ranking recomputes the last query's row at each stage's layer: 1 x n_K x e per head
+    ranked = active if plan is not None and plan.select == "attention" else ()
+    ranking = sum(spec.heads * tokens[k] * spec.head_dim for k, _, _ in ranked)
     head = (1 if lm_head == "last" else tokens[-1]) * spec.hidden * spec.vocab
     decode = []
     for t in range(decode_tokens):
