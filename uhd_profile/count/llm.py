@@ -340,37 +340,46 @@ class CacheSize:
     """What the cache holds, read off the real cache object after a forward.
 
     ``kv_tokens``: tokens cached per softmax-attention layer (in layer order); ``kv_elems``: key and
-    value elements over those layers; ``state_elems``: fixed-size state of linear-attention layers
-    (conv window + recurrent matrix), 0 for plain transformers."""
+    value elements over those layers; ``conv_elems`` / ``recurrent_elems``: the fixed-size state of
+    linear-attention layers (conv window, recurrent matrix), 0 for plain transformers."""
 
     kv_tokens: tuple[int, ...]
     kv_elems: int
-    state_elems: int
+    conv_elems: int = 0
+    recurrent_elems: int = 0
 
-    def bytes(self, dtype: str = "bf16") -> int:
-        """Bytes with every cached tensor stored in ``dtype`` (fp32, bf16, fp16)."""
-        if dtype not in DTYPE_BYTES:
-            raise UhdProfileError(f"unknown cache dtype {dtype!r}; valid: {', '.join(DTYPE_BYTES)}")
-        return (self.kv_elems + self.state_elems) * DTYPE_BYTES[dtype]
+    @property
+    def state_elems(self) -> int:
+        """Linear-attention state elements (conv + recurrent)."""
+        return self.conv_elems + self.recurrent_elems
+
+    def bytes(self, dtype: str = "bf16", recurrent_dtype: str = "fp32") -> int:
+        """Bytes with keys, values and conv windows in ``dtype`` (fp32, bf16, fp16) and the
+        recurrent state in ``recurrent_dtype``: fp32 by default, because ``transformers``' gated
+        delta rule keeps it in float32 whatever the model dtype (a bf16 run stores it so)."""
+        for d in (dtype, recurrent_dtype):
+            if d not in DTYPE_BYTES:
+                raise UhdProfileError(f"unknown cache dtype {d!r}; valid: {', '.join(DTYPE_BYTES)}")
+        return (self.kv_elems + self.conv_elems) * DTYPE_BYTES[dtype] + self.recurrent_elems * DTYPE_BYTES[recurrent_dtype]
 
     def as_dict(self) -> dict:
-        return {"kv_tokens": list(self.kv_tokens), "kv_elems": self.kv_elems, "state_elems": self.state_elems,
-                "bytes": {d: self.bytes(d) for d in DTYPE_BYTES}}
+        return {"kv_tokens": list(self.kv_tokens), "kv_elems": self.kv_elems, "conv_elems": self.conv_elems,
+                "recurrent_elems": self.recurrent_elems, "bytes": {d: self.bytes(d) for d in DTYPE_BYTES}}
 
 
 def cache_size(cache) -> CacheSize:
     """Sizes of a ``transformers`` cache (``DynamicCache``, also hybrid), from its tensors' shapes."""
-    tokens, kv, state = [], 0, 0
+    tokens, kv, sizes = [], 0, {"conv_states": 0, "recurrent_states": 0}
     for layer in cache.layers:
         keys = getattr(layer, "keys", None)
         if isinstance(keys, torch.Tensor) and keys.dim() >= 2:
             tokens.append(int(keys.shape[-2]))
             kv += keys.numel() + layer.values.numel()
-        for name in ("conv_states", "recurrent_states"):
+        for name in sizes:
             for t in (getattr(layer, name, None) or {}).values():
                 if isinstance(t, torch.Tensor):
-                    state += t.numel()
-    return CacheSize(tuple(tokens), kv, state)
+                    sizes[name] += t.numel()
+    return CacheSize(tuple(tokens), kv, sizes["conv_states"], sizes["recurrent_states"])
 
 
 # --------------------------------------------------------------------------------------------
