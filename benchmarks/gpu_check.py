@@ -187,12 +187,12 @@ def measure_matmul(n: int = 8192, dtype: str = "bf16", device: str = "cuda", set
     expected = 2 * n**3
     res = MatmulResult(
         device=str(dev), device_name=name, dtype=dtype, n=n, expected_flops=expected, counted_flops=int(counted),
-        median_s=stats.median_s, iqr_over_median=stats.iqr_over_median, samples=stats.n,
-        achieved_flops_per_s=expected / stats.median_s if stats.median_s > 0 else math.inf,
+        median_s=stats.latency_median_s, iqr_over_median=stats.latency_iqr_over_median, samples=stats.latency_n,
+        achieved_flops_per_s=expected / stats.latency_median_s if stats.latency_median_s > 0 else math.inf,
         peak_flops_per_s=None if peak is None else peak.flops_per_s, peak_source=None if peak is None else peak.source,
         wall_per_iter_s=wall,
     )
-    res.checks = judge_matmul(expected, int(counted), stats.median_s, res.peak_flops_per_s, wall, name, dtype)
+    res.checks = judge_matmul(expected, int(counted), stats.latency_median_s, res.peak_flops_per_s, wall, name, dtype)
     return res
 
 
@@ -284,7 +284,7 @@ def check_sweep(out: Path, steps: dict[str, Step]) -> list[Check]:
 
     try:
         df = uhd_profile.load(run_dir)
-        want = [p.as_dict() for p in load_recipe("paper", device="cuda").points]
+        want = [p.to_dict() for p in load_recipe("paper", device="cuda").points]
     except (UhdProfileError, OSError) as exc:
         return checks + [Check("sweep-results", False, f"{run_dir}: {exc}")]
     got = set(df["point_id"])
@@ -327,15 +327,16 @@ def check_bench(out: Path, steps: dict[str, Step]) -> list[Check]:
     except (OSError, json.JSONDecodeError) as exc:
         return checks + [Check("trace-record", False, f"{path.name}: {exc}")]
     problems = []
+    m = rec.get("metrics") or {}
     if not str(rec.get("device", "")).startswith("cuda"):
         problems.append(f"ran on {rec.get('device')!r}, not CUDA")
-    if rec.get("mfu") is None:
+    if m.get("mfu") is None:
         problems.append("no MFU (no datasheet peak for this GPU)")
     if not rec.get("module_time_s"):
         problems.append("no per-module times")
     checks.append(Check("trace-record", not problems, "; ".join(problems) or
-                        f"{rec.get('variant_id')} on {rec.get('device')}: median {rec['latency_s']['median'] * 1e3:.2f} ms, "
-                        f"MFU {rec['mfu']:.1%}"))
+                        f"{rec.get('variant_id')} on {rec.get('device')}: median {m['latency_median_s'] * 1e3:.2f} ms, "
+                        f"MFU {m['mfu']:.1%}"))
     tp = rec.get("trace_path") or ""
     try:
         events = json.loads(Path(tp).read_text())["traceEvents"]

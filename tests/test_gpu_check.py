@@ -173,8 +173,8 @@ def _sweep(out: Path, monkeypatch, ok: bool = True):
     rec = recipe_mod.load_recipe("paper", device="cuda")
     store = ResultStore(out / "sweep", rec.hash, rec.name, recipe_text=rec.text)
     for i, p in enumerate(rec.points):
-        d = p.as_dict()
-        m = {"macs": 1, "flops": 2, "paper": 1}
+        d = p.to_dict()
+        m = {"macs": 1, "flops": 2, "paper_flops": 1}
         if p.measured:
             m.update(latency_median_s=0.01, peak_mem_bytes=2**30, energy_per_image_j=None if (not ok and i % 2) else 3.0)
         store.append(make_record(d, "ok", m, None, {}, rec.hash, rec.name, "2026-11-30T00:00:00Z", 1.0))
@@ -190,8 +190,8 @@ def _bench(out: Path, device="cuda:0", ranges=gc.TRACE_RANGES, kernels=5):
     events += [{"ph": "X", "cat": "kernel", "name": "sm90_xmma_gemm", "ts": 1, "dur": 1}] * kernels
     trace.write_text(json.dumps({"traceEvents": events}))
     (out / "bench.json").write_text(json.dumps({
-        "variant_id": "siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post4", "device": device, "mfu": 0.41,
-        "latency_s": {"median": 0.012}, "module_time_s": {"attention": 0.004}, "trace_path": str(trace)}))
+        "variant_id": "siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post4", "device": device,
+        "metrics": {"mfu": 0.41, "latency_median_s": 0.012}, "module_time_s": {"attention": 0.004}, "trace_path": str(trace)}))
 
 
 GOOD_STEPS = [("gpu-tests", 0, 41, 60, "python -m pytest -q -m gpu"), ("matmul", 0, 17, 45, "python gpu_check.py matmul"),

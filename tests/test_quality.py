@@ -132,7 +132,7 @@ def test_units_and_identity(ps):
     assert r["reported_flops"] == 1_573_100_000_000  # G printed -> FLOPs, an integer
     assert pd.isna(ps.loc["A1/moonvit-8m-ge", "encoder"]) and pd.isna(ps.loc["A1/moonvit-8m-ge", "flops_variant_id"])
     assert pd.isna(ps.loc["A5/avg-pool", "samples"]) and pd.isna(ps.loc["A5/avg-pool", "training_samples"])
-    assert ps.loc["A3/avg-pool", "flops_variant_id"] == VariantSpec(resolution=(980, 980), compressor="avg-pool", depth=6,
+    assert ps.loc["A3/avg-pool", "flops_variant_id"] == VariantSpec(resolution=980, compressor="avg-pool", depth=6,
                                                                     post_ratio=1).id
     assert ps.loc["T5/k9", "flops_variant_id"] == "siglip2-so400m-p14@980x980/window-attn-reused-mlp@9/post1"
     assert ps.loc["T1/cr4x-4m-ge", "flops_variant_id"] == "siglip2-so400m-p14@980x980/baseline/post1"

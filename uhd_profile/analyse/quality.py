@@ -184,7 +184,7 @@ def _flops_variant_id(s: dict) -> str | None:
     from uhd_profile.model.variants import VariantSpec
 
     comp = None if s["compressor"] == "none" else s["compressor"]
-    return VariantSpec(encoder=s["encoder"], resolution=(980, 980), compressor=comp,
+    return VariantSpec(encoder=s["encoder"], resolution=980, compressor=comp,
                        depth=s.get("depth") if comp else None, post_ratio=1).id
 
 

@@ -16,6 +16,22 @@ How it works (see README, "Conventions"):
   ``transformers`` code takes ``.tolist()`` of them.
 * Every op is priced in all three conventions at once (``macs``, ``flops``, ``paper``), and
   attributed to the innermost module running it.
+* Causal attention (decoder LLMs; see "Causal attention" below) is charged as the lower triangle
+  in ``macs``/``flops`` and densely in ``paper``; what the triangle leaves out is kept in
+  ``FlopCount.causal_skipped`` so the dense figure is always one addition away.
+
+Causal attention. A causal kernel only needs the (query, key) pairs with key <= query; flash-style
+kernels skip the masked tiles, so a causal prefill of n tokens costs about half of n^2. ``macs`` and
+``flops`` charge exactly the allowed pairs (n(n+1)/2 per head for a prefill from an empty cache),
+whichever way the causal structure reaches the attention: SDPA's ``is_causal`` flag (torch's
+top-left alignment), a real (non-meta) causal mask tensor passed to SDPA (bottom-right alignment,
+as ``transformers`` builds it with a KV cache), or eager attention (matmul, mask add, softmax,
+matmul) inside a module whose ``is_causal`` is True and whose ``attention_mask`` is such a causal
+mask. ``paper`` charges the full square, like the formulas papers print. Bidirectional attention
+(every vision tower) is untouched: no ``is_causal``, no causal mask. Not covered: flash/efficient
+attention ops called directly (below SDPA) with their own causal flag are still priced dense, and
+a causal mask on ``meta`` (no values to inspect) is priced dense; ``transformers``' SDPA and eager
+paths never hit either when counting on meta (bool masks are built on the CPU).
 
 Module tags steer the ``paper`` convention (LLaVA-UHD v4; docs/conventions.md, "The paper convention in detail"); they are plain
 attributes set by the variant builder, so they work on ``transformers`` modules too:
@@ -35,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -100,6 +117,57 @@ def attention_cost(batch: int, heads: int, lq: int, lk: int, e: int, ev: int, ma
     macs = scores * (e + ev)
     per_score = ATTN_SCALE_PER_SCORE + SOFTMAX_PER_ELEM
     return Cost(macs=macs, flops=2 * macs + scores * (per_score + (1 if masked else 0)), paper=macs + scores * per_score)
+
+
+def causal_pairs(lq: int, lk: int, align: str = "bottom_right") -> int:
+    """(query, key) pairs a causal mask allows, per (batch, head).
+
+    ``bottom_right``: the queries are the last ``lq`` of ``lk`` positions (``transformers``' masks
+    with a KV cache): query i sees keys 0 .. lk - lq + i. ``top_left``: query i sees keys 0 .. i
+    (torch's ``is_causal``). Both give lq(lq+1)/2 when lq == lk.
+    """
+    if align == "bottom_right":
+        past = lk - lq
+        if past >= 0:
+            return lq * past + lq * (lq + 1) // 2
+        # more queries than keys: the first -past queries see nothing
+        return lk * (lk + 1) // 2
+    m = min(lq, lk)
+    return m * (m + 1) // 2 + (lq - m) * lk
+
+
+def causal_attention_cost(batch: int, heads: int, lq: int, lk: int, e: int, ev: int, masked: bool,
+                          align: str) -> tuple[Cost, Cost]:
+    """Causal attention: (charged, skipped).
+
+    ``charged``: ``macs``/``flops`` over the allowed pairs only, ``paper`` over the full square.
+    ``skipped``: what ``macs``/``flops`` would add if the masked pairs were charged (paper 0), so
+    charged + skipped == ``attention_cost`` in every convention.
+    """
+    dense = attention_cost(batch, heads, lq, lk, e, ev, masked)
+    scores = batch * heads * causal_pairs(lq, lk, align)
+    macs = scores * (e + ev)
+    per_score = ATTN_SCALE_PER_SCORE + SOFTMAX_PER_ELEM + (1 if masked else 0)
+    charged = Cost(macs=macs, flops=2 * macs + scores * per_score, paper=dense.paper)
+    return charged, Cost(dense.macs - charged.macs, dense.flops - charged.flops, 0)
+
+
+def causal_mask_pairs(mask: torch.Tensor, lq: int, lk: int) -> int | None:
+    """If ``mask`` (bool, or additive float; broadcastable to (..., lq, lk)) is exactly the
+    bottom-right causal pattern, the allowed pairs per (batch, head); otherwise None.
+
+    Only real tensors can be inspected: a mask on ``meta`` has no values and returns None.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.device.type == "meta" or mask.dim() < 2:
+        return None
+    if tuple(mask.shape[-2:]) != (lq, lk):
+        return None
+    allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+    q = torch.arange(lq, device=mask.device)[:, None]
+    k = torch.arange(lk, device=mask.device)[None, :]
+    if not bool((allowed == (k <= q + (lk - lq))).all()):
+        return None
+    return causal_pairs(lq, lk, "bottom_right")
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,6 +339,20 @@ def _fa2(args, kwargs, out) -> Cost:
     return attention_cost(b, h, lq, k.shape[1], e, v.shape[-1], masked=False)
 
 
+@register("aten::linalg_solve_triangular", kind="matmul")
+def _solve_triangular(args, kwargs, out) -> Cost:
+    # A X = B (left=True) by substitution, A (..., n, n) triangular, B (..., n, r): each of the r
+    # columns needs n(n-1)/2 multiply-accumulates, plus n divisions unless A is unit-triangular
+    # (the gated delta rule of hybrid LLMs solves unit-triangular chunk systems).
+    a = args[0]
+    unit = kwargs.get("unitriangular", args[4] if len(args) > 4 else False)
+    n = int(a.shape[-1])
+    rhs = out.numel() // n  # columns of B (left=True) or rows of B (left=False, X A = B): same work each
+    macs = rhs * n * (n - 1) // 2
+    divs = 0 if unit else out.numel()
+    return Cost(macs=macs, flops=2 * macs + divs, paper=macs)
+
+
 @register("aten::native_layer_norm", "aten::layer_norm", kind="norm")
 def _layer_norm(args, kwargs, out) -> Cost:
     return elementwise_cost(args[0].numel(), LAYER_NORM_PER_ELEM)
@@ -298,6 +380,7 @@ register(
             "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "reciprocal",
             "gelu", "gelu_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "relu", "relu_",
             "exp", "exp_", "log", "sqrt", "rsqrt", "pow", "erf", "abs", "abs_", "clamp", "clamp_", "clamp_min",
+            "softplus",
             "maximum", "minimum", "addcmul", "lerp", "sin", "cos", "hardtanh",
         )
     )
@@ -338,7 +421,7 @@ FREE_OPS = frozenset(
         "as_strided", "masked_fill", "masked_fill_", "where", "_local_scalar_dense", "native_dropout",
         "dropout", "new_zeros", "new_ones", "new_full", "unfold", "pixel_shuffle", "pixel_unshuffle",
         "repeat_interleave", "flip", "scalar_tensor", "_unsafe_index", "index_put", "index_put_",
-        "scatter", "scatter_", "sort", "argsort", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
+        "scatter", "scatter_", "sort", "argsort", "topk", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
         "logical_or", "logical_not", "bitwise_and", "bitwise_or", "cumsum", "diff", "max", "min",
         "isfinite", "isnan", "_assert_async", "sym_size", "sym_numel", "sym_stride", "item",
         "resize_", "set_", "view_as_real", "view_as_complex", "_unsafe_view",
@@ -377,6 +460,14 @@ class FlopCount:
     tokens_llm: int | None = None
     params: int | None = None  # parameters of the counted module
     seconds: float = 0.0  # wall time of the counting run
+    causal_skipped: Cost = ZERO
+    """Causally masked (query, key) pairs that ``macs``/``flops`` do not charge (``paper`` 0: it
+    already charges them): ``total + causal_skipped`` is the count with causal attention dense."""
+
+    @property
+    def dense(self) -> Cost:
+        """The total with causal attention charged as the full square in every convention."""
+        return self.total + self.causal_skipped
 
     @property
     def total(self) -> Cost:
@@ -434,6 +525,44 @@ def _is_float(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
 
 
+@dataclass
+class _CausalWindow:
+    """Eager causal attention in one module: QK^T (a bmm giving (.., lq, lk) scores), then
+    element-wise ops and softmax on the scores, then AV (a bmm reading them). Between the two bmms
+    every op on a (.., lq, lk) tensor is score arithmetic; ``macs``/``flops`` are cut to the
+    ``pairs`` allowed out of lq*lk, ``paper`` stays dense, and the mask add is free in ``paper``
+    (as SDPA's mask is). Ops before QK^T (projections, rotary) and after AV are never touched."""
+
+    lq: int
+    lk: int
+    pairs: int
+    phase: str = "before"  # before QK^T -> "scores" -> "done" after AV
+
+    def scale(self, x: int) -> int:
+        # every score op's price is a multiple of lq*lk (per score: e MACs, 1 scale, 3 softmax...);
+        # anything else is left whole rather than rounded
+        square = self.lq * self.lk
+        return x // square * self.pairs if x % square == 0 else x
+
+    def classify(self, name: str, args, out) -> str | None:
+        """"qk", "score", "mask_add", "av" or None (not score arithmetic)."""
+        def scores(t) -> bool:
+            return isinstance(t, torch.Tensor) and t.dim() >= 3 and tuple(t.shape[-2:]) == (self.lq, self.lk)
+
+        o = out[0] if isinstance(out, (tuple, list)) else out
+        if name == "aten::bmm":
+            if self.phase == "before" and scores(o):
+                return "qk"
+            if self.phase == "scores" and scores(args[0]):
+                return "av"
+            return None
+        if self.phase != "scores" or not scores(o):
+            return None
+        if name in ("aten::add", "aten::add_") and len(args) > 1 and isinstance(args[1], torch.Tensor):
+            return "mask_add"
+        return "score"
+
+
 class _Counter:
     """Shared state of one counting run: module stack, totals, uncounted ops."""
 
@@ -447,6 +576,45 @@ class _Counter:
         self.suppress = 0
         # dense-attention modules open on the stack: id -> [batch, tokens, heads, head_dim, ev]
         self.dense_open: dict[int, list] = {}
+        self.causal_skipped = ZERO
+        # eager causal attention: id(module) -> _CausalWindow while such a module runs
+        self.causal_open: dict[int, _CausalWindow] = {}
+        # causal-pattern checks of real masks by id; a weak reference tells a live mask from a
+        # new one that reuses a freed mask's id, without keeping big masks alive
+        self.mask_pairs: dict[int, tuple[weakref.ref, int | None]] = {}
+
+    def mask_causal_pairs(self, mask: torch.Tensor, lq: int, lk: int) -> int | None:
+        """``causal_mask_pairs`` memoised per mask object: ``transformers`` hands the same mask to
+        every layer, and checking a 5k x 5k mask 36 times would dominate a meta count."""
+        hit = self.mask_pairs.get(id(mask))
+        if hit is not None and hit[0]() is mask:
+            return hit[1]
+        pairs = causal_mask_pairs(mask, lq, lk)
+        self.mask_pairs[id(mask)] = (weakref.ref(mask), pairs)
+        return pairs
+
+    def causal_pre_hook(self, module, args, kwargs):
+        """Opens the eager causal window of a ``transformers`` attention module (``is_causal``)
+        that receives a real causal ``attention_mask``; SDPA calls inside are priced on their own."""
+        mask = kwargs.get("attention_mask")
+        x = args[0] if args else kwargs.get("hidden_states")
+        if mask is None or not isinstance(x, torch.Tensor) or x.dim() < 2:
+            return
+        lq, lk = int(mask.shape[-2]), int(mask.shape[-1])
+        if lq != int(x.shape[-2]):
+            return
+        pairs = self.mask_causal_pairs(mask, lq, lk)
+        if pairs is not None and pairs < lq * lk:
+            self.causal_open[id(module)] = _CausalWindow(lq, lk, pairs)
+
+    def causal_post_hook(self, module, args, output):
+        self.causal_open.pop(id(module), None)
+
+    def causal_window(self) -> "_CausalWindow | None":
+        """The eager causal window of the innermost module, if it has one."""
+        if self.stack:
+            return self.causal_open.get(id(self.stack[-1]))
+        return None
 
     # -- module tracking -----------------------------------------------------------------
     def current_path(self) -> str:
@@ -564,7 +732,18 @@ class _DispatchCounter(TorchDispatchMode):
         entry = _FORMULAS.get(name)
         if entry is not None:
             heads = entry.heads(args) if entry.heads is not None else None
-            self.state.price(name, entry.fn(args, kwargs, out), entry.kind, heads)
+            cost = entry.fn(args, kwargs, out)
+            window = self.state.causal_window()
+            kind = window.classify(name, args, out) if window is not None else None
+            if kind is not None:
+                # eager causal attention: charge the allowed pairs, keep the rest as skipped
+                charged = Cost(window.scale(cost.macs), window.scale(cost.flops),
+                               0 if kind == "mask_add" else cost.paper)
+                self.state.causal_skipped = self.state.causal_skipped + Cost(
+                    cost.macs - charged.macs, cost.flops - charged.flops, 0)
+                cost = charged
+                window.phase = {"qk": "scores", "av": "done"}.get(kind, window.phase)
+            self.state.price(name, cost, entry.kind, heads)
         elif name not in FREE_OPS:
             self.state.uncounted[name] += 1
         return out
@@ -590,13 +769,25 @@ class _FunctionCounter(TorchFunctionMode):
         if func is F.scaled_dot_product_attention and not self.state.suppress:
             q, k, v = args[0], args[1], args[2]
             mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+            is_causal = bool(kwargs.get("is_causal", args[5] if len(args) > 5 else False))
             b = _numel(q.shape[:-3]) if q.dim() > 3 else 1
             h, lq, e = int(q.shape[-3]), int(q.shape[-2]), int(q.shape[-1])
             lk, ev = int(k.shape[-2]), int(v.shape[-1])
-            if kwargs.get("enable_gqa") and k.shape[-3] != q.shape[-3]:
-                pass  # GQA repeats K/V heads; the arithmetic is per query head, as priced
-            cost = attention_cost(b, h, lq, lk, e, ev, masked=mask is not None)
+            # GQA (enable_gqa) repeats K/V heads; the arithmetic is per query head, as priced
+            masked = mask is not None
+            pairs = self.state.mask_causal_pairs(mask, lq, lk) if masked else None
+            if is_causal or (pairs is not None and pairs < lq * lk):
+                cost, skipped = causal_attention_cost(b, h, lq, lk, e, ev, masked,
+                                                      "top_left" if is_causal else "bottom_right")
+                self.state.causal_skipped = self.state.causal_skipped + skipped
+            else:
+                cost = attention_cost(b, h, lq, lk, e, ev, masked=masked)
             self.state.price("F.scaled_dot_product_attention", cost, "attention", heads=(h, e, ev))
+            if q.device.type == "meta":
+                # shape-only run: the result is only a shape. Skipping the call matters for causal
+                # prefills: torch's math fallback materialises a real lq x lk causal mask (bool
+                # factories stay on the CPU), seconds per 5k-token layer.
+                return q.new_empty((*q.shape[:-1], ev))
             self.state.suppress += 1
             try:
                 return func(*args, **kwargs)
@@ -614,12 +805,21 @@ def counting(model: torch.nn.Module, shape_only: bool = False) -> Iterator[_Coun
     state = _Counter(names)
     h1 = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: state.pre_hook(m, a))
     h2 = torch.nn.modules.module.register_module_forward_hook(lambda m, a, o: state.post_hook(m, a, o))
+    # decoder attention modules (transformers marks them is_causal = True) need their
+    # attention_mask keyword, which global hooks do not see
+    local = []
+    for mod in model.modules():
+        if getattr(mod, "is_causal", False) is True:
+            local.append(mod.register_forward_pre_hook(state.causal_pre_hook, with_kwargs=True))
+            local.append(mod.register_forward_hook(state.causal_post_hook))
     try:
         with _FunctionCounter(state), _DispatchCounter(state, shape_only), torch.no_grad():
             yield state
     finally:
         h1.remove()
         h2.remove()
+        for h in local:
+            h.remove()
 
 
 def count_module(model: torch.nn.Module, *inputs: Any, shape_only: bool = True, **kw: Any) -> FlopCount:
@@ -636,6 +836,7 @@ def count_module(model: torch.nn.Module, *inputs: Any, shape_only: bool = True, 
         by_category=dict(state.by_category),
         uncounted_ops=dict(state.uncounted),
         params=sum(p.numel() for p in model.parameters()),
+        causal_skipped=state.causal_skipped,
     )
 
 
