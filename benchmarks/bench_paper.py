@@ -32,8 +32,9 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write every record to this file")
     args = ap.parse_args()
 
-    timing = TimingSettings(warmup_iters=1, warmup_time_s=0.0, min_samples=args.min_samples, min_time_s=0.0,
-                            max_time_s=args.max_time, target_iqr=0.05)
+    timing = TimingSettings(
+        warmup_iters=1, warmup_time_s=0.0, min_samples=args.min_samples, min_time_s=0.0, max_time_s=args.max_time, target_iqr=0.05
+    )
     settings = BenchSettings(device=args.device, dtype=args.dtype, timing=timing)
     res = (args.resolution, args.resolution)
     rows = {}
@@ -49,25 +50,36 @@ def main() -> int:
     def red(a, b, key):
         return 1 - rows[b][key] / rows[a][key]
 
-    print(f"\nLatency vs FLOPs on {rows['baseline']['device']} ({args.dtype}, {rows['baseline']['threads']} threads, "
-          f"{rows['baseline']['env'].get('cpu_model') or rows['baseline']['env'].get('gpu_name')})")
-    print(f"{'variant':<22}{'median s':>10}{'p10 s':>9}{'p90 s':>9}{'IQR/med':>9}{'n':>4}  {'GMACs':>9}{'paper G':>9}"
-          f"{'GFLOP/s':>9}{'MFU':>7}  flag")
+    print(
+        f"\nLatency vs FLOPs on {rows['baseline']['device']} ({args.dtype}, {rows['baseline']['threads']} threads, "
+        f"{rows['baseline']['env'].get('cpu_model') or rows['baseline']['env'].get('gpu_name')})"
+    )
+    print(
+        f"{'variant':<22}{'median s':>10}{'p10 s':>9}{'p90 s':>9}{'IQR/med':>9}{'n':>4}  {'GMACs':>9}{'paper G':>9}"
+        f"{'GFLOP/s':>9}{'MFU':>7}  flag"
+    )
     for label, r in rows.items():
         lat = r["latency_s"]
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-        print(f"{label:<22}{lat['median']:>10.2f}{lat['p10']:>9.2f}{lat['p90']:>9.2f}{lat['iqr_over_median']:>9.1%}"
-              f"{lat['n']:>4}  {r['flops']['macs'] / 1e9:>9.1f}{r['flops']['paper'] / 1e9:>9.1f}"
-              f"{(r['achieved_flops_per_s'] or 0) / 1e9:>9.1f}{mfu:>7}  {r['noise_flag']}")
+        print(
+            f"{label:<22}{lat['median']:>10.2f}{lat['p10']:>9.2f}{lat['p90']:>9.2f}{lat['iqr_over_median']:>9.1%}"
+            f"{lat['n']:>4}  {r['flops']['macs'] / 1e9:>9.1f}{r['flops']['paper'] / 1e9:>9.1f}"
+            f"{(r['achieved_flops_per_s'] or 0) / 1e9:>9.1f}{mfu:>7}  {r['noise_flag']}"
+        )
     lat_red = 1 - rows["v4"]["latency_s"]["median"] / rows["baseline"]["latency_s"]["median"]
     macs_red = 1 - rows["v4"]["flops"]["macs"] / rows["baseline"]["flops"]["macs"]
     paper_red = 1 - rows["v4"]["flops"]["paper"] / rows["baseline"]["flops"]["paper"]
     mc_red = 1 - rows["minicpm merger on"]["latency_s"]["median"] / rows["minicpm merger off"]["latency_s"]["median"]
-    print(f"\nv4 vs baseline: measured latency reduction {lat_red:.1%} | counted, as executed (macs) {macs_red:.1%} | "
-          f"counted, paper convention {paper_red:.1%} (paper: 55.8%)")
+    print(
+        f"\nv4 vs baseline: measured latency reduction {lat_red:.1%} | counted, as executed (macs) {macs_red:.1%} | "
+        f"counted, paper convention {paper_red:.1%} (paper: 55.8%)"
+    )
     print(f"MiniCPM-V 4.6 merger on vs off: measured latency reduction {mc_red:.1%}")
     v4_vs_released = rows["v4"]["latency_s"]["median"] / rows["minicpm merger on"]["latency_s"]["median"]
-    print(f"our batched window attention vs the released per-window loop (v4 latency / MiniCPM merger-on latency): {v4_vs_released:.3f}")
+    print(
+        "our batched window attention vs the released per-window loop (v4 latency / MiniCPM merger-on latency): "
+        f"{v4_vs_released:.3f}"
+    )
     print(f"target: latency reduction >= 50% -> {'met' if lat_red >= 0.5 else 'NOT met'}")
     if args.json:
         with open(args.json, "w") as fh:

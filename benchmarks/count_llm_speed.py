@@ -41,7 +41,9 @@ def main() -> None:
         assert c.prefill.total == first.prefill.total  # the same count every time
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
     result = {
-        "llm": args.llm, "visual_tokens": args.visual, "prompt_tokens": args.prompt,
+        "llm": args.llm,
+        "visual_tokens": args.visual,
+        "prompt_tokens": args.prompt,
         "prefill_tmacs": first.prefill_total("macs") / 1e12,
         "import_seconds": round(t0 - t_import, 3),
         "first_count_seconds": round(first_s, 3),
@@ -53,10 +55,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{args.llm}: prefill of {args.visual} visual + {args.prompt} prompt tokens on meta, "
-          f"{result['prefill_tmacs']:.3f} TMACs counted")
-    print(f"import {result['import_seconds']:.2f} s; first count {first_s:.2f} s (includes warm-up); "
-          f"then median {result['count_seconds_median']} s over {args.repeat} counts {result['count_seconds_all']}")
+    print(
+        f"{args.llm}: prefill of {args.visual} visual + {args.prompt} prompt tokens on meta, "
+        f"{result['prefill_tmacs']:.3f} TMACs counted"
+    )
+    print(
+        f"import {result['import_seconds']:.2f} s; first count {first_s:.2f} s (includes warm-up); "
+        f"then median {result['count_seconds_median']} s over {args.repeat} counts {result['count_seconds_all']}"
+    )
     print(f"peak RSS {rss_gb:.2f} GB; uncounted ops: {first.uncounted_ops or 'none'}")
 
 

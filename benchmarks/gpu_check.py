@@ -37,9 +37,9 @@ import os
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 PEAK_BAND = (0.30, 1.05)
 """Achieved / dense datasheet peak a large bf16 GEMM must land in (see the module docstring)."""
@@ -99,40 +99,86 @@ class MatmulResult:
         return asdict(self)
 
 
-def judge_matmul(expected_flops: int, counted_flops: int, median_s: float, peak_flops_per_s: float | None,
-                 wall_per_iter_s: float | None, device_name: str, dtype: str,
-                 peak_band: tuple[float, float] = PEAK_BAND, timer_band: tuple[float, float] = TIMER_BAND) -> list[Check]:
+def judge_matmul(
+    expected_flops: int,
+    counted_flops: int,
+    median_s: float,
+    peak_flops_per_s: float | None,
+    wall_per_iter_s: float | None,
+    device_name: str,
+    dtype: str,
+    peak_band: tuple[float, float] = PEAK_BAND,
+    timer_band: tuple[float, float] = TIMER_BAND,
+) -> list[Check]:
     """The known-answer verdicts (pure): the counter, achieved vs peak, timer vs host clock."""
-    checks = [Check("matmul-count", counted_flops == expected_flops,
-                    f"uhd-profile counts {counted_flops:,} FLOPs for the matmul, the known answer is {expected_flops:,}")]
+    checks = [
+        Check(
+            "matmul-count",
+            counted_flops == expected_flops,
+            f"uhd-profile counts {counted_flops:,} FLOPs for the matmul, the known answer is {expected_flops:,}",
+        )
+    ]
     achieved = expected_flops / median_s if median_s > 0 else math.inf
     lo, hi = peak_band
     if peak_flops_per_s is None:
-        checks.append(Check("matmul-peak", False, f"no dense datasheet peak for {device_name!r} in {dtype} "
-                                                  "(uhd_profile.measure.roofline.GPU_PEAKS): achieved "
-                                                  f"{achieved / 1e12:.1f} TFLOP/s cannot be judged"))
+        checks.append(
+            Check(
+                "matmul-peak",
+                False,
+                f"no dense datasheet peak for {device_name!r} in {dtype} "
+                "(uhd_profile.measure.roofline.GPU_PEAKS): achieved "
+                f"{achieved / 1e12:.1f} TFLOP/s cannot be judged",
+            )
+        )
     else:
         frac = achieved / peak_flops_per_s
         ok = lo <= frac <= hi
-        why = "" if ok else (" (too slow: not on tensor cores, shared or throttled GPU, wrong board, or the timer "
-                             "over-reports)" if frac < lo else " (impossible for a dense GEMM: the timer under-reports, "
-                             "the FLOPs are over-counted, or the peak entry is too low)")
-        checks.append(Check("matmul-peak", ok, f"achieved {achieved / 1e12:.1f} TFLOP/s = {frac:.1%} of the "
-                                               f"{peak_flops_per_s / 1e12:.1f} TFLOP/s dense {dtype} peak of "
-                                               f"{device_name}, pass band {lo:.0%}-{hi:.0%}{why}"))
+        why = (
+            ""
+            if ok
+            else (
+                " (too slow: not on tensor cores, shared or throttled GPU, wrong board, or the timer over-reports)"
+                if frac < lo
+                else " (impossible for a dense GEMM: the timer under-reports, "
+                "the FLOPs are over-counted, or the peak entry is too low)"
+            )
+        )
+        checks.append(
+            Check(
+                "matmul-peak",
+                ok,
+                f"achieved {achieved / 1e12:.1f} TFLOP/s = {frac:.1%} of the "
+                f"{peak_flops_per_s / 1e12:.1f} TFLOP/s dense {dtype} peak of "
+                f"{device_name}, pass band {lo:.0%}-{hi:.0%}{why}",
+            )
+        )
     if wall_per_iter_s is not None:
         ratio = wall_per_iter_s / median_s if median_s > 0 else math.inf
         ok = timer_band[0] <= ratio <= timer_band[1]
-        checks.append(Check("matmul-timer", ok, f"host clock {wall_per_iter_s * 1e3:.3f} ms per back-to-back iteration vs "
-                                                f"probe median {median_s * 1e3:.3f} ms: ratio {ratio:.3f}, pass band "
-                                                f"{timer_band[0]:g}-{timer_band[1]:g}"))
+        checks.append(
+            Check(
+                "matmul-timer",
+                ok,
+                f"host clock {wall_per_iter_s * 1e3:.3f} ms per back-to-back iteration vs "
+                f"probe median {median_s * 1e3:.3f} ms: ratio {ratio:.3f}, pass band "
+                f"{timer_band[0]:g}-{timer_band[1]:g}",
+            )
+        )
     return checks
 
 
-def measure_matmul(n: int = 8192, dtype: str = "bf16", device: str = "cuda", settings=None,
-                   clock_ns: Callable[[], int] | None = None, sync: Callable[[], None] | None = None,
-                   peak=None, wall_iters: int = 20, check_timer: bool | None = None,
-                   fn_wrapper: Callable[[Callable[[], object]], Callable[[], object]] | None = None) -> MatmulResult:
+def measure_matmul(
+    n: int = 8192,
+    dtype: str = "bf16",
+    device: str = "cuda",
+    settings=None,
+    clock_ns: Callable[[], int] | None = None,
+    sync: Callable[[], None] | None = None,
+    peak=None,
+    wall_iters: int = 20,
+    check_timer: bool | None = None,
+    fn_wrapper: Callable[[Callable[[], object]], Callable[[], object]] | None = None,
+) -> MatmulResult:
     """Time an (n x n) @ (n x n) matmul in ``dtype`` on ``device`` with the project's probe and
     judge it (`judge_matmul`). ``peak``: a `roofline.Peak` (default: the GPU's datasheet peak; on a
     CPU, pass one). ``clock_ns``/``sync``/``fn_wrapper`` let tests drive the probe with a fake
@@ -152,8 +198,9 @@ def measure_matmul(n: int = 8192, dtype: str = "bf16", device: str = "cuda", set
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     if peak is None and dev.type == "cuda":
         peak = gpu_peak(name, dtype)
-    settings = settings or TimingSettings(warmup_iters=3, warmup_time_s=0.5, min_samples=20, min_time_s=1.0,
-                                          max_time_s=10.0, target_iqr=0.05)
+    settings = settings or TimingSettings(
+        warmup_iters=3, warmup_time_s=0.5, min_samples=20, min_time_s=1.0, max_time_s=10.0, target_iqr=0.05
+    )
 
     class MatMul(nn.Module):
         def forward(self, a, b):
@@ -186,10 +233,18 @@ def measure_matmul(n: int = 8192, dtype: str = "bf16", device: str = "cuda", set
 
     expected = 2 * n**3
     res = MatmulResult(
-        device=str(dev), device_name=name, dtype=dtype, n=n, expected_flops=expected, counted_flops=int(counted),
-        median_s=stats.latency_median_s, iqr_over_median=stats.latency_iqr_over_median, samples=stats.latency_n,
+        device=str(dev),
+        device_name=name,
+        dtype=dtype,
+        n=n,
+        expected_flops=expected,
+        counted_flops=int(counted),
+        median_s=stats.latency_median_s,
+        iqr_over_median=stats.latency_iqr_over_median,
+        samples=stats.latency_n,
         achieved_flops_per_s=expected / stats.latency_median_s if stats.latency_median_s > 0 else math.inf,
-        peak_flops_per_s=None if peak is None else peak.flops_per_s, peak_source=None if peak is None else peak.source,
+        peak_flops_per_s=None if peak is None else peak.flops_per_s,
+        peak_source=None if peak is None else peak.source,
         wall_per_iter_s=wall,
     )
     res.checks = judge_matmul(expected, int(counted), stats.latency_median_s, res.peak_flops_per_s, wall, name, dtype)
@@ -253,8 +308,7 @@ def check_pytest(out: Path, steps: dict[str, Step]) -> list[Check]:
     tot = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
     ran = tot["tests"] - tot["skipped"]
     ok = tot["failures"] == 0 and tot["errors"] == 0 and ran > 0
-    detail = (f"{tot['tests']} GPU tests: {ran} ran, {tot['skipped']} skipped, {tot['failures']} failed, "
-              f"{tot['errors']} errors")
+    detail = f"{tot['tests']} GPU tests: {ran} ran, {tot['skipped']} skipped, {tot['failures']} failed, {tot['errors']} errors"
     if ran == 0:
         detail += " (all skipped: pytest saw no CUDA device)"
     return checks + [Check("gpu-tests-results", ok, detail)]
@@ -304,9 +358,14 @@ def check_sweep(out: Path, steps: dict[str, Step]) -> list[Check]:
             absent.append(f"device {r['device']}")
         if absent:
             lacking.append(f"{r['variant_id']} ({', '.join(absent)})")
-    checks.append(Check("sweep-measured", bool(len(measured)) and not lacking,
-                        f"{len(measured)} measured points" + (f"; lacking: {'; '.join(lacking[:3])}" if lacking else
-                                                              " on CUDA, each with latency, memory and energy")))
+    checks.append(
+        Check(
+            "sweep-measured",
+            bool(len(measured)) and not lacking,
+            f"{len(measured)} measured points"
+            + (f"; lacking: {'; '.join(lacking[:3])}" if lacking else " on CUDA, each with latency, memory and energy"),
+        )
+    )
     report = run_dir / "report" / "report.md"
     checks.append(Check("sweep-report", report.is_file(), f"{report} " + ("written" if report.is_file() else "missing")))
     return checks
@@ -334,9 +393,14 @@ def check_bench(out: Path, steps: dict[str, Step]) -> list[Check]:
         problems.append("no MFU (no datasheet peak for this GPU)")
     if not rec.get("module_time_s"):
         problems.append("no per-module times")
-    checks.append(Check("trace-record", not problems, "; ".join(problems) or
-                        f"{rec.get('variant_id')} on {rec.get('device')}: median {m['latency_median_s'] * 1e3:.2f} ms, "
-                        f"MFU {m['mfu']:.1%}"))
+    checks.append(
+        Check(
+            "trace-record",
+            not problems,
+            "; ".join(problems)
+            or f"{rec.get('variant_id')} on {rec.get('device')}: median {m['latency_median_s'] * 1e3:.2f} ms, MFU {m['mfu']:.1%}",
+        )
+    )
     tp = rec.get("trace_path") or ""
     try:
         events = json.loads(Path(tp).read_text())["traceEvents"]
@@ -345,9 +409,14 @@ def check_bench(out: Path, steps: dict[str, Step]) -> list[Check]:
     names = {e.get("name") for e in events}
     kernels = sum(1 for e in events if str(e.get("cat", "")).lower() == "kernel")
     lost = [r for r in TRACE_RANGES if r not in names]
-    checks.append(Check("trace-file", not lost and kernels > 0,
-                        f"{Path(tp).name}: {kernels} GPU kernel events" + (f"; missing ranges {', '.join(lost)}" if lost
-                                                                          else f", ranges {', '.join(TRACE_RANGES)}")))
+    checks.append(
+        Check(
+            "trace-file",
+            not lost and kernels > 0,
+            f"{Path(tp).name}: {kernels} GPU kernel events"
+            + (f"; missing ranges {', '.join(lost)}" if lost else f", ranges {', '.join(TRACE_RANGES)}"),
+        )
+    )
     return checks
 
 
@@ -361,16 +430,27 @@ def summarize(out: str | os.PathLike) -> tuple[list[Check], dict]:
     Returns the checks and the summary dict."""
     out = Path(out)
     steps = read_steps(out)
-    checks = [*check_pytest(out, steps), *check_matmul(out, steps), *check_sweep(out, steps), *check_bench(out, steps),
-              check_time(steps)]
+    checks = [
+        *check_pytest(out, steps),
+        *check_matmul(out, steps),
+        *check_sweep(out, steps),
+        *check_bench(out, steps),
+        check_time(steps),
+    ]
     device = {}
     if (out / "device.json").is_file():
         try:
             device = json.loads((out / "device.json").read_text())
         except json.JSONDecodeError:
             device = {}
-    summary = {"out": str(out), "device": device, "steps": [asdict(s) for s in steps.values()],
-               "checks": [asdict(c) for c in checks], "failed": sum(not c.ok for c in checks), "total": len(checks)}
+    summary = {
+        "out": str(out),
+        "device": device,
+        "steps": [asdict(s) for s in steps.values()],
+        "checks": [asdict(c) for c in checks],
+        "failed": sum(not c.ok for c in checks),
+        "total": len(checks),
+    }
     write_summary(out, summary)
     return checks, summary
 
@@ -381,13 +461,17 @@ def write_summary(out: Path, summary: dict) -> None:
     dev = summary.get("device") or {}
     lines = [f"# GPU check: {summary['total'] - summary['failed']} of {summary['total']} checks passed", ""]
     if dev:
-        lines += [f"Device: {dev.get('name')} (torch {dev.get('torch')}, CUDA {dev.get('cuda')}); "
-                  f"bf16 dense peak: {dev.get('bf16_peak_tflops')} TFLOP/s", ""]
+        lines += [
+            f"Device: {dev.get('name')} (torch {dev.get('torch')}, CUDA {dev.get('cuda')}); "
+            f"bf16 dense peak: {dev.get('bf16_peak_tflops')} TFLOP/s",
+            "",
+        ]
     lines += ["| step | exit | seconds | budget s | command |", "|---|---:|---:|---:|---|"]
     lines += [f"| {s['name']} | {s['rc']} | {s['seconds']:g} | {s['budget_s']:g} | `{s['command']}` |" for s in summary["steps"]]
     lines += ["", "| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {c['name']} | {'pass' if c['ok'] else '**FAIL**'} | {c['detail'].replace('|', '/')} |"
-              for c in summary["checks"]]
+    lines += [
+        f"| {c['name']} | {'pass' if c['ok'] else '**FAIL**'} | {c['detail'].replace('|', '/')} |" for c in summary["checks"]
+    ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -401,8 +485,10 @@ def no_cuda_line() -> str | None:
 
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
         return None
-    return (f"gpu-check: no CUDA device on this machine (torch {torch.__version__}, built for CUDA "
-            f"{torch.version.cuda or 'none'}); run it on a GPU machine")
+    return (
+        f"gpu-check: no CUDA device on this machine (torch {torch.__version__}, built for CUDA "
+        f"{torch.version.cuda or 'none'}); run it on a GPU machine"
+    )
 
 
 def cmd_preflight(out: Path) -> int:
@@ -417,9 +503,15 @@ def cmd_preflight(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name(0)
     peak = gpu_peak(name, "bf16")
-    info = {"name": name, "capability": list(torch.cuda.get_device_capability(0)), "count": torch.cuda.device_count(),
-            "torch": torch.__version__, "cuda": torch.version.cuda,
-            "bf16_peak_tflops": None if peak is None else peak.tflops, "bf16_peak_source": None if peak is None else peak.source}
+    info = {
+        "name": name,
+        "capability": list(torch.cuda.get_device_capability(0)),
+        "count": torch.cuda.device_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "bf16_peak_tflops": None if peak is None else peak.tflops,
+        "bf16_peak_source": None if peak is None else peak.source,
+    }
     (out / "device.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"gpu-check: {name} (torch {torch.__version__}, CUDA {torch.version.cuda}); writing to {out}")
     return 0
@@ -437,8 +529,9 @@ def cmd_summary(out: Path) -> int:
     checks, summary = summarize(out)
     for line in failure_lines(checks):
         print(line, file=sys.stderr)
-    print(f"gpu-check: {summary['total'] - summary['failed']} of {summary['total']} checks passed; "
-          f"summary in {out / 'summary.md'}")
+    print(
+        f"gpu-check: {summary['total'] - summary['failed']} of {summary['total']} checks passed; summary in {out / 'summary.md'}"
+    )
     return 1 if summary["failed"] else 0
 
 

@@ -38,8 +38,10 @@ def main() -> int:
                 tel_reason = rec.telemetry.get("reason")
     on, off = statistics.median(meds[True]), statistics.median(meds[False])
     diff = on / off - 1
-    print(f"{spec.id} on {rec.device} ({args.dtype}): median latency telemetry on {on * 1e3:.2f} ms, off {off * 1e3:.2f} ms, "
-          f"difference {diff:+.2%} over {args.rounds} alternating rounds")
+    print(
+        f"{spec.id} on {rec.device} ({args.dtype}): median latency telemetry on {on * 1e3:.2f} ms, off {off * 1e3:.2f} ms, "
+        f"difference {diff:+.2%} over {args.rounds} alternating rounds"
+    )
     if tel_reason:
         print(f"telemetry was not sampled: {tel_reason}")
     print(f"target: |difference| < 2% -> {'met' if abs(diff) < 0.02 else 'NOT met'}")

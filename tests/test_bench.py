@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.bench import BenchSettings, bench
 from uhd_profile.measure.devices import resolve_device
-from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.model.variants import VariantSpec
 
@@ -36,7 +37,7 @@ def test_record_fields_and_units(record):
     assert m["macs"] > 0 and m["flops"] > 2 * m["macs"] - 1 and m["paper_flops"] > 0
     # achieved = flops convention / median latency
     assert m["achieved_flops_per_s"] == pytest.approx(m["flops"] / m["latency_median_s"])
-    assert d["peak"]["kind"] == "measured" and 0 < m["mfu"] and m["peak_flops_per_s"] == d["peak"]["flops_per_s"]
+    assert d["peak"]["kind"] == "measured" and m["mfu"] > 0 and m["peak_flops_per_s"] == d["peak"]["flops_per_s"]
     assert d["telemetry"]["available"] is False and m["telemetry_reason"]
     assert m["weights_bytes"] > 0 and m["peak_mem_bytes"] > 0 and m["memory_method"] == "clear_refs+VmHWM"
     assert d["env"]["torch"] == torch.__version__
@@ -61,40 +62,63 @@ def test_gpu_requested_but_absent_is_exit_2(cli, device):
     assert len(lines) == 1 and "devices found: cpu" in lines[0] and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--batch", "0"], "batch 0"),
-    (["--dtype", "fp64"], "valid: fp32, bf16, fp16"),
-    (["--min-time", "-1"], "--min-time -1.0"),
-    (["--max-time", "nan"], "--max-time nan"),
-    (["--target-iqr", "0"], "--target-iqr 0.0"),
-    (["--threads", "0"], "threads 0"),
-    (["--attn", "flash"], "valid: sdpa, eager"),
-    (["--device", "tpu"], "valid: auto, cpu, cuda"),
-    (["--cuda-graphs", "--device", "cpu"], "needs a CUDA device"),
-    (["--l2-flush", "--device", "cpu"], "--l2-flush needs a CUDA device"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--batch", "0"], "batch 0"),
+        (["--dtype", "fp64"], "valid: fp32, bf16, fp16"),
+        (["--min-time", "-1"], "--min-time -1.0"),
+        (["--max-time", "nan"], "--max-time nan"),
+        (["--target-iqr", "0"], "--target-iqr 0.0"),
+        (["--threads", "0"], "threads 0"),
+        (["--attn", "flash"], "valid: sdpa, eager"),
+        (["--device", "tpu"], "valid: auto, cpu, cuda"),
+        (["--cuda-graphs", "--device", "cpu"], "needs a CUDA device"),
+        (["--l2-flush", "--device", "cpu"], "--l2-flush needs a CUDA device"),
+    ],
+)
 def test_nonsense_settings_rejected(cli, args, fragment):
-    code, out, err = cli("bench", "--encoder", "tiny", "--max-time", "1", *args) if "--max-time" not in args \
+    code, out, err = (
+        cli("bench", "--encoder", "tiny", "--max-time", "1", *args)
+        if "--max-time" not in args
         else cli("bench", "--encoder", "tiny", *args)
+    )
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
 
 
 def test_bench_json_cli(cli):
-    code, out, _ = cli("bench", "--encoder", "tiny", "--device", "cpu", "--min-time", "0.05", "--max-time", "0.5",
-                       "--min-samples", "3", "--json")
+    code, out, _ = cli(
+        "bench", "--encoder", "tiny", "--device", "cpu", "--min-time", "0.05", "--max-time", "0.5", "--min-samples", "3", "--json"
+    )
     assert code == 0
     rec = json.loads(out)
     assert rec["variant_id"] == "tiny@64x64/baseline/post16" and rec["metrics"]["latency_n"] >= 3
 
 
 def test_trace_written_and_breakdown(tmp_path, cli):
-    code, out, _ = cli("bench", "--encoder", "tiny", "--variant", "v4", "--depth", "1", "--device", "cpu",
-                       "--min-time", "0.05", "--max-time", "0.5", "--trace", str(tmp_path), "--json")
+    code, out, _ = cli(
+        "bench",
+        "--encoder",
+        "tiny",
+        "--variant",
+        "v4",
+        "--depth",
+        "1",
+        "--device",
+        "cpu",
+        "--min-time",
+        "0.05",
+        "--max-time",
+        "0.5",
+        "--trace",
+        str(tmp_path),
+        "--json",
+    )
     assert code == 0
     rec = json.loads(out)
-    trace = json.loads(open(rec["trace_path"]).read())
+    trace = json.loads(Path(rec["trace_path"]).read_text())
     assert "traceEvents" in trace and trace["traceEvents"]  # what TensorBoard's plugin and chrome://tracing read
     names = {e.get("name") for e in trace["traceEvents"]}
     assert {"uhd::attention", "uhd::mlp", "uhd::compressor", "uhd::connector"} <= names

@@ -9,13 +9,25 @@ import sys
 import pytest
 
 
-
 def test_flops_json_fields(cli):
     code, out, _ = cli("flops", "--encoder", "tiny", "--variant", "v4", "--depth", "1", "--post-ratio", "4", "--json")
     assert code == 0
     rec = json.loads(out)
-    for key in ("encoder", "variant_id", "width_px", "height_px", "tokens_in", "convention", "unit", "total", "giga",
-                "counts", "by_module", "by_category", "uncounted_ops"):
+    for key in (
+        "encoder",
+        "variant_id",
+        "width_px",
+        "height_px",
+        "tokens_in",
+        "convention",
+        "unit",
+        "total",
+        "giga",
+        "counts",
+        "by_module",
+        "by_category",
+        "uncounted_ops",
+    ):
         assert key in rec
     assert rec["convention"] == "macs" and rec["unit"] == "MACs" and rec["tokens_in"] == 64 and rec["tokens_llm"] == 4
     assert rec["total"] == sum(rec["by_module"].values()) == sum(rec["by_category"].values())
@@ -76,26 +88,29 @@ def test_list(cli):
     assert code == 0 and "window-attn-reused-mlp" in out
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["flops", "--encoder", "qwen2.5-vl-vit", "--resolution", "450"], "multiple of 28 px"),
-    (["flops", "--encoder", "siglip2-so400m-p16", "--resolution", "500"], "patch size 16"),
-    (["flops", "--resolution", "980x"], "resolution '980x'"),
-    (["flops", "--resolution", "abc"], "resolution 'abc'"),
-    (["flops", "--encoder", "tiny", "--resolution", "72", "--compressor", "avg-pool", "--depth", "1"], "even token grid"),
-    (["flops", "--compressor", "avg-pool", "--depth", "99"], "valid depths are 0..26"),
-    (["flops", "--encoder", "nope"], "valid encoders"),
-    (["flops", "--compressor", "nope", "--depth", "1"], "valid compressors"),
-    (["flops", "--convention", "nope"], "valid conventions"),
-    (["flops", "--weights", "/does/not/exist"], "not a directory"),
-    (["flops", "--post-ratio", "16"], "divisible by 4"),
-    (["flops", "--post-ratio", "3"], "valid: 1, 4, 16"),
-    (["flops", "--variant", "v5"], "valid variants"),
-    (["flops", "--compressor", "avg-pool"], "needs --depth"),
-    (["flops", "--batch", "0"], "at least 1"),
-    (["flops", "--counter", "nope"], "nope"),
-    (["flops", "--no-such-flag"], "no-such-flag"),
-    (["list", "things"], "valid: encoders, compressors, conventions, metrics, recipes"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["flops", "--encoder", "qwen2.5-vl-vit", "--resolution", "450"], "multiple of 28 px"),
+        (["flops", "--encoder", "siglip2-so400m-p16", "--resolution", "500"], "patch size 16"),
+        (["flops", "--resolution", "980x"], "resolution '980x'"),
+        (["flops", "--resolution", "abc"], "resolution 'abc'"),
+        (["flops", "--encoder", "tiny", "--resolution", "72", "--compressor", "avg-pool", "--depth", "1"], "even token grid"),
+        (["flops", "--compressor", "avg-pool", "--depth", "99"], "valid depths are 0..26"),
+        (["flops", "--encoder", "nope"], "valid encoders"),
+        (["flops", "--compressor", "nope", "--depth", "1"], "valid compressors"),
+        (["flops", "--convention", "nope"], "valid conventions"),
+        (["flops", "--weights", "/does/not/exist"], "not a directory"),
+        (["flops", "--post-ratio", "16"], "divisible by 4"),
+        (["flops", "--post-ratio", "3"], "valid: 1, 4, 16"),
+        (["flops", "--variant", "v5"], "valid variants"),
+        (["flops", "--compressor", "avg-pool"], "needs --depth"),
+        (["flops", "--batch", "0"], "at least 1"),
+        (["flops", "--counter", "nope"], "nope"),
+        (["flops", "--no-such-flag"], "no-such-flag"),
+        (["list", "things"], "valid: encoders, compressors, conventions, metrics, recipes"),
+    ],
+)
 def test_bad_input_one_line_exit_2(cli, args, fragment):
     code, out, err = cli(*args)
     assert code == 2
@@ -107,7 +122,10 @@ def test_bad_input_one_line_exit_2(cli, args, fragment):
 
 def test_console_script_exit_code_and_no_traceback():
     # through a real process, as a user runs it
-    proc = subprocess.run([sys.executable, "-m", "uhd_profile.cli", "flops", "--depth", "3", "--compressor", "avg-pool", "--resolution", "15"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "uhd_profile.cli", "flops", "--depth", "3", "--compressor", "avg-pool", "--resolution", "15"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

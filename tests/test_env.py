@@ -15,11 +15,33 @@ from uhd_profile.measure.env import FIELDS, fingerprint, fingerprint_key, gpu_in
 REPO = Path(__file__).resolve().parents[1]
 
 LISTED_FIELDS = (
-    "uhd_profile_version", "python", "platform", "hostname", "cpu_model", "cpu_cores_logical",
-    "cpu_cores_physical", "torch_threads", "torch", "transformers", "cuda_runtime", "cudnn",
-    "tf32_matmul", "tf32_cudnn", "cudnn_benchmark", "float32_matmul_precision", "device",
-    "gpu_name", "gpu_uuid", "gpu_driver", "gpu_count", "mig_mode", "ecc_mode", "persistence_mode",
-    "git_commit", "git_dirty", "timestamp_utc",
+    "uhd_profile_version",
+    "python",
+    "platform",
+    "hostname",
+    "cpu_model",
+    "cpu_cores_logical",
+    "cpu_cores_physical",
+    "torch_threads",
+    "torch",
+    "transformers",
+    "cuda_runtime",
+    "cudnn",
+    "tf32_matmul",
+    "tf32_cudnn",
+    "cudnn_benchmark",
+    "float32_matmul_precision",
+    "device",
+    "gpu_name",
+    "gpu_uuid",
+    "gpu_driver",
+    "gpu_count",
+    "mig_mode",
+    "ecc_mode",
+    "persistence_mode",
+    "git_commit",
+    "git_dirty",
+    "timestamp_utc",
 )
 
 
@@ -51,9 +73,16 @@ def test_key_stable_and_sensitive_to_threads_only_where_it_matters():
     assert fingerprint_key(c) != fingerprint_key(a)
     assert key_differences(a, c) == {"torch_threads": (1, 2)}
 
-    renamed = dict(a, hostname="elsewhere", timestamp_utc="1999-01-01T00:00:00+00:00",
-                   git_commit="0" * 40, git_dirty=not a["git_dirty"], gpu_uuid="GPU-other",
-                   platform="Linux-other-kernel", uhd_profile_version="9.9.9")
+    renamed = dict(
+        a,
+        hostname="elsewhere",
+        timestamp_utc="1999-01-01T00:00:00+00:00",
+        git_commit="0" * 40,
+        git_dirty=not a["git_dirty"],
+        gpu_uuid="GPU-other",
+        platform="Linux-other-kernel",
+        uhd_profile_version="9.9.9",
+    )
     assert fingerprint_key(renamed) == fingerprint_key(a)
     assert key_differences(renamed, a) == {}
 
@@ -63,11 +92,16 @@ def test_key_gpu_fields_count_only_for_gpu_devices():
     # A CPU timing does not depend on the installed GPU or its driver ...
     assert fingerprint_key(dict(cpu, gpu_driver="550.54", gpu_name="NVIDIA L4")) == fingerprint_key(cpu)
     # ... a GPU timing does, and on the TF32 flag.
-    gpu = dict(cpu, device="cuda:0", gpu_name="NVIDIA H100 80GB HBM3", gpu_driver="550.54.15",
-               cuda_runtime="12.4", tf32_matmul=False)
+    gpu = dict(
+        cpu, device="cuda:0", gpu_name="NVIDIA H100 80GB HBM3", gpu_driver="550.54.15", cuda_runtime="12.4", tf32_matmul=False
+    )
     assert fingerprint_key(gpu) != fingerprint_key(cpu)
-    for field, value in [("gpu_name", "NVIDIA A100-SXM4-80GB"), ("gpu_driver", "560.1"),
-                         ("cuda_runtime", "12.8"), ("tf32_matmul", True)]:
+    for field, value in [
+        ("gpu_name", "NVIDIA A100-SXM4-80GB"),
+        ("gpu_driver", "560.1"),
+        ("cuda_runtime", "12.8"),
+        ("tf32_matmul", True),
+    ]:
         assert fingerprint_key(dict(gpu, **{field: value})) != fingerprint_key(gpu), field
     assert fingerprint_key(dict(gpu, device="cuda:1", gpu_uuid="GPU-x")) == fingerprint_key(gpu)
 
@@ -75,8 +109,9 @@ def test_key_gpu_fields_count_only_for_gpu_devices():
 def test_git_fields_of_this_checkout():
     fp = fingerprint()
     assert re.fullmatch(r"[0-9a-f]{40}", fp["git_commit"] or "")
-    kind = subprocess.run(["git", "-C", str(REPO), "cat-file", "-t", fp["git_commit"]],
-                          capture_output=True, text=True, check=False).stdout.strip()
+    kind = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-t", fp["git_commit"]], capture_output=True, text=True, check=False
+    ).stdout.strip()
     assert kind == "commit"
     assert isinstance(fp["git_dirty"], bool)
 
@@ -154,9 +189,14 @@ def test_gpu_info_with_fake_nvml():
     fake = FakeNvml()
     info = gpu_info(fake, 0)
     assert info == {
-        "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_uuid": "GPU-12345678-aaaa-bbbb-cccc-1234567890ab",
-        "gpu_driver": "550.54.15", "gpu_count": 8, "mig_mode": False, "ecc_mode": True,
-        "persistence_mode": True, "nvml_error": None,
+        "gpu_name": "NVIDIA H100 80GB HBM3",
+        "gpu_uuid": "GPU-12345678-aaaa-bbbb-cccc-1234567890ab",
+        "gpu_driver": "550.54.15",
+        "gpu_count": 8,
+        "mig_mode": False,
+        "ecc_mode": True,
+        "persistence_mode": True,
+        "nvml_error": None,
     }
     assert fake.calls[0] == "nvmlInit" and fake.calls[-1] == "nvmlShutdown"
     assert "nvmlDeviceGetHandleByIndex" in fake.calls  # no UUID hint: found by index

@@ -9,17 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from uhd_profile.count.analytic import analytic_cost
-from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.count.flops import Cost, attention_cost, count_flops, count_module, varlen_attention_cost
 from uhd_profile.count.paper import PAPER_FIGURES, reproduce
+from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.model.variants import VariantSpec
 
 ALL_COMPRESSORS = [None, *COMPRESSORS]
 
 
 def _spec(encoder, compressor, depth, post_ratio, resolution=None):
-    return VariantSpec(encoder=encoder, resolution=resolution, compressor=compressor,
-                       depth=depth if compressor else None, post_ratio=post_ratio)
+    return VariantSpec(
+        encoder=encoder, resolution=resolution, compressor=compressor, depth=depth if compressor else None, post_ratio=post_ratio
+    )
 
 
 @pytest.mark.parametrize("compressor", ALL_COMPRESSORS)
@@ -183,8 +184,8 @@ def test_packed_variable_length_attention_priced_per_view():
     """The released MiniCPM-V 4.6 model packs views into one sequence and keeps attention within
     each view (cu_seqlens). Two views of 32x32 and 24x40 patches: attention MACs per layer are
     2 * (1024^2 + 960^2) * d, not 2 * 1984^2 * d."""
-    from uhd_profile.model.trunks import minicpm_model
     from uhd_profile.model.encoders import get_encoder
+    from uhd_profile.model.trunks import minicpm_model
 
     enc = get_encoder("minicpm-v-4.6")
     with torch.device("meta"):

@@ -15,11 +15,17 @@ from pathlib import Path
 import pytest
 
 from uhd_profile.analyse.gate import (
-    SCHEMA, SCHEMA_VERSION, GateSettings, baseline_from_run, compare, load_baseline, mann_whitney_u,
+    SCHEMA,
+    SCHEMA_VERSION,
+    GateSettings,
+    baseline_from_run,
+    compare,
+    load_baseline,
+    mann_whitney_u,
 )
+from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.env import FIELDS, fingerprint_key
 from uhd_profile.measure.schema import gated
-from uhd_profile.errors import UhdProfileError
 from uhd_profile.run.recipe import load_recipe
 from uhd_profile.run.store import ResultStore, make_record
 
@@ -44,12 +50,15 @@ def _brute_force_p(x, y):
     return min(1.0, 2 * sum(1 for u in us if u <= lo) / len(us))
 
 
-@pytest.mark.parametrize("x,y", [
-    ([1, 2, 3], [4, 5, 6]),            # complete separation, 3 vs 3: p = 2 / C(6,3) = 0.1
-    ([1, 5, 9, 13], [2, 3, 4, 6, 7]),
-    ([0.1, 0.7, 0.3, 0.9, 0.5, 0.2], [0.4, 0.6, 0.8, 1.0]),
-    ([10.0], [1.0, 2.0, 3.0]),
-])
+@pytest.mark.parametrize(
+    "x,y",
+    [
+        ([1, 2, 3], [4, 5, 6]),  # complete separation, 3 vs 3: p = 2 / C(6,3) = 0.1
+        ([1, 5, 9, 13], [2, 3, 4, 6, 7]),
+        ([0.1, 0.7, 0.3, 0.9, 0.5, 0.2], [0.4, 0.6, 0.8, 1.0]),
+        ([10.0], [1.0, 2.0, 3.0]),
+    ],
+)
 def test_mann_whitney_exact_equals_enumeration(x, y):
     t = mann_whitney_u(x, y)
     assert t.method == "exact"
@@ -94,9 +103,19 @@ BASE_SAMPLES = [0.010 + 0.0001 * i for i in range(20)]  # median 0.01095 s
 
 def _env(**over):
     env = dict.fromkeys(FIELDS)
-    env.update(python="3.11.7", cpu_model="Test CPU 9000", cpu_cores_logical=2, cpu_cores_physical=2, cpu_affinity=2,
-               torch_threads=2, torch="2.13.0+cpu", transformers="5.24.0", device="cpu",
-               float32_matmul_precision="highest", hostname="testbox")
+    env.update(
+        python="3.11.7",
+        cpu_model="Test CPU 9000",
+        cpu_cores_logical=2,
+        cpu_cores_physical=2,
+        cpu_affinity=2,
+        torch_threads=2,
+        torch="2.13.0+cpu",
+        transformers="5.24.0",
+        device="cpu",
+        float32_matmul_precision="highest",
+        hostname="testbox",
+    )
     env.update(over)
     return env
 
@@ -113,14 +132,31 @@ def _measured(point):
 
 
 def _metrics(point, i, samples=None, peak=400 * 2**20, act=8 * 2**20, **over):
-    m = {"macs": 1_000_000 + 1000 * i, "flops": 2_000_000 + 2100 * i, "paper_flops": 1_100_000 + 1000 * i,
-         "params": 5000 + i, "tokens_in": 256, "tokens_llm": 16 * (i + 1)}
+    m = {
+        "macs": 1_000_000 + 1000 * i,
+        "flops": 2_000_000 + 2100 * i,
+        "paper_flops": 1_100_000 + 1000 * i,
+        "params": 5000 + i,
+        "tokens_in": 256,
+        "tokens_llm": 16 * (i + 1),
+    }
     if _measured(point):
         s = list(BASE_SAMPLES if samples is None else samples)
         med = sorted(s)[len(s) // 2]
-        m.update(latency_samples_s=s, latency_median_s=med, latency_p10_s=min(s), latency_p90_s=max(s),
-                 latency_iqr_over_median=0.01, latency_n=len(s), noise_flag="ok", stop_reason="target_iqr",
-                 threads=2, peak_mem_bytes=peak, activation_mem_bytes=act, weights_bytes=4 * (5000 + i))
+        m.update(
+            latency_samples_s=s,
+            latency_median_s=med,
+            latency_p10_s=min(s),
+            latency_p90_s=max(s),
+            latency_iqr_over_median=0.01,
+            latency_n=len(s),
+            noise_flag="ok",
+            stop_reason="target_iqr",
+            threads=2,
+            peak_mem_bytes=peak,
+            activation_mem_bytes=act,
+            weights_bytes=4 * (5000 + i),
+        )
     m.update(over)
     return m
 
@@ -136,8 +172,9 @@ def write_run(run_dir, points, plant=None, status=None, drop=(), extra=(), env=N
         st = status.get(i, "ok")
         m = _metrics(p, i, **plant.get(i, {})) if st == "ok" else None
         e = env or _env(device=p["device"] if _measured(p) else "meta")
-        store.append(make_record(p, st, m, None if st == "ok" else f"{st}: planted", e, "h1", "smoke",
-                                 "2026-11-25T00:00:00+00:00", 0.1))
+        store.append(
+            make_record(p, st, m, None if st == "ok" else f"{st}: planted", e, "h1", "smoke", "2026-11-25T00:00:00+00:00", 0.1)
+        )
     return str(run_dir)
 
 
@@ -182,11 +219,19 @@ def test_baseline_file_is_committable_and_complete(tmp_path, points, base_file):
     e = data["points"][points[i]["point_id"]]
     assert e["status"] == "ok" and e["variant_id"] == points[i]["variant_id"]
     # every compared metric under its schema name: the counts, the latency median and its samples, memory
-    assert e["metrics"] == {"macs": 1_000_000 + 1000 * i, "flops": 2_000_000 + 2100 * i,
-                            "paper_flops": 1_100_000 + 1000 * i, "params": 5000 + i, "weights_bytes": 4 * (5000 + i),
-                            "tokens_in": 256, "tokens_llm": 16 * (i + 1), "latency_samples_s": BASE_SAMPLES,
-                            "latency_median_s": sorted(BASE_SAMPLES)[10], "peak_mem_bytes": 400 * 2**20,
-                            "activation_mem_bytes": 8 * 2**20}
+    assert e["metrics"] == {
+        "macs": 1_000_000 + 1000 * i,
+        "flops": 2_000_000 + 2100 * i,
+        "paper_flops": 1_100_000 + 1000 * i,
+        "params": 5000 + i,
+        "weights_bytes": 4 * (5000 + i),
+        "tokens_in": 256,
+        "tokens_llm": 16 * (i + 1),
+        "latency_samples_s": BASE_SAMPLES,
+        "latency_median_s": sorted(BASE_SAMPLES)[10],
+        "peak_mem_bytes": 400 * 2**20,
+        "activation_mem_bytes": 8 * 2**20,
+    }
     key = fingerprint_key(_env(device="cpu"))
     assert e["env_key"] == key and data["environments"][key]["cpu_model"] == "Test CPU 9000"
     j = _flops_index(points)
@@ -220,8 +265,9 @@ def test_identical_run_passes_with_every_point_same(tmp_path, points, base_file,
     assert code == 0 and "PASS" in out and out.count("same") >= len(points)
 
 
-@pytest.mark.parametrize("key,delta", [("macs", +1), ("macs", -1), ("paper_flops", -5000), ("params", +1),
-                                       ("tokens_llm", -1), ("weights_bytes", +4)])
+@pytest.mark.parametrize(
+    "key,delta", [("macs", +1), ("macs", -1), ("paper_flops", -5000), ("params", +1), ("tokens_llm", -1), ("weights_bytes", +4)]
+)
 def test_any_count_change_fails_in_both_directions(tmp_path, points, base_file, cli, key, delta):
     i = _measured_index(points)
     planted = _metrics(points[i], i)[key] + delta
@@ -308,13 +354,16 @@ def _records(run):
     return records(run)
 
 
-@pytest.mark.parametrize("peak,act,mark,code", [
-    (480 * 2**20, 8 * 2**20, "worse", 1),     # peak +20%
-    (400 * 2**20, 12 * 2**20, "worse", 1),    # activations +50% (+4 MiB)
-    (320 * 2**20, 8 * 2**20, "better", 0),    # peak -20%
-    (420 * 2**20, 8 * 2**20, "same", 0),      # peak +5%: under the 10% threshold
-    (400 * 2**20, 8 * 2**20 + 2**19, "same", 0),  # activations +6.25%, +0.5 MiB
-])
+@pytest.mark.parametrize(
+    "peak,act,mark,code",
+    [
+        (480 * 2**20, 8 * 2**20, "worse", 1),  # peak +20%
+        (400 * 2**20, 12 * 2**20, "worse", 1),  # activations +50% (+4 MiB)
+        (320 * 2**20, 8 * 2**20, "better", 0),  # peak -20%
+        (420 * 2**20, 8 * 2**20, "same", 0),  # peak +5%: under the 10% threshold
+        (400 * 2**20, 8 * 2**20 + 2**19, "same", 0),  # activations +6.25%, +0.5 MiB
+    ],
+)
 def test_memory_threshold_and_floor(tmp_path, points, base_file, cli, peak, act, mark, code):
     i = _measured_index(points)
     run = write_run(tmp_path / "r", points, plant={i: {"peak": peak, "act": act}})
@@ -331,10 +380,17 @@ def test_memory_floor_ignores_tiny_absolute_changes(tmp_path, points, cli):
     assert _check_json(cli, run, str(tmp_path / "b.json"), "--memory-floor", "0")[0] == 1
 
 
-@pytest.mark.parametrize("before,after,mark,code", [
-    ("ok", "oom", "failed", 1), ("ok", "error", "failed", 1), ("ok", "skipped", "missing", 1),
-    ("oom", "error", "failed", 1), ("error", "ok", "better", 0), ("oom", "oom", "same", 0),
-])
+@pytest.mark.parametrize(
+    "before,after,mark,code",
+    [
+        ("ok", "oom", "failed", 1),
+        ("ok", "error", "failed", 1),
+        ("ok", "skipped", "missing", 1),
+        ("oom", "error", "failed", 1),
+        ("error", "ok", "better", 0),
+        ("oom", "oom", "same", 0),
+    ],
+)
 def test_status_changes(tmp_path, points, cli, before, after, mark, code):
     i = _measured_index(points)
     base = write_run(tmp_path / "b", points, status={i: before})
@@ -391,13 +447,16 @@ def test_counts_only_check_ignores_time(tmp_path, points, base_file, cli):
     assert cli("check", run, "--baseline", base_file, "--counts-only")[0] == 0
 
 
-@pytest.mark.parametrize("content,fragment", [
-    (None, "no such file"),
-    ("{not json", "not valid JSON"),
-    (json.dumps({"schema": "something-else", "schema_version": 1}), "not a uhd-profile/baseline file"),
-    (json.dumps({"schema": SCHEMA, "schema_version": 99, "points": {}}), "schema version 99 is not supported"),
-    (json.dumps({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "points": []}), "'points' must map"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (None, "no such file"),
+        ("{not json", "not valid JSON"),
+        (json.dumps({"schema": "something-else", "schema_version": 1}), "not a uhd-profile/baseline file"),
+        (json.dumps({"schema": SCHEMA, "schema_version": 99, "points": {}}), "schema version 99 is not supported"),
+        (json.dumps({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "points": []}), "'points' must map"),
+    ],
+)
 def test_bad_baseline_is_a_usage_error(tmp_path, points, cli, content, fragment):
     run = write_run(tmp_path / "r", points)
     path = tmp_path / "b.json"
@@ -409,14 +468,17 @@ def test_bad_baseline_is_a_usage_error(tmp_path, points, cli, content, fragment)
         load_baseline(path)
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (("--time-threshold", "-0.1"), "--time-threshold"),
-    (("--flops-tolerance", "nan"), "--flops-tolerance"),
-    (("--memory-threshold", "inf"), "--memory-threshold"),
-    (("--alpha", "1.5"), "--alpha"),
-    (("--memory-floor", "-1"), "--memory-floor"),
-    (("--time-threshold", "ten"), "ten"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (("--time-threshold", "-0.1"), "--time-threshold"),
+        (("--flops-tolerance", "nan"), "--flops-tolerance"),
+        (("--memory-threshold", "inf"), "--memory-threshold"),
+        (("--alpha", "1.5"), "--alpha"),
+        (("--memory-floor", "-1"), "--memory-floor"),
+        (("--time-threshold", "ten"), "ten"),
+    ],
+)
 def test_bad_thresholds_are_usage_errors(tmp_path, points, base_file, cli, args, fragment):
     run = write_run(tmp_path / "r", points)
     code, _, err = cli("check", run, "--baseline", base_file, *args)
@@ -475,8 +537,9 @@ def test_real_run_against_its_own_baseline(smoke_run, tmp_path, cli):
     b = baseline_from_run(smoke_run)
     measured = [e["metrics"] for e in b["points"].values() if "latency_median_s" in e["metrics"]]
     assert measured and all(m["latency_samples_s"] and m["peak_mem_bytes"] > 0 for m in measured)
-    assert all(e["metrics"]["macs"] > 0 and e["metrics"]["paper_flops"] > 0 and e["metrics"]["params"] > 0
-               for e in b["points"].values())
+    assert all(
+        e["metrics"]["macs"] > 0 and e["metrics"]["paper_flops"] > 0 and e["metrics"]["params"] > 0 for e in b["points"].values()
+    )
     cli("baseline", smoke_run, "--out", str(tmp_path / "b.json"))
     code, res, _ = _check_json(cli, smoke_run, str(tmp_path / "b.json"))
     assert code == 0 and res["verdict"] == "pass" and not res["refused"]

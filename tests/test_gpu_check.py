@@ -103,11 +103,11 @@ class FakeClock:
         def run():
             fn()
             self.t += self.dt
+
         return run
 
 
-FAST = TimingSettings(warmup_iters=1, warmup_time_s=0.0, min_samples=5, min_time_s=0.0, max_time_s=1.0,
-                      target_iqr=float("inf"))
+FAST = TimingSettings(warmup_iters=1, warmup_time_s=0.0, min_samples=5, min_time_s=0.0, max_time_s=1.0, target_iqr=float("inf"))
 
 
 @pytest.mark.parametrize("frac,ok", [(0.5, True), (2.0, False), (0.1, False)])
@@ -117,8 +117,9 @@ def test_measure_matmul_with_a_fake_clock(frac, ok):
     dt_ns = 1_000_000  # 1 ms per matmul, exactly
     peak = Peak("fake GPU", "fp32", flops / 1e-3 / frac, "test peak", "datasheet")
     clock = FakeClock(dt_ns)
-    res = gc.measure_matmul(n=n, dtype="fp32", device="cpu", settings=FAST, clock_ns=clock, fn_wrapper=clock.wrap,
-                            peak=peak, check_timer=True)
+    res = gc.measure_matmul(
+        n=n, dtype="fp32", device="cpu", settings=FAST, clock_ns=clock, fn_wrapper=clock.wrap, peak=peak, check_timer=True
+    )
     assert res.counted_flops == res.expected_flops == flops
     assert res.median_s == pytest.approx(1e-3) and res.achieved_flops_per_s == pytest.approx(flops / 1e-3)
     assert res.wall_per_iter_s == pytest.approx(1e-3)
@@ -127,8 +128,9 @@ def test_measure_matmul_with_a_fake_clock(frac, ok):
 
 
 def test_measure_matmul_really_runs_on_cpu():
-    res = gc.measure_matmul(n=256, dtype="fp32", device="cpu", settings=FAST,
-                            peak=Peak("cpu", "fp32", 1e12, "test peak", "measured"))
+    res = gc.measure_matmul(
+        n=256, dtype="fp32", device="cpu", settings=FAST, peak=Peak("cpu", "fp32", 1e12, "test peak", "measured")
+    )
     assert res.device == "cpu" and res.samples >= 5 and res.median_s > 0
     assert res.counted_flops == 2 * 256**3 and res.wall_per_iter_s is None  # the CPU probe is the host clock
     assert res.achieved_flops_per_s == pytest.approx(2 * 256**3 / res.median_s)
@@ -154,7 +156,8 @@ def _steps(out: Path, rows):
 def _junit(out: Path, tests: int, skipped: int, failures: int = 0):
     (out / "gpu-tests.xml").write_text(
         f'<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" failures="{failures}" '
-        f'skipped="{skipped}" tests="{tests}" time="3.1"></testsuite></testsuites>')
+        f'skipped="{skipped}" tests="{tests}" time="3.1"></testsuite></testsuites>'
+    )
 
 
 def _matmul(out: Path, frac: float):
@@ -189,14 +192,25 @@ def _bench(out: Path, device="cuda:0", ranges=gc.TRACE_RANGES, kernels=5):
     events = [{"ph": "X", "cat": "user_annotation", "name": r, "ts": 1, "dur": 2} for r in ranges]
     events += [{"ph": "X", "cat": "kernel", "name": "sm90_xmma_gemm", "ts": 1, "dur": 1}] * kernels
     trace.write_text(json.dumps({"traceEvents": events}))
-    (out / "bench.json").write_text(json.dumps({
-        "variant_id": "siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post4", "device": device,
-        "metrics": {"mfu": 0.41, "latency_median_s": 0.012}, "module_time_s": {"attention": 0.004}, "trace_path": str(trace)}))
+    (out / "bench.json").write_text(
+        json.dumps(
+            {
+                "variant_id": "siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post4",
+                "device": device,
+                "metrics": {"mfu": 0.41, "latency_median_s": 0.012},
+                "module_time_s": {"attention": 0.004},
+                "trace_path": str(trace),
+            }
+        )
+    )
 
 
-GOOD_STEPS = [("gpu-tests", 0, 41, 60, "python -m pytest -q -m gpu"), ("matmul", 0, 17, 45, "python gpu_check.py matmul"),
-              ("sweep", 0, 233, 270, "python -m uhd_profile.cli sweep paper --device cuda"),
-              ("trace", 0, 38, 75, "python -m uhd_profile.cli bench --variant v4")]
+GOOD_STEPS = [
+    ("gpu-tests", 0, 41, 60, "python -m pytest -q -m gpu"),
+    ("matmul", 0, 17, 45, "python gpu_check.py matmul"),
+    ("sweep", 0, 233, 270, "python -m uhd_profile.cli sweep paper --device cuda"),
+    ("trace", 0, 38, 75, "python -m uhd_profile.cli bench --variant v4"),
+]
 
 
 def test_summary_all_pass(tmp_path, monkeypatch, capsys):
@@ -213,9 +227,22 @@ def test_summary_all_pass(tmp_path, monkeypatch, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == 0 and summary["total"] == 14 and len(summary["steps"]) == 4
     names = [c["name"] for c in summary["checks"]]
-    assert names == ["gpu-tests-ran", "gpu-tests-results", "matmul-ran", "matmul-count", "matmul-peak", "matmul-timer",
-                     "sweep-ran", "sweep-complete", "sweep-measured", "sweep-report", "trace-ran", "trace-record",
-                     "trace-file", "total-time"]
+    assert names == [
+        "gpu-tests-ran",
+        "gpu-tests-results",
+        "matmul-ran",
+        "matmul-count",
+        "matmul-peak",
+        "matmul-timer",
+        "sweep-ran",
+        "sweep-complete",
+        "sweep-measured",
+        "sweep-report",
+        "trace-ran",
+        "trace-record",
+        "trace-file",
+        "total-time",
+    ]
     assert f"{n} of {n} points recorded" in summary["checks"][7]["detail"]
     md = (out / "summary.md").read_text()
     assert md.startswith("# GPU check: 14 of 14 checks passed") and "| sweep | 0 | 233 | 270 |" in md and H100 in md
@@ -223,9 +250,15 @@ def test_summary_all_pass(tmp_path, monkeypatch, capsys):
 
 def test_summary_failure_lines(tmp_path, monkeypatch, capsys):
     out = tmp_path
-    _steps(out, [("gpu-tests", 0, 20, 60, "python -m pytest -q -m gpu"), ("matmul", 1, 17, 45, "python gpu_check.py matmul"),
-                 ("sweep", 124, 270, 270, "python -m uhd_profile.cli sweep paper --device cuda"),
-                 ("trace", 0, 250, 75, "python -m uhd_profile.cli bench --variant v4")])
+    _steps(
+        out,
+        [
+            ("gpu-tests", 0, 20, 60, "python -m pytest -q -m gpu"),
+            ("matmul", 1, 17, 45, "python gpu_check.py matmul"),
+            ("sweep", 124, 270, 270, "python -m uhd_profile.cli sweep paper --device cuda"),
+            ("trace", 0, 250, 75, "python -m uhd_profile.cli bench --variant v4"),
+        ],
+    )
     _junit(out, tests=6, skipped=6)  # every GPU test skipped
     _matmul(out, 0.10)  # far under the band
     _sweep(out, monkeypatch, ok=False)  # half the measured points without energy
@@ -234,8 +267,15 @@ def test_summary_failure_lines(tmp_path, monkeypatch, capsys):
     cap = capsys.readouterr()
     lines = cap.err.strip().splitlines()
     failed = [ln.split(":")[0] for ln in lines]
-    assert failed == ["FAIL gpu-tests-results", "FAIL matmul-peak", "FAIL sweep-ran", "FAIL sweep-measured",
-                      "FAIL trace-record", "FAIL trace-file", "FAIL total-time"]
+    assert failed == [
+        "FAIL gpu-tests-results",
+        "FAIL matmul-peak",
+        "FAIL sweep-ran",
+        "FAIL sweep-measured",
+        "FAIL trace-record",
+        "FAIL trace-file",
+        "FAIL total-time",
+    ]
     text = "\n".join(lines)
     assert "6 skipped" in text and "all skipped: pytest saw no CUDA device" in text
     assert "10.0% of the 989.5 TFLOP/s" in text and "timed out after its 270 s budget" in text

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import uhd_profile.model.variants as V
+from uhd_profile.analyse.images import cost_image, image_size, plan_spec
 from uhd_profile.count.analytic import analytic_cost
-from uhd_profile.errors import UhdProfileError
 from uhd_profile.count.conventions import CONVENTIONS
 from uhd_profile.count.flops import attention_cost, count_flops, varlen_attention_cost
-from uhd_profile.analyse.images import cost_image, image_size, plan_spec
+from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 
 # tiny preset: patch 8, so views align to 32 px; S = 64 px gives 8x8-patch slices. A 300x100 (w x h)
@@ -42,17 +42,20 @@ def test_tiny_geometry_and_ids():
     assert big.id == "siglip2-so400m-p14@1344x896/sliced/window-attn-reused-mlp@6/post4"
     assert big.view_sizes == ((560, 392),) + ((448, 448),) * 6  # W x H
     with pytest.raises(UhdProfileError, match="several views"):
-        big.grid
+        _ = big.grid
 
 
-@pytest.mark.parametrize("kw,fragment", [
-    (dict(encoding="tiles"), "encoding 'tiles' is not valid"),
-    (dict(packing="zipped"), "packing 'zipped' is not valid"),
-    (dict(encoding="view", resolution=64, packing="packed"), "applies to several views"),
-    (dict(resolution="300x0"), "resolution 300x0"),
-    (dict(max_slices=0), "max slices 0"),
-    (dict(scale_resolution=80), "scale resolution 80"),
-])
+@pytest.mark.parametrize(
+    "kw,fragment",
+    [
+        (dict(encoding="tiles"), "encoding 'tiles' is not valid"),
+        (dict(packing="zipped"), "packing 'zipped' is not valid"),
+        (dict(encoding="view", resolution=64, packing="packed"), "applies to several views"),
+        (dict(resolution="300x0"), "resolution 300x0"),
+        (dict(max_slices=0), "max slices 0"),
+        (dict(scale_resolution=80), "scale resolution 80"),
+    ],
+)
 def test_spec_validation(kw, fragment):
     with pytest.raises(UhdProfileError) as exc:
         VariantSpec(**{**TINY, **kw})
@@ -101,8 +104,10 @@ def test_packed_and_batched_count_the_same_so400m():
     for plan in ("baseline", "v4"):
         s = VariantSpec.alias(plan, resolution="1344x896", encoding="sliced")
         batched, packed = count_flops(s), count_flops(s.with_(packing="packed"))
-        analytic = sum((analytic_cost(plan_spec(plan, s.encoder, size), batch=k) for k, size in s.groups[1:]),
-                       analytic_cost(plan_spec(plan, s.encoder, s.groups[0][1]), batch=1))
+        analytic = sum(
+            (analytic_cost(plan_spec(plan, s.encoder, size), batch=k) for k, size in s.groups[1:]),
+            analytic_cost(plan_spec(plan, s.encoder, s.groups[0][1]), batch=1),
+        )
         assert batched.total == packed.total == analytic
     # pinned: v4 sliced, 7264 ViT tokens, in GMACs
     assert batched.get("macs") == 1_712_428_204_032
@@ -129,7 +134,7 @@ def _per_view(model, groups, batch):
         outs = []
         for g in groups:
             k = g.shape[0] // batch
-            outs += [model(g[b * k + j: b * k + j + 1]) for j in range(k)]
+            outs += [model(g[b * k + j : b * k + j + 1]) for j in range(k)]
         rows.append(torch.cat(outs, dim=1))
     return torch.cat(rows, dim=0)
 
@@ -169,8 +174,10 @@ def test_bench_measures_both_packings():
     from uhd_profile.measure.timing import TimingSettings
 
     timing = TimingSettings(warmup_iters=1, warmup_time_s=0.0, min_samples=2, min_time_s=0.0, max_time_s=1.0, target_iqr=0.5)
-    recs = {p: bench(tiny("v4", packing=p), BenchSettings(device="cpu", timing=timing, telemetry=False, memory=False))
-            for p in ("batched", "packed")}
+    recs = {
+        p: bench(tiny("v4", packing=p), BenchSettings(device="cpu", timing=timing, telemetry=False, memory=False))
+        for p in ("batched", "packed")
+    }
     counts = ("macs", "flops", "paper_flops")
     assert [recs["batched"].metrics[k] for k in counts] == [recs["packed"].metrics[k] for k in counts]
     for p, r in recs.items():
@@ -271,16 +278,22 @@ def test_image_command_table(cli, tmp_path):
     assert "grid 4x2 (cols x rows)" in out and "616x336" in out and "578" in out
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["{bad}"], "not a readable image"),
-    (["{missing}"], "no such file"),
-    (["0x100"], "image size 0x100"),
-    (["640x480", "--max-slices", "0"], "max slices 0"),
-    (["640x480", "--scale-resolution", "450"], "scale resolution 450 is not valid; it must be a positive multiple of the alignment 56"),
-    (["640x480", "--encoding", "tiles"], "--encoding 'tiles'"),
-    (["640x480", "--variant", "v5"], "--variant 'v5'"),
-    (["640x480", "--draw", "x.png"], "--draw needs image files"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["{bad}"], "not a readable image"),
+        (["{missing}"], "no such file"),
+        (["0x100"], "image size 0x100"),
+        (["640x480", "--max-slices", "0"], "max slices 0"),
+        (
+            ["640x480", "--scale-resolution", "450"],
+            "scale resolution 450 is not valid; it must be a positive multiple of the alignment 56",
+        ),
+        (["640x480", "--encoding", "tiles"], "--encoding 'tiles'"),
+        (["640x480", "--variant", "v5"], "--variant 'v5'"),
+        (["640x480", "--draw", "x.png"], "--draw needs image files"),
+    ],
+)
 def test_image_command_bad_input(cli, tmp_path, args, fragment):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")

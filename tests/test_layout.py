@@ -38,8 +38,7 @@ def test_no_import_cycles_between_modules():
     modules = {_module_name(p): p for p in PKG.rglob("*.py")}
     graph = {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
     # the package __init__ files re-export; a cycle through them is not a real dependency cycle
-    graph = {k: {m for m in v if not (PKG / Path(*m.split(".")[1:]) / "__init__.py").exists()}
-             for k, v in graph.items()}
+    graph = {k: {m for m in v if not (PKG / Path(*m.split(".")[1:]) / "__init__.py").exists()} for k, v in graph.items()}
     index, low, stack, on_stack, cycles = {}, {}, [], set(), []
 
     def visit(v):  # Tarjan's strongly connected components

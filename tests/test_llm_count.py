@@ -22,7 +22,7 @@ from uhd_profile.model.llms import LLMS, get_llm
 TINY = ["tiny-llm", "tiny-hybrid-llm"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _count(name: str, visual: int, prompt: int, decode: int = 0):
     """A plain (no plan) count, shared by the tests that read it (the full-size ones take seconds)."""
     return count_llm(name, visual, prompt, decode_tokens=decode)
@@ -229,12 +229,18 @@ def test_drop_nothing_counts_exactly_like_no_plan(name):
         assert c.cache_after_decode == base.cache_after_decode
 
 
-@pytest.mark.parametrize("name,plan", [
-    ("tiny-llm", fastv(0, 0.5)), ("tiny-llm", fastv(1, 0.9)), ("tiny-llm", pyramid_drop([0, 1], 0.5)),
-    ("tiny-hybrid-llm", fastv(1, 0.75)), ("tiny-llm", fastv(0, 0.5, select="first")),
-    ("qwen3-8b", fastv(2, 0.5)),
-    pytest.param("qwen3-8b", pyramid_drop([7, 15, 23], 0.5), marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "name,plan",
+    [
+        ("tiny-llm", fastv(0, 0.5)),
+        ("tiny-llm", fastv(1, 0.9)),
+        ("tiny-llm", pyramid_drop([0, 1], 0.5)),
+        ("tiny-hybrid-llm", fastv(1, 0.75)),
+        ("tiny-llm", fastv(0, 0.5, select="first")),
+        ("qwen3-8b", fastv(2, 0.5)),
+        pytest.param("qwen3-8b", pyramid_drop([7, 15, 23], 0.5), marks=pytest.mark.slow),
+    ],
+)
 def test_dropping_changes_the_count_by_the_closed_form_difference(name, plan):
     visual = 4900 if name == "qwen3-8b" else 20
     base = _count(name, visual, 64, 2)
@@ -242,8 +248,9 @@ def test_dropping_changes_the_count_by_the_closed_form_difference(name, plan):
     cf0 = closed_form(base.spec, visual, 64, 2)
     cf1 = closed_form(base.spec, visual, 64, 2, plan=plan)
     assert base.prefill_total() - dropped.prefill_total() == cf0.prefill - cf1.prefill > 0
-    assert [a.total.macs - b.total.macs for a, b in zip(base.decode_steps, dropped.decode_steps)] == \
-        [x - y for x, y in zip(cf0.decode, cf1.decode)]
+    assert [a.total.macs - b.total.macs for a, b in zip(base.decode_steps, dropped.decode_steps)] == [
+        x - y for x, y in zip(cf0.decode, cf1.decode)
+    ]
     assert dropped.tokens_per_layer == cf1.tokens_per_layer
     assert dropped.cache_after_prefill.kv_tokens == tuple(dropped.tokens_per_layer[i] for i in base.spec.attention_layers)
 
@@ -286,31 +293,34 @@ def test_kept_count_rounding():
     assert kept_count(4900, 1.0) == 4900
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: fastv(2, 1.0), "0 <= R < 1"),
-    (lambda: fastv(2, -0.1), "0 <= R < 1"),
-    (lambda: DropStage(-1, 0.5), "integer >= 0"),
-    (lambda: DropStage(2, 0.0), r"\(0, 1\]"),
-    (lambda: DropPlan((DropStage(5, 0.5), DropStage(3, 0.25))), "strictly increase"),
-    (lambda: DropPlan((DropStage(3, 0.25), DropStage(5, 0.5))), "cannot keep more"),
-    (lambda: DropPlan((DropStage(3, 0.5),), select="random"), "attention, first"),
-    (lambda: pyramid_drop([8, 16], 0.0), "0 < ratio <= 1"),
-    (lambda: count_llm("tiny-llm", 20, 5, plan=fastv(2, 0.5)), "must be 0..1"),
-    (lambda: count_llm("minicpm-v-4.6-llm", 20, 5, plan=fastv(2, 0.5)), "valid layers: 3, 7, 11"),
-    (lambda: count_llm("tiny-llm", 20, 0, plan=fastv(0, 0.5)), "at least one prompt token"),
-    (lambda: count_llm("tiny-llm", -1, 5), "visual_tokens = -1"),
-    (lambda: count_llm("tiny-llm", 0, 0), "at least one token"),
-    (lambda: count_llm("tiny-llm", 20, 5, decode_tokens=1.5), "decode_tokens"),
-    (lambda: count_llm("tiny-llm", 20, 5, lm_head="first"), "valid: last"),
-    (lambda: count_llm("tiny-llm", 20, 5, plan=0.5), "must be a DropPlan"),
-    (lambda: count_llm("tiny-llm", 20, 5).prefill_total("macs", "half"), "valid: executed, dense"),
-    (lambda: count_llm("tiny-llm", 20, 5).prefill_total("gflops"), "unknown convention"),
-    (lambda: count_llm("nope", 20, 5), "valid LLMs"),
-    (lambda: TextbookOptions(mlp_matrices=4), "2 \\(2ndm\\) or 3"),
-    (lambda: TextbookOptions(scope="image"), "valid: sequence, visual"),
-    (lambda: TextbookOptions(lm_head="first"), "valid: none, last, all"),
-    (lambda: TextbookOptions(flops_per_mac=3), "1 \\(MACs\\) or 2"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: fastv(2, 1.0), "0 <= R < 1"),
+        (lambda: fastv(2, -0.1), "0 <= R < 1"),
+        (lambda: DropStage(-1, 0.5), "integer >= 0"),
+        (lambda: DropStage(2, 0.0), r"\(0, 1\]"),
+        (lambda: DropPlan((DropStage(5, 0.5), DropStage(3, 0.25))), "strictly increase"),
+        (lambda: DropPlan((DropStage(3, 0.25), DropStage(5, 0.5))), "cannot keep more"),
+        (lambda: DropPlan((DropStage(3, 0.5),), select="random"), "attention, first"),
+        (lambda: pyramid_drop([8, 16], 0.0), "0 < ratio <= 1"),
+        (lambda: count_llm("tiny-llm", 20, 5, plan=fastv(2, 0.5)), "must be 0..1"),
+        (lambda: count_llm("minicpm-v-4.6-llm", 20, 5, plan=fastv(2, 0.5)), "valid layers: 3, 7, 11"),
+        (lambda: count_llm("tiny-llm", 20, 0, plan=fastv(0, 0.5)), "at least one prompt token"),
+        (lambda: count_llm("tiny-llm", -1, 5), "visual_tokens = -1"),
+        (lambda: count_llm("tiny-llm", 0, 0), "at least one token"),
+        (lambda: count_llm("tiny-llm", 20, 5, decode_tokens=1.5), "decode_tokens"),
+        (lambda: count_llm("tiny-llm", 20, 5, lm_head="first"), "valid: last"),
+        (lambda: count_llm("tiny-llm", 20, 5, plan=0.5), "must be a DropPlan"),
+        (lambda: count_llm("tiny-llm", 20, 5).prefill_total("macs", "half"), "valid: executed, dense"),
+        (lambda: count_llm("tiny-llm", 20, 5).prefill_total("gflops"), "unknown convention"),
+        (lambda: count_llm("nope", 20, 5), "valid LLMs"),
+        (lambda: TextbookOptions(mlp_matrices=4), "2 \\(2ndm\\) or 3"),
+        (lambda: TextbookOptions(scope="image"), "valid: sequence, visual"),
+        (lambda: TextbookOptions(lm_head="first"), "valid: none, last, all"),
+        (lambda: TextbookOptions(flops_per_mac=3), "1 \\(MACs\\) or 2"),
+    ],
+)
 def test_bad_input_is_one_line_error(make, match):
     with pytest.raises(UhdProfileError, match=match) as exc:
         make()

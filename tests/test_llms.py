@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.llms import (DEFAULT_LLM, FULL, LINEAR, LLMS, geometry_differences, get_llm,
-                                    llm_spec_from_config)
+from uhd_profile.model.llms import DEFAULT_LLM, FULL, LINEAR, LLMS, geometry_differences, get_llm, llm_spec_from_config
 
 
 def _params_from_geometry(s) -> int:
@@ -140,10 +139,21 @@ def test_spec_from_a_vlm_config_reads_its_text_model(tmp_path):
     has) yields the text model's geometry, so its LLM can be counted as it is."""
     from transformers.models.minicpmv4_6.configuration_minicpmv4_6 import MiniCPMV4_6Config
 
-    text = dict(model_type="qwen3_5_text", hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-                num_attention_heads=2, num_key_value_heads=1, head_dim=64, vocab_size=1000,
-                layer_types=["linear_attention"] * 3 + ["full_attention"], linear_num_key_heads=2,
-                linear_num_value_heads=2, linear_key_head_dim=32, linear_value_head_dim=32)
+    text = dict(
+        model_type="qwen3_5_text",
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        vocab_size=1000,
+        layer_types=["linear_attention"] * 3 + ["full_attention"],
+        linear_num_key_heads=2,
+        linear_num_value_heads=2,
+        linear_key_head_dim=32,
+        linear_value_head_dim=32,
+    )
     MiniCPMV4_6Config(text_config=text, tie_word_embeddings=True).save_pretrained(tmp_path)
     spec = llm_spec_from_config(tmp_path, name="released-like")
     assert (spec.family, spec.hidden, spec.mlp, spec.layers, spec.heads, spec.kv_heads) == ("qwen3_5", 128, 256, 4, 2, 1)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from uhd_profile.measure import memory
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure import memory
 from uhd_profile.measure.memory import (
     MemoryStats,
     cpu_peak_rss_supported,
@@ -189,10 +189,12 @@ def test_nvml_process_used_bytes_with_a_fake():
     used, why = memory._nvml_process_used_bytes(torch.device("cuda", 0), nvml=FakeNvmlProcesses([]))
     assert used is None and "process list" in why
     used, why = memory._nvml_process_used_bytes(
-        torch.device("cuda", 0), nvml=FakeNvmlProcesses([proc(pid=me, usedGpuMemory=None)]))
+        torch.device("cuda", 0), nvml=FakeNvmlProcesses([proc(pid=me, usedGpuMemory=None)])
+    )
     assert used is None and "per-process" in why
     used, why = memory._nvml_process_used_bytes(
-        torch.device("cuda", 0), nvml=FakeNvmlProcesses([], init_error=RuntimeError("driver not loaded")))
+        torch.device("cuda", 0), nvml=FakeNvmlProcesses([], init_error=RuntimeError("driver not loaded"))
+    )
     assert used is None and why.startswith("NVML init failed")
 
 

@@ -26,13 +26,12 @@ and there are 9 LayerNorms over 64 x 64 = 4,096 elements each (2 per layer + pos
 import sys
 
 import pytest
-import torch
 from torch import nn
 
 from uhd_profile.count import peers
-from uhd_profile.errors import UhdProfileError
 from uhd_profile.count.flops import LAYER_NORM_PER_ELEM, count_flops
 from uhd_profile.count.peers import PEER_COUNTERS, PeerCount, run_peer
+from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 
 BASELINE = VariantSpec(encoder="tiny", post_ratio=1)

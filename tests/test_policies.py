@@ -30,18 +30,93 @@ def _sizes(n_random: int = 300, seed: int = 0, subsample: int = 1) -> list[tuple
     tiny, 8K both ways, 1:20 extremes, squares (tie-breaks of InternVL and MiniCPM grids), exact
     LLaVA-NeXT canvases and multiples of 28/336/448, Qwen's default min/max pixel boundaries and
     round-half cases (14 px = half a 28 px unit)."""
-    sizes = [(1, 1), (1, 2), (2, 1), (1, 20), (20, 1), (14, 14), (42, 14), (14, 42), (27, 29), (56, 56),
-             (3840, 2160), (2160, 3840), (1920, 1080), (7680, 4320), (4320, 7680), (7680, 384), (384, 7680),
-             (8000, 400), (400, 8000), (336, 336), (672, 336), (336, 672), (672, 672), (1008, 336), (336, 1008),
-             (1344, 336), (448, 448), (896, 448), (449, 448), (1344, 1344), (1345, 1344), (1120, 896), (1121, 896),
-             (1148, 874), (1000, 1003), (800, 600), (640, 480), (1024, 768), (3000, 1000), (300, 200),
-             # LLaVA-NeXT: the map-scaled side is 14.999999999999998 etc.: only rounding to 7 decimals gives 15
-             (47, 47), (49, 147), (55, 44), (188, 47), (176, 55), (656, 205), (55, 88), (205, 984),
-             # InternVL: area exactly 0.5 * 9 * 448^2 with 1:1 the nearest ratio (the strict '>' keeps 2x2);
-             # ratio 5:4 / 13:12 (equal distance to 1:2 and 2:1 / 2:3 and 3:2: candidate order decides)
-             (896, 1008), (1008, 896), (500, 400), (400, 500), (5000, 4000), (1300, 1200), (650, 600)]
-    sizes += [(s, s) for s in (100, 300, 317, 450, 500, 600, 620, 633, 634, 700, 896, 1000, 1050, 1100, 1200, 1344,
-                               1500, 1552, 1553, 2000, 3000, 4096)]
+    sizes = [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (1, 20),
+        (20, 1),
+        (14, 14),
+        (42, 14),
+        (14, 42),
+        (27, 29),
+        (56, 56),
+        (3840, 2160),
+        (2160, 3840),
+        (1920, 1080),
+        (7680, 4320),
+        (4320, 7680),
+        (7680, 384),
+        (384, 7680),
+        (8000, 400),
+        (400, 8000),
+        (336, 336),
+        (672, 336),
+        (336, 672),
+        (672, 672),
+        (1008, 336),
+        (336, 1008),
+        (1344, 336),
+        (448, 448),
+        (896, 448),
+        (449, 448),
+        (1344, 1344),
+        (1345, 1344),
+        (1120, 896),
+        (1121, 896),
+        (1148, 874),
+        (1000, 1003),
+        (800, 600),
+        (640, 480),
+        (1024, 768),
+        (3000, 1000),
+        (300, 200),
+        # LLaVA-NeXT: the map-scaled side is 14.999999999999998 etc.: only rounding to 7 decimals gives 15
+        (47, 47),
+        (49, 147),
+        (55, 44),
+        (188, 47),
+        (176, 55),
+        (656, 205),
+        (55, 88),
+        (205, 984),
+        # InternVL: area exactly 0.5 * 9 * 448^2 with 1:1 the nearest ratio (the strict '>' keeps 2x2);
+        # ratio 5:4 / 13:12 (equal distance to 1:2 and 2:1 / 2:3 and 3:2: candidate order decides)
+        (896, 1008),
+        (1008, 896),
+        (500, 400),
+        (400, 500),
+        (5000, 4000),
+        (1300, 1200),
+        (650, 600),
+    ]
+    sizes += [
+        (s, s)
+        for s in (
+            100,
+            300,
+            317,
+            450,
+            500,
+            600,
+            620,
+            633,
+            634,
+            700,
+            896,
+            1000,
+            1050,
+            1100,
+            1200,
+            1344,
+            1500,
+            1552,
+            1553,
+            2000,
+            3000,
+            4096,
+        )
+    ]
     edges = len(sizes)
     rng = random.Random(seed)
     for _ in range(n_random):
@@ -213,8 +288,12 @@ def qwen():
     return p
 
 
-QWEN_PARAMS = [{}, {"max_pixels": 12845056}, {"min_pixels": 256 * 28 * 28, "max_pixels": 1280 * 28 * 28},
-               {"min_pixels": 100_000, "max_pixels": 200_000}]
+QWEN_PARAMS = [
+    {},
+    {"max_pixels": 12845056},
+    {"min_pixels": 256 * 28 * 28, "max_pixels": 1280 * 28 * 28},
+    {"min_pixels": 100_000, "max_pixels": 200_000},
+]
 
 
 def test_qwen_matches_processor(qwen):
@@ -266,8 +345,14 @@ def llava_next():
     ip = LlavaNextImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
     assert ip.image_grid_pinpoints == [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
     # the released processors drop the CLS feature ("default" strategy) after counting it as +1
-    proc = _fake(LlavaNextProcessor, image_processor=ip, patch_size=14, num_additional_image_tokens=1,
-                 vision_feature_select_strategy="default", image_token="<image>")
+    proc = _fake(
+        LlavaNextProcessor,
+        image_processor=ip,
+        patch_size=14,
+        num_additional_image_tokens=1,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+    )
     return ip, proc
 
 
@@ -344,8 +429,9 @@ def internvl():
     ip = GotOcr2ImageProcessorPil(size={"height": 448, "width": 448}, crop_to_patches=True)
     assert (ip.min_patches, ip.max_patches) == (1, 12)
     assert InternVLProcessor.images_kwargs == {"crop_to_patches": True}
-    proc = _fake(InternVLProcessor, image_seq_length=256, start_image_token="<img>", end_image_token="</img>",
-                 image_token="<IMG_CONTEXT>")
+    proc = _fake(
+        InternVLProcessor, image_seq_length=256, start_image_token="<img>", end_image_token="</img>", image_token="<IMG_CONTEXT>"
+    )
     return ip, proc
 
 
@@ -374,8 +460,14 @@ def test_internvl_matches_processor(internvl):
 
 def test_internvl_whole_preprocess(internvl):
     ip, _ = internvl
-    for (w, h), (lo, hi) in (((300, 200), (1, 12)), ((1000, 120), (1, 12)), ((120, 900), (1, 6)),
-                             ((448, 448), (1, 12)), ((700, 700), (2, 4)), ((500, 300), (1, 1))):
+    for (w, h), (lo, hi) in (
+        ((300, 200), (1, 12)),
+        ((1000, 120), (1, 12)),
+        ((120, 900), (1, 6)),
+        ((448, 448), (1, 12)),
+        ((700, 700), (2, 4)),
+        ((500, 300), (1, 1)),
+    ):
         out = ip(images=[_image(w, h)], min_patches=lo, max_patches=hi)
         v = get_policy("internvl").views(w, h, min_tiles=lo, max_tiles=hi)
         assert out["num_patches"] == [len(v.views)]
@@ -390,8 +482,13 @@ def llava():
     crop = LlavaImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
     pad = LlavaImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_pad=True)
     assert crop.do_pad is False  # the class default: centre crop
-    proc = _fake(LlavaProcessor, patch_size=14, num_additional_image_tokens=1,
-                 vision_feature_select_strategy="default", image_token="<image>")
+    proc = _fake(
+        LlavaProcessor,
+        patch_size=14,
+        num_additional_image_tokens=1,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+    )
     return crop, pad, proc
 
 
@@ -402,8 +499,9 @@ def test_llava_1_5_matches_processor(llava):
     crop, pad, proc = llava
     policy = get_policy("llava-1.5")
     for w, h in SIZES:
-        rh, rw = get_resize_output_image_size(_blank(w, h), 336, default_to_square=False,
-                                              input_data_format=ChannelDimension.FIRST)
+        rh, rw = get_resize_output_image_size(
+            _blank(w, h), 336, default_to_square=False, input_data_format=ChannelDimension.FIRST
+        )
         v = policy.views(w, h)
         assert v.canvas == (rw, rh) and v.sizes == ((336, 336),), (w, h)
         text = proc.replace_image_token({"pixel_values": [np.zeros((3, 336, 336))]}, 0)
@@ -430,9 +528,17 @@ def minicpm():
 
     ip = MiniCPMV4_6ImageProcessorPil()
     assert (ip.max_slice_nums, ip.scale_resolution, ip.use_image_id, ip.slice_mode) == (9, 448, True, True)
-    proc = _fake(MiniCPMV4_6Processor, slice_mode=True, image_token="<unk>", image_start_token="<image>",
-                 image_end_token="</image>", slice_start_token="<slice>", slice_end_token="</slice>",
-                 image_id_start_token="<image_id>", image_id_end_token="</image_id>")
+    proc = _fake(
+        MiniCPMV4_6Processor,
+        slice_mode=True,
+        image_token="<unk>",
+        image_start_token="<image>",
+        image_end_token="</image>",
+        slice_start_token="<slice>",
+        slice_end_token="</slice>",
+        image_id_start_token="<image_id>",
+        image_id_end_token="</image_id>",
+    )
     return ip, proc
 
 
@@ -468,8 +574,12 @@ def test_minicpm_matches_processor(minicpm):
             assert v.vit_tokens == sum(a * b for a, b in ts)
             text = _minicpm_text(proc, inputs, use_id)
             assert v.view_llm_tokens == text.count("<unk>"), (w, h)
-            for name, marker in (("image_markers", "image>"), ("slice_markers", "slice>"),
-                                 ("image_id_tags", "image_id>"), ("row_separators", "\n")):
+            for name, marker in (
+                ("image_markers", "image>"),
+                ("slice_markers", "slice>"),
+                ("image_id_tags", "image_id>"),
+                ("row_separators", "\n"),
+            ):
                 assert v.extra(name) == text.count(marker), (w, h, name)
             assert v.extra("image_id_number") == (1 if use_id else 0)
             assert not use_id or text.startswith("<image_id>0</image_id><image>")
@@ -514,34 +624,39 @@ def test_large_sweep_all_processors(qwen, llava_next, internvl, minicpm):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call,fragment", [
-    (lambda: get_policy("llava-2"), "unknown image policy 'llava-2'; valid policies: minicpm-v-4.6, qwen2.5-vl"),
-    (lambda: get_policy("qwen2.5-vl").views(0, 100), "image size 0x100"),
-    (lambda: get_policy("internvl").views(100, -1), "image size 100x-1"),
-    (lambda: get_policy("llava-next").views(10.5, 100), "image size 10.5x100"),
-    (lambda: get_policy("llava-1.5").views(True, 100), "image size True"),
-    (lambda: get_policy("qwen2.5-vl").views(100, 100, max_pixel=5),
-     "has no parameter 'max_pixel'; valid parameters: min_pixels, max_pixels"),
-    (lambda: get_policy("qwen2.5-vl").views(100, 100, min_pixels=0), "min_pixels 0"),
-    (lambda: get_policy("qwen2.5-vl").views(100, 100, min_pixels=5000, max_pixels=4000), "max_pixels 4000"),
-    (lambda: get_policy("qwen2.5-vl").views(100, 100, max_pixels=700, min_pixels=1), "max_pixels 700"),
-    (lambda: get_policy("qwen2.5-vl").views(100, 100, max_pixels=1e6), "max_pixels 1000000.0"),
-    (lambda: get_policy("qwen2.5-vl").views(5000, 20), "aspect ratio 250:1 exceeds 200:1"),
-    (lambda: get_policy("internvl").views(100, 100, min_tiles=0), "min_tiles 0"),
-    (lambda: get_policy("internvl").views(100, 100, min_tiles=6, max_tiles=4), "max_tiles 4"),
-    (lambda: get_policy("internvl").views(100, 100, max_tiles=True), "max_tiles True"),
-    (lambda: get_policy("llava-next").views(100, 100, grid_pinpoints=()), "grid_pinpoints ()"),
-    (lambda: get_policy("llava-next").views(100, 100, grid_pinpoints=((672, 300),)), "multiples of 336"),
-    (lambda: get_policy("llava-next").views(100, 100, grid_pinpoints=((672,),)), "grid_pinpoints"),
-    (lambda: get_policy("llava-next").views(100, 100, grid_pinpoints="672x336"), "grid_pinpoints '672x336'"),
-    (lambda: get_policy("llava-1.5").views(100, 100, pad_to_square="yes"), "pad_to_square 'yes'"),
-    (lambda: get_policy("minicpm-v-4.6").views(100, 100, max_slice_nums=0), "max slices 0"),
-    (lambda: get_policy("minicpm-v-4.6").views(100, 100, scale_resolution=450), "scale resolution 450"),
-    (lambda: get_policy("minicpm-v-4.6").views(100, 100, use_image_id=1), "use_image_id 1"),
-    (lambda: get_policy("internvl").parse_params({"max_tiles": "many"}), "max_tiles 'many'"),
-    (lambda: get_policy("llava-next").parse_params({"grid_pinpoints": "672,336"}), "WxH"),
-    (lambda: get_policy("llava-1.5").parse_params({"pad": "true"}), "has no parameter 'pad'"),
-])
+@pytest.mark.parametrize(
+    "call,fragment",
+    [
+        (lambda: get_policy("llava-2"), "unknown image policy 'llava-2'; valid policies: minicpm-v-4.6, qwen2.5-vl"),
+        (lambda: get_policy("qwen2.5-vl").views(0, 100), "image size 0x100"),
+        (lambda: get_policy("internvl").views(100, -1), "image size 100x-1"),
+        (lambda: get_policy("llava-next").views(10.5, 100), "image size 10.5x100"),
+        (lambda: get_policy("llava-1.5").views(True, 100), "image size True"),
+        (
+            lambda: get_policy("qwen2.5-vl").views(100, 100, max_pixel=5),
+            "has no parameter 'max_pixel'; valid parameters: min_pixels, max_pixels",
+        ),
+        (lambda: get_policy("qwen2.5-vl").views(100, 100, min_pixels=0), "min_pixels 0"),
+        (lambda: get_policy("qwen2.5-vl").views(100, 100, min_pixels=5000, max_pixels=4000), "max_pixels 4000"),
+        (lambda: get_policy("qwen2.5-vl").views(100, 100, max_pixels=700, min_pixels=1), "max_pixels 700"),
+        (lambda: get_policy("qwen2.5-vl").views(100, 100, max_pixels=1e6), "max_pixels 1000000.0"),
+        (lambda: get_policy("qwen2.5-vl").views(5000, 20), "aspect ratio 250:1 exceeds 200:1"),
+        (lambda: get_policy("internvl").views(100, 100, min_tiles=0), "min_tiles 0"),
+        (lambda: get_policy("internvl").views(100, 100, min_tiles=6, max_tiles=4), "max_tiles 4"),
+        (lambda: get_policy("internvl").views(100, 100, max_tiles=True), "max_tiles True"),
+        (lambda: get_policy("llava-next").views(100, 100, grid_pinpoints=()), "grid_pinpoints ()"),
+        (lambda: get_policy("llava-next").views(100, 100, grid_pinpoints=((672, 300),)), "multiples of 336"),
+        (lambda: get_policy("llava-next").views(100, 100, grid_pinpoints=((672,),)), "grid_pinpoints"),
+        (lambda: get_policy("llava-next").views(100, 100, grid_pinpoints="672x336"), "grid_pinpoints '672x336'"),
+        (lambda: get_policy("llava-1.5").views(100, 100, pad_to_square="yes"), "pad_to_square 'yes'"),
+        (lambda: get_policy("minicpm-v-4.6").views(100, 100, max_slice_nums=0), "max slices 0"),
+        (lambda: get_policy("minicpm-v-4.6").views(100, 100, scale_resolution=450), "scale resolution 450"),
+        (lambda: get_policy("minicpm-v-4.6").views(100, 100, use_image_id=1), "use_image_id 1"),
+        (lambda: get_policy("internvl").parse_params({"max_tiles": "many"}), "max_tiles 'many'"),
+        (lambda: get_policy("llava-next").parse_params({"grid_pinpoints": "672,336"}), "WxH"),
+        (lambda: get_policy("llava-1.5").parse_params({"pad": "true"}), "has no parameter 'pad'"),
+    ],
+)
 def test_bad_input(call, fragment):
     with pytest.raises(UhdProfileError) as exc:
         call()
@@ -550,8 +665,9 @@ def test_bad_input(call, fragment):
 
 
 def test_parse_params():
-    assert get_policy("llava-next").parse_params({"grid_pinpoints": "672x336, 336x672"}) == \
-        {"grid_pinpoints": ((672, 336), (336, 672))}
+    assert get_policy("llava-next").parse_params({"grid_pinpoints": "672x336, 336x672"}) == {
+        "grid_pinpoints": ((672, 336), (336, 672))
+    }
     assert get_policy("qwen2.5-vl").parse_params({"max_pixels": "12_845_056"}) == {"max_pixels": 12845056}
     assert get_policy("llava-1.5").parse_params({"pad_to_square": "true"}) == {"pad_to_square": True}
     # parsed text is then checked like any value
@@ -581,4 +697,6 @@ def test_docs_table_and_sample_match_the_code():
         assert cells[4] == "none" if not v.extras else cells[4].startswith(str(v.extra_tokens) + " ")
     v = get_policy("internvl").views(3840, 2160)
     assert f"# {(v.grid, v.sizes[:2], v.vit_tokens, v.llm_tokens)}" in doc
-    assert f"max_pixels=12845056).llm_tokens   # {get_policy('qwen2.5-vl').views(3840, 2160, max_pixels=12845056).llm_tokens}" in doc
+    assert (
+        f"max_pixels=12845056).llm_tokens   # {get_policy('qwen2.5-vl').views(3840, 2160, max_pixels=12845056).llm_tokens}" in doc
+    )

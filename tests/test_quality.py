@@ -50,55 +50,111 @@ def run():
 
 def test_every_table_and_row_count(ps):
     counts = ps.groupby("table", sort=False).size().to_dict()
-    assert counts == {"Table 1": 8, "Table 2": 6, "Table 3": 10, "Table 4(a)": 3, "Table 4(b)": 3, "Table 4(c)": 4,
-                      "Table 5": 4, "Table A1": 6, "Table A2": 10, "Table A3": 8, "Table A4": 10, "Table A5": 8,
-                      "Table A6": 6, "Figure 2": 12}
+    assert counts == {
+        "Table 1": 8,
+        "Table 2": 6,
+        "Table 3": 10,
+        "Table 4(a)": 3,
+        "Table 4(b)": 3,
+        "Table 4(c)": 4,
+        "Table 5": 4,
+        "Table A1": 6,
+        "Table A2": 10,
+        "Table A3": 8,
+        "Table A4": 10,
+        "Table A5": 8,
+        "Table A6": 6,
+        "Figure 2": 12,
+    }
     pages = ps.groupby("table", sort=False)["page"].first().to_dict()
-    assert pages == {"Table 1": 3, "Table 2": 3, "Table 3": 4, "Table 4(a)": 8, "Table 4(b)": 8, "Table 4(c)": 8,
-                     "Table 5": 9, "Table A1": 15, "Table A2": 15, "Table A3": 16, "Table A4": 16, "Table A5": 17,
-                     "Table A6": 17, "Figure 2": 7}
+    assert pages == {
+        "Table 1": 3,
+        "Table 2": 3,
+        "Table 3": 4,
+        "Table 4(a)": 8,
+        "Table 4(b)": 8,
+        "Table 4(c)": 8,
+        "Table 5": 9,
+        "Table A1": 15,
+        "Table A2": 15,
+        "Table A3": 16,
+        "Table A4": 16,
+        "Table A5": 17,
+        "Table A6": 17,
+        "Figure 2": 7,
+    }
     assert ps["id"].is_unique
     assert (ps["source"] == ps["table"] + ", p. " + ps["page"].astype(str)).all()
 
 
 def test_rows_carry_their_setting(ps):
     assert set(ps["encoding"]) == {"sliced", "global"} and set(ps["compression"]) == {4, 16}
-    assert set(ps["compressor"]) == {"none", "avg-pool", "pixel-unshuffle-mlp", "reused-mlp", "cross-attn-topleft",
-                                     "cross-attn-mean", "window-attn-mlp", V4}
+    assert set(ps["compressor"]) == {
+        "none",
+        "avg-pool",
+        "pixel-unshuffle-mlp",
+        "reused-mlp",
+        "cross-attn-topleft",
+        "cross-attn-mean",
+        "window-attn-mlp",
+        V4,
+    }
     assert ps.loc[ps["compressor"] == "none", "depth"].isna().all()
     assert ps.loc[ps["compressor"] != "none", "depth"].notna().all()
     eight = ps["table"].isin(["Table 1", "Table A1", "Table A2", "Table A3", "Table A4", "Table A5", "Table A6"])
     assert ps.loc[eight, list(BENCHMARKS)].notna().all(axis=None)
     assert ps.loc[~eight, list(BENCHMARKS)].isna().all(axis=None)
-    flops = ps["table"].isin(["Table 4(a)", "Table 4(b)", "Table 4(c)", "Table 5", "Table A3"]) | (ps["id"].str.startswith("F2/flops"))
+    flops = ps["table"].isin(["Table 4(a)", "Table 4(b)", "Table 4(c)", "Table 5", "Table A3"]) | (
+        ps["id"].str.startswith("F2/flops")
+    )
     assert ps.loc[flops, "reported_gflops"].notna().all() and ps.loc[~flops, "reported_gflops"].isna().all()
 
 
-@pytest.mark.parametrize("rid,expect", [
-    ("A3/window-attn-reused-mlp", dict(reported_gflops=1573.1, mmmu=59.6, mathvista=68.6, ocrbench=76.7, avg=70.7,
-                                       compressor=V4, depth=6, encoder="siglip2-so400m-p14", encoding="sliced",
-                                       samples="8M", compression=16, data="in-house", llm="Qwen3-8B")),
-    ("A3/post-vit", dict(reported_gflops=3555.1, hallusionbench=51.2, avg=70.6, compressor="none")),
-    ("A3/cross-attn-topleft", dict(reported_gflops=1402.0, mmstar=61.1, avg=70.5, compressor="cross-attn-topleft", depth=6)),
-    ("T1/cr4x-8m-ge", dict(hallusionbench=49.3, ai2d=82.5, avg=72.1, encoding="global", compression=4, samples="8M",
-                           compressor="none")),
-    ("T1/cr16x-4m-se", dict(mmbench_cn=79.1, avg=68.2, encoding="sliced", compression=16, samples="4M")),
-    ("T2/higher-res-8m-se", dict(avg=71.0, slices="higher-res", encoding="sliced")),
-    ("T3/4x-8m-mlp", dict(avg=71.73, connector="mlp", compression=4)),
-    ("T3/16x-4m-resampler", dict(avg=65.87, connector="resampler", compression=16, samples="4M")),
-    ("T4a/avg-pool", dict(reported_gflops=1368.7, avg=69.6, compressor="avg-pool", depth=6)),
-    ("T4c/window-attn-mlp", dict(reported_gflops=1484.1, avg=70.1)),
-    ("T5/k3", dict(reported_gflops=1245.1, avg=39.7, compressor=V4, depth=3)),
-    ("T5/k15", dict(reported_gflops=2557.0, avg=70.4, compressor=V4, depth=15)),
-    ("A1/moonvit-16m-se", dict(ocrbench=85.1, mmmu=62.4, avg=73.6, tower="MoonViT", encoding="sliced", samples="16M")),
-    ("A2/64m-post-vit", dict(mathvista=76.3, avg=76.2, training_samples=64_000_000, compressor="none")),
-    ("A2/4m-v4", dict(mmmu=60.3, avg=67.4, compressor=V4, depth=6)),
-    ("A4/16x-16m-resampler", dict(mmstar=64.1, avg=72.1, connector="resampler")),
-    ("A5/window-attn-reused-mlp", dict(mathvista=63.5, avg=63.4, data="llava-onevision")),
-    ("A6/16m-cross-attn-mean", dict(hallusionbench=55.3, avg=72.8, samples="16M", compressor="cross-attn-mean")),
-    ("F2/32m-v4", dict(avg=73.5, samples="32M", compressor=V4)),
-    ("F2/flops-post-vit", dict(reported_gflops=3555.1, compressor="none")),
-])
+@pytest.mark.parametrize(
+    "rid,expect",
+    [
+        (
+            "A3/window-attn-reused-mlp",
+            dict(
+                reported_gflops=1573.1,
+                mmmu=59.6,
+                mathvista=68.6,
+                ocrbench=76.7,
+                avg=70.7,
+                compressor=V4,
+                depth=6,
+                encoder="siglip2-so400m-p14",
+                encoding="sliced",
+                samples="8M",
+                compression=16,
+                data="in-house",
+                llm="Qwen3-8B",
+            ),
+        ),
+        ("A3/post-vit", dict(reported_gflops=3555.1, hallusionbench=51.2, avg=70.6, compressor="none")),
+        ("A3/cross-attn-topleft", dict(reported_gflops=1402.0, mmstar=61.1, avg=70.5, compressor="cross-attn-topleft", depth=6)),
+        (
+            "T1/cr4x-8m-ge",
+            dict(hallusionbench=49.3, ai2d=82.5, avg=72.1, encoding="global", compression=4, samples="8M", compressor="none"),
+        ),
+        ("T1/cr16x-4m-se", dict(mmbench_cn=79.1, avg=68.2, encoding="sliced", compression=16, samples="4M")),
+        ("T2/higher-res-8m-se", dict(avg=71.0, slices="higher-res", encoding="sliced")),
+        ("T3/4x-8m-mlp", dict(avg=71.73, connector="mlp", compression=4)),
+        ("T3/16x-4m-resampler", dict(avg=65.87, connector="resampler", compression=16, samples="4M")),
+        ("T4a/avg-pool", dict(reported_gflops=1368.7, avg=69.6, compressor="avg-pool", depth=6)),
+        ("T4c/window-attn-mlp", dict(reported_gflops=1484.1, avg=70.1)),
+        ("T5/k3", dict(reported_gflops=1245.1, avg=39.7, compressor=V4, depth=3)),
+        ("T5/k15", dict(reported_gflops=2557.0, avg=70.4, compressor=V4, depth=15)),
+        ("A1/moonvit-16m-se", dict(ocrbench=85.1, mmmu=62.4, avg=73.6, tower="MoonViT", encoding="sliced", samples="16M")),
+        ("A2/64m-post-vit", dict(mathvista=76.3, avg=76.2, training_samples=64_000_000, compressor="none")),
+        ("A2/4m-v4", dict(mmmu=60.3, avg=67.4, compressor=V4, depth=6)),
+        ("A4/16x-16m-resampler", dict(mmstar=64.1, avg=72.1, connector="resampler")),
+        ("A5/window-attn-reused-mlp", dict(mathvista=63.5, avg=63.4, data="llava-onevision")),
+        ("A6/16m-cross-attn-mean", dict(hallusionbench=55.3, avg=72.8, samples="16M", compressor="cross-attn-mean")),
+        ("F2/32m-v4", dict(avg=73.5, samples="32M", compressor=V4)),
+        ("F2/flops-post-vit", dict(reported_gflops=3555.1, compressor="none")),
+    ],
+)
 def test_spot_values(ps, rid, expect):
     row = ps.loc[rid]
     for k, v in expect.items():
@@ -132,16 +188,16 @@ def test_units_and_identity(ps):
     assert r["reported_flops"] == 1_573_100_000_000  # G printed -> FLOPs, an integer
     assert pd.isna(ps.loc["A1/moonvit-8m-ge", "encoder"]) and pd.isna(ps.loc["A1/moonvit-8m-ge", "flops_variant_id"])
     assert pd.isna(ps.loc["A5/avg-pool", "samples"]) and pd.isna(ps.loc["A5/avg-pool", "training_samples"])
-    assert ps.loc["A3/avg-pool", "flops_variant_id"] == VariantSpec(resolution=980, compressor="avg-pool", depth=6,
-                                                                    post_ratio=1).id
+    assert (
+        ps.loc["A3/avg-pool", "flops_variant_id"] == VariantSpec(resolution=980, compressor="avg-pool", depth=6, post_ratio=1).id
+    )
     assert ps.loc["T5/k9", "flops_variant_id"] == "siglip2-so400m-p14@980x980/window-attn-reused-mlp@9/post1"
     assert ps.loc["T1/cr4x-4m-ge", "flops_variant_id"] == "siglip2-so400m-p14@980x980/baseline/post1"
 
 
 def test_disagreements_are_listed_and_on_their_rows(ps):
     dis = {d.id: d for d in paper_disagreements()}
-    assert set(dis) == {"k3-average", "cross-attn-mean-8m-average", "v4-16m-mmbench-cn", "connector-averages",
-                        "a5-copied-row"}
+    assert set(dis) == {"k3-average", "cross-attn-mean-8m-average", "v4-16m-mmbench-cn", "connector-averages", "a5-copied-row"}
     assert "39.7" in dis["k3-average"].note and "38.76" in dis["k3-average"].note
     assert {"69.9", "69.8", "69.85"} <= set(re.findall(r"\d+\.\d+", dis["cross-attn-mean-8m-average"].note))
     assert "83.7" in dis["v4-16m-mmbench-cn"].note and "83.3" in dis["v4-16m-mmbench-cn"].note
@@ -204,14 +260,17 @@ rows = [
 """
 
 
-@pytest.mark.parametrize("edit,fragment", [
-    (('values = [1368.7, 69.6]', 'values = [1368.7]'), "must be 2 finite numbers"),
-    (('compressor = "avg-pool"', 'compressor = "max-pool"'), "compressor = 'max-pool' is not valid"),
-    (('depth = 6', 'depth = -1'), "needs an integer depth >= 0"),
-    (('69.6]', '169.6]'), "outside the 0-100 score scale"),
-    (('columns = ["gflops", "avg"]', 'columns = ["gflops", "average"]'), "columns"),
-    (("\n]\n", '\n]\n[[disagreement]]\nid = "d"\nrows = ["X/b"]\nnote = "n"\n'), "unknown: X/b"),
-])
+@pytest.mark.parametrize(
+    "edit,fragment",
+    [
+        (("values = [1368.7, 69.6]", "values = [1368.7]"), "must be 2 finite numbers"),
+        (('compressor = "avg-pool"', 'compressor = "max-pool"'), "compressor = 'max-pool' is not valid"),
+        (("depth = 6", "depth = -1"), "needs an integer depth >= 0"),
+        (("69.6]", "169.6]"), "outside the 0-100 score scale"),
+        (('columns = ["gflops", "avg"]', 'columns = ["gflops", "average"]'), "columns"),
+        (("\n]\n", '\n]\n[[disagreement]]\nid = "d"\nrows = ["X/b"]\nnote = "n"\n'), "unknown: X/b"),
+    ],
+)
 def test_broken_scores_file_is_a_one_line_error(tmp_path, edit, fragment):
     path = tmp_path / "scores.toml"
     path.write_text(GOOD_TOML)
@@ -279,13 +338,13 @@ def test_csv_by_variant_id_computes_avg(tmp_path):
     r = q.iloc[0]
     assert r["variant_id"] == vid and r["avg"] == 62.5 and r["avg_from"] == "computed"
     assert r["mmbench_cn"] == 80 and r["source"] == f"{f}:2" and pd.isna(r["compressor"])
-    assert list(q.columns[:len(KEY_COLUMNS)]) == list(KEY_COLUMNS)
+    assert list(q.columns[: len(KEY_COLUMNS)]) == list(KEY_COLUMNS)
 
 
 def test_csv_by_design_with_aliases_and_given_avg(tmp_path):
-    f = write(tmp_path / "q.csv", "compressor,depth,MMBEN,hallbench,Avg.,label\n"
-                                  "none,,80,50,70.6,post-ViT\n"
-                                  "avg-pool,6,79,47,69.6,\n")
+    f = write(
+        tmp_path / "q.csv", "compressor,depth,MMBEN,hallbench,Avg.,label\nnone,,80,50,70.6,post-ViT\navg-pool,6,79,47,69.6,\n"
+    )
     q, problems = read_quality([f])
     assert problems == []
     base = q[q["compressor"] == "none"].iloc[0]
@@ -315,23 +374,33 @@ def lmms(results: dict, model_args="pretrained=/ckpt/uhd-v4,conv_template=qwen")
         "results": results,
         "group_subtasks": {t: [] for t in results},
         "configs": {t: {"task": t} for t in results},
-        "versions": {t: 0.0 for t in results},
-        "n-shot": {t: 0 for t in results},
+        "versions": dict.fromkeys(results, 0.0),
+        "n-shot": dict.fromkeys(results, 0),
         "config": {"model": "llava_onevision", "model_args": model_args, "batch_size": "1", "limit": None},
-        "git_hash": "abc1234", "date": "20261130_120000",
+        "git_hash": "abc1234",
+        "date": "20261130_120000",
     }
 
 
 ALL_TASKS = {
     "mmmu_val": {"alias": "mmmu_val", "mmmu_acc,none": 0.596, "mmmu_acc_stderr,none": "N/A"},
-    "mathvista_testmini": {"alias": "mathvista_testmini", "gpt_eval_score,none": 68.6, "gpt_eval_score_stderr,none": "N/A",
-                           "submission,none": [], "submission_stderr,none": "N/A"},
+    "mathvista_testmini": {
+        "alias": "mathvista_testmini",
+        "gpt_eval_score,none": 68.6,
+        "gpt_eval_score_stderr,none": "N/A",
+        "submission,none": [],
+        "submission_stderr,none": "N/A",
+    },
     "mmbench_en_dev": {"alias": "mmbench_en_dev", "gpt_eval_score,none": 83.4, "submission,none": None},
     "mmbench_cn_dev": {"alias": "mmbench_cn_dev", "gpt_eval_score,none": 81.6},
     "mmstar": {"alias": "mmstar", "average,none": 0.629, "coarse perception,none": 0.7, "math,none": 0.6},
     "hallusion_bench_image": {"alias": "hallusion_bench_image", "aAcc,none": 60.0, "fAcc,none": 40.0, "qAcc,none": 56.0},
-    "ai2d": {"alias": "ai2d", "exact_match,flexible-extract": 0.806, "exact_match,none": 0.5,
-             "exact_match_stderr,flexible-extract": 0.007},
+    "ai2d": {
+        "alias": "ai2d",
+        "exact_match,flexible-extract": 0.806,
+        "exact_match,none": 0.5,
+        "exact_match_stderr,flexible-extract": 0.007,
+    },
     "ocrbench": {"alias": "ocrbench", "ocrbench_accuracy,none": 0.767},
     "textvqa_val": {"alias": "textvqa_val", "exact_match,none": 0.8},
 }
@@ -344,10 +413,16 @@ def test_lmms_eval_results_tied_on_the_command_line(tmp_path):
     r = q.iloc[0]
     assert (r["compressor"], r["depth"]) == (V4, 6) and pd.isna(r["variant_id"]) and pd.isna(r["encoder"])
     got = {b: round(float(r[b]), 6) for b in BENCHMARKS}
-    assert got == {"mmmu": 59.6, "mathvista": 68.6, "mmbench_en": 83.4, "mmbench_cn": 81.6, "mmstar": 62.9,
-                   "hallusionbench": 52.0,  # mean of aAcc, fAcc, qAcc (VLMEvalKit's overall)
-                   "ai2d": 80.6,  # the flexible-extract filter, not none
-                   "ocrbench": 76.7}
+    assert got == {
+        "mmmu": 59.6,
+        "mathvista": 68.6,
+        "mmbench_en": 83.4,
+        "mmbench_cn": 81.6,
+        "mmstar": 62.9,
+        "hallusionbench": 52.0,  # mean of aAcc, fAcc, qAcc (VLMEvalKit's overall)
+        "ai2d": 80.6,  # the flexible-extract filter, not none
+        "ocrbench": 76.7,
+    }
     assert r["avg_from"] == "computed" and abs(r["avg"] - sum(got.values()) / 8) < 1e-9
     assert "mmmu=mmmu_val:mmmu_acc,nonex100" in r["lmms_metrics"]
     assert problems == [f"{f}: task(s) textvqa_val are not among the eight benchmarks; ignored"]
@@ -355,10 +430,14 @@ def test_lmms_eval_results_tied_on_the_command_line(tmp_path):
 
 def test_lmms_eval_tie_in_model_args_string_and_dict(tmp_path):
     vid = "siglip2-so400m-p14@980x980/avg-pool@6/post1"
-    f = write(tmp_path / "a.json", json.dumps(lmms({"mmmu_val": ALL_TASKS["mmmu_val"]},
-                                                   model_args=f"pretrained=/ckpt,uhd_variant={vid}")))
-    g = write(tmp_path / "b.json", json.dumps(lmms({"mmstar": ALL_TASKS["mmstar"]},
-                                                   model_args={"pretrained": "/ckpt", "uhd_variant": vid})))
+    f = write(
+        tmp_path / "a.json",
+        json.dumps(lmms({"mmmu_val": ALL_TASKS["mmmu_val"]}, model_args=f"pretrained=/ckpt,uhd_variant={vid}")),
+    )
+    g = write(
+        tmp_path / "b.json",
+        json.dumps(lmms({"mmstar": ALL_TASKS["mmstar"]}, model_args={"pretrained": "/ckpt", "uhd_variant": vid})),
+    )
     q, problems = read_quality([f, g])
     assert len(q) == 1  # the two files merge into one row: same key
     r = q.iloc[0]
@@ -368,8 +447,10 @@ def test_lmms_eval_tie_in_model_args_string_and_dict(tmp_path):
 
 
 def test_lmms_eval_metric_missing_is_a_problem_not_an_error(tmp_path):
-    f = write(tmp_path / "a.json", json.dumps(lmms({"mmbench_en_dev": {"alias": "x", "submission,none": None},
-                                                    "ocrbench": ALL_TASKS["ocrbench"]})))
+    f = write(
+        tmp_path / "a.json",
+        json.dumps(lmms({"mmbench_en_dev": {"alias": "x", "submission,none": None}, "ocrbench": ALL_TASKS["ocrbench"]})),
+    )
     q, problems = read_quality([f"{f}=baseline"])
     assert q.iloc[0]["compressor"] == "none" and pd.isna(q.iloc[0]["mmbench_en"])
     assert any("results.mmbench_en_dev lacks gpt_eval_score,none (has: submission,none)" in p for p in problems)
@@ -412,10 +493,12 @@ def bad_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         ([write(tmp_path / "ragged.csv", "compressor,MMMU\nnone,50,1\n")], "3 cells where the header has 2"),
         ([write(tmp_path / "tie.csv", "compressor,MMMU\nnone,50\n") + "=v4"], "=TIE applies to lmms-eval"),
         ([j("broken.json", "{not json")], "not valid JSON (line 1"),
-        ([j("nores.json", {"config": {}}) + "=v4"], "no \"results\" object"),
+        ([j("nores.json", {"config": {}}) + "=v4"], 'no "results" object'),
         ([j("untied.json", lmms({"mmmu_val": ALL_TASKS["mmmu_val"]}))], "name no uhd-profile variant"),
-        ([j("clash.json", lmms({"mmmu_val": ALL_TASKS["mmmu_val"]}, "uhd_variant=v4")) + "=baseline"],
-         "model_args says uhd_variant=v4"),
+        (
+            [j("clash.json", lmms({"mmmu_val": ALL_TASKS["mmmu_val"]}, "uhd_variant=v4")) + "=baseline"],
+            "model_args says uhd_variant=v4",
+        ),
         ([j("badtie.json", lmms({"mmmu_val": ALL_TASKS["mmmu_val"]})) + "=avgpool"], "'avgpool' names no variant"),
         ([j("scale.json", lmms({"mmmu_val": {"mmmu_acc,none": 45.2}})) + "=v4"], "is not a fraction 0-1"),
         ([j("scale2.json", lmms({"mathvista_testmini": {"gpt_eval_score,none": 0.62}})) + "=v4"], "is not a percentage"),
@@ -441,13 +524,16 @@ def test_bad_files_are_one_line_errors_naming_the_file(tmp_path):
 
 def test_join_matches_by_any_key_and_lists_both_kinds_of_missing(tmp_path, run):
     v4 = "siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post1"
-    f = write(tmp_path / "q.csv", "variant_id,MMMU,avg\n" f"{v4},59.6,70.7\n")
+    f = write(tmp_path / "q.csv", f"variant_id,MMMU,avg\n{v4},59.6,70.7\n")
     g = write(tmp_path / "r.csv", "compressor,depth,MMMU,avg\nnone,,58.6,70.6\navg-pool,6,59.2,69.6\nreused-mlp,9,1,2\n")
     q, _ = read_quality([f, g])
     joined, missing = join_quality(run, q)
     assert list(joined.index) == [0, 1, 7]  # run order, run index kept
-    assert list(joined["variant_id"]) == ["siglip2-so400m-p14@980x980/baseline/post1",
-                                          "siglip2-so400m-p14@980x980/avg-pool@6/post1", v4]
+    assert list(joined["variant_id"]) == [
+        "siglip2-so400m-p14@980x980/baseline/post1",
+        "siglip2-so400m-p14@980x980/avg-pool@6/post1",
+        v4,
+    ]
     assert list(joined["avg"]) == [70.6, 69.6, 70.7] and list(joined["mmmu"]) == [58.6, 59.2, 59.6]
     assert joined.loc[7, "quality_source"] == f"{f}:2" and joined.loc[0, "paper_flops"] == 3555066110400
     q_only = missing[missing["kind"] == "quality-without-run"]
@@ -476,8 +562,13 @@ def test_join_the_papers_scores_then_front(run):
     # by hand, (G, avg): k3 (1245.1, 39.7), avg-pool (1368.7, 69.6), pixel-unshuffle (1401.2, 69.8),
     # cross-attn-topleft (1402.0, 70.5) and v4 (1573.1, 70.7) are on the front; cross-attn-mean
     # (same cost, 69.9), window-attn-mlp, reused-mlp, k9, k15 and the baseline are dominated
-    assert on == {"window-attn-reused-mlp@3", "avg-pool@6", "pixel-unshuffle-mlp@6", "cross-attn-topleft@6",
-                  "window-attn-reused-mlp@6"}
+    assert on == {
+        "window-attn-reused-mlp@3",
+        "avg-pool@6",
+        "pixel-unshuffle-mlp@6",
+        "cross-attn-topleft@6",
+        "window-attn-reused-mlp@6",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,9 +576,10 @@ def test_join_the_papers_scores_then_front(run):
 
 
 def test_quality_front_hand_checked():
-    df = pd.DataFrame({"cost": [1.0, 2.0, 2.0, 3.0, 0.5, 1.0, None, 4.0],
-                       "score": [50.0, 60.0, 55.0, 60.0, 40.0, 50.0, 99.0, 45.0]},
-                      index=list("ABCDEFGH"))
+    df = pd.DataFrame(
+        {"cost": [1.0, 2.0, 2.0, 3.0, 0.5, 1.0, None, 4.0], "score": [50.0, 60.0, 55.0, 60.0, 40.0, 50.0, 99.0, 45.0]},
+        index=list("ABCDEFGH"),
+    )
     out = quality_front(df, "cost", "score")
     assert out["pareto"].tolist() == [True, True, False, False, True, True, pd.NA, False]
     assert out["dominated_by"].tolist() == [None, None, "B", "B", None, None, None, "A"]

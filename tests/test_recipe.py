@@ -73,10 +73,13 @@ def test_point_id_is_stable_and_round_trips():
 def test_point_id_changes_with_what_defines_the_point():
     p = load_recipe("smoke", device="cpu").points[-1]
     assert p.measured
-    ids = {p.point_id, Point(p.spec, p.measure, "bf16", p.batch, p.device, p.timing).point_id,
-           Point(p.spec, p.measure, p.dtype, 2, p.device, p.timing).point_id,
-           Point(p.spec, p.measure, p.dtype, p.batch, p.device, {**p.timing, "min_samples": 9}).point_id,
-           Point(p.spec.with_(depth=2), p.measure, p.dtype, p.batch, p.device, p.timing).point_id}
+    ids = {
+        p.point_id,
+        Point(p.spec, p.measure, "bf16", p.batch, p.device, p.timing).point_id,
+        Point(p.spec, p.measure, p.dtype, 2, p.device, p.timing).point_id,
+        Point(p.spec, p.measure, p.dtype, p.batch, p.device, {**p.timing, "min_samples": 9}).point_id,
+        Point(p.spec.with_(depth=2), p.measure, p.dtype, p.batch, p.device, p.timing).point_id,
+    }
     assert len(ids) == 5
 
 
@@ -93,29 +96,52 @@ depths = [0, 1]
 def test_a_small_recipe_expands_as_a_cross_product(tmp_path):
     r = load_recipe(_write(tmp_path, GOOD), device="cpu")
     assert r.name == "r" and [p.spec.id for p in r.points] == [
-        "tiny@128x128/baseline/post16", "tiny@128x128/avg-pool@0/post4", "tiny@128x128/avg-pool@1/post4"]
+        "tiny@128x128/baseline/post16",
+        "tiny@128x128/avg-pool@0/post4",
+        "tiny@128x128/avg-pool@1/post4",
+    ]
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("[defaults]\nencoder = ['tiny']\n", "defaults.encoder: unknown key; valid: encoders, resolutions"),
-    ("[sweep]\nx = 1\n", "sweep: unknown key; valid: recipe, defaults"),
-    ("[[grid]]\nencoders = ['nope']\n", "unknown encoder 'nope'; valid: siglip2-so400m-p14"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = [128]\ncompressors = ['magic']\n", "unknown compressor 'magic'; valid: none, avg-pool"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = []\n", "resolutions: is an empty list, so the grid is empty"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = [128]\nbatches = ['two']\n", "batches: 'two' is not valid; valid: integers >= 1"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = [128]\ndtypes = ['fp8']\n", "dtypes: 'fp8' is not valid; valid: fp32, bf16, fp16"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = [128]\nmeasure = ['joules']\n", "measure: 'joules' is not valid; valid: flops, latency"),
-    ("[[grid]]\nencoders = ['siglip2-so400m-p16']\nresolutions = [100]\n", "100 is not a multiple of siglip2-so400m-p16's patch size 16"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = [[64, 128]]\n", "resolution [64, 128] is ambiguous"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = [128]\n[[grid]]\nencoders = ['tiny']\nresolutions = [128]\n",
-     "duplicate point tiny@128x128/baseline/post16"),
-    ("[[grid]]\nwhen = 'tpu'\n", "when: 'tpu' is not valid; valid: any, cpu, cuda"),
-    ("[[grid]]\nwhen = 'cuda'\nencoders = ['tiny']\nresolutions = [128]\n", "expands to no points on a cpu device"),
-    ("[timing]\nmin_samples = 0\n", "timing: TimingSettings.min_samples = 0: must be an integer >= 1"),
-    ("[timing]\nwarmup = 3\n", "timing.warmup: unknown key; valid: warmup_iters"),
-    ("[[grid]]\nencoders = ['tiny']\nresolutions = ['big']\n", "resolution 'big' is not valid"),
-    ("[[grid]\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[defaults]\nencoder = ['tiny']\n", "defaults.encoder: unknown key; valid: encoders, resolutions"),
+        ("[sweep]\nx = 1\n", "sweep: unknown key; valid: recipe, defaults"),
+        ("[[grid]]\nencoders = ['nope']\n", "unknown encoder 'nope'; valid: siglip2-so400m-p14"),
+        (
+            "[[grid]]\nencoders = ['tiny']\nresolutions = [128]\ncompressors = ['magic']\n",
+            "unknown compressor 'magic'; valid: none, avg-pool",
+        ),
+        ("[[grid]]\nencoders = ['tiny']\nresolutions = []\n", "resolutions: is an empty list, so the grid is empty"),
+        (
+            "[[grid]]\nencoders = ['tiny']\nresolutions = [128]\nbatches = ['two']\n",
+            "batches: 'two' is not valid; valid: integers >= 1",
+        ),
+        (
+            "[[grid]]\nencoders = ['tiny']\nresolutions = [128]\ndtypes = ['fp8']\n",
+            "dtypes: 'fp8' is not valid; valid: fp32, bf16, fp16",
+        ),
+        (
+            "[[grid]]\nencoders = ['tiny']\nresolutions = [128]\nmeasure = ['joules']\n",
+            "measure: 'joules' is not valid; valid: flops, latency",
+        ),
+        (
+            "[[grid]]\nencoders = ['siglip2-so400m-p16']\nresolutions = [100]\n",
+            "100 is not a multiple of siglip2-so400m-p16's patch size 16",
+        ),
+        ("[[grid]]\nencoders = ['tiny']\nresolutions = [[64, 128]]\n", "resolution [64, 128] is ambiguous"),
+        (
+            "[[grid]]\nencoders = ['tiny']\nresolutions = [128]\n[[grid]]\nencoders = ['tiny']\nresolutions = [128]\n",
+            "duplicate point tiny@128x128/baseline/post16",
+        ),
+        ("[[grid]]\nwhen = 'tpu'\n", "when: 'tpu' is not valid; valid: any, cpu, cuda"),
+        ("[[grid]]\nwhen = 'cuda'\nencoders = ['tiny']\nresolutions = [128]\n", "expands to no points on a cpu device"),
+        ("[timing]\nmin_samples = 0\n", "timing: TimingSettings.min_samples = 0: must be an integer >= 1"),
+        ("[timing]\nwarmup = 3\n", "timing.warmup: unknown key; valid: warmup_iters"),
+        ("[[grid]]\nencoders = ['tiny']\nresolutions = ['big']\n", "resolution 'big' is not valid"),
+        ("[[grid]\n", "not valid TOML"),
+    ],
+)
 def test_bad_recipes_fail_before_anything_runs(tmp_path, cli, text, fragment):
     path = _write(tmp_path, text)
     with pytest.raises(UhdProfileError) as info:

@@ -22,8 +22,8 @@ import pytest
 from uhd_profile.analyse import report as R
 from uhd_profile.analyse.report import format as F
 from uhd_profile.analyse.report import tables as T
-from uhd_profile.errors import UhdProfileError
 from uhd_profile.count.paper import PAPER_FIGURES
+from uhd_profile.errors import UhdProfileError
 from uhd_profile.run.store import load
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -77,8 +77,9 @@ def test_pareto_front_lower_is_better_on_both():
 
 
 def test_variant_labels():
-    row = pd.Series({"compressor": "window-attn-reused-mlp", "depth": 6, "post_ratio": 4, "encoding": "sliced",
-                     "packing": "packed"})
+    row = pd.Series(
+        {"compressor": "window-attn-reused-mlp", "depth": 6, "post_ratio": 4, "encoding": "sliced", "packing": "packed"}
+    )
     assert F.variant_label(row) == "window-attn-reused-mlp@6 +post4 [sliced, packed]"
     assert F.variant_label(row.copy().replace({"packed": "batched"})) == "window-attn-reused-mlp@6 +post4 [sliced]"
     assert F.variant_label(pd.Series({"compressor": None, "depth": pd.NA, "post_ratio": 1, "encoding": "view"})) == "baseline"
@@ -147,7 +148,8 @@ def test_counts_only_report(counts_report):
     v4 = bd[bd["variant"].str.startswith("v4")]
     assert v4.loc[v4["category"] == "compressor", "block"].eq("compressor").all()
     assert list(v4.drop_duplicates("block").sort_values("order")["block"])[:9] == (
-        ["embedding"] + [f"layer {i}" for i in range(7)] + ["compressor"])
+        ["embedding"] + [f"layer {i}" for i in range(7)] + ["compressor"]
+    )
     assert not (out / "figures" / "pareto_latency.png").exists()
 
 
@@ -245,8 +247,16 @@ def test_cli_report(cli, tmp_path):
 # -- a real browser ----------------------------------------------------------------------------
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1000")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,1000",
+)
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +327,8 @@ def test_report_renders_in_chromium(browser, which, request):
     for img in figures:
         browser.execute_script("arguments[0].scrollIntoView()", img)
         ok, width, shown = browser.execute_script(
-            "const i = arguments[0]; return [i.complete, i.naturalWidth, i.getBoundingClientRect().width]", img)
+            "const i = arguments[0]; return [i.complete, i.naturalWidth, i.getBoundingClientRect().width]", img
+        )
         assert ok and width > 300 and shown > 300, img.get_attribute("alt")
         assert _visible(img.screenshot_as_png) > 0.02, f"{img.get_attribute('alt')} is blank in the screenshot"
     # nothing loaded from outside the page itself

@@ -48,18 +48,18 @@ def test_bf16_dense_peaks(name, device, tflops):
 @pytest.mark.parametrize(
     ("name", "dtype", "tflops"),
     [
-        ("NVIDIA A100-SXM4-40GB", "tf32", 156.0),    # A100 datasheet: TF32 156 | 312*
-        ("NVIDIA A100-PCIE-40GB", "fp16", 312.0),    # same datasheet, PCIe column
-        ("NVIDIA A100 80GB PCIe", "fp32", 19.5),     # FP32 19.5
-        ("NVIDIA H100 80GB HBM3", "fp32", 67.0),     # H100 SXM: FP32 67
-        ("NVIDIA H100 PCIe", "tf32", 378.0),         # H100 PCIe: TF32 756* -> 378
-        ("NVIDIA L4", "bf16", 121.0),                # L4 datasheet: BF16 242* -> 121
-        ("NVIDIA A10", "bf16", 125.0),               # A10 datasheet: BF16 125 | 250*
-        ("NVIDIA RTX A6000", "fp16", 154.8),         # GA102 whitepaper: 154.8/309.7
+        ("NVIDIA A100-SXM4-40GB", "tf32", 156.0),  # A100 datasheet: TF32 156 | 312*
+        ("NVIDIA A100-PCIE-40GB", "fp16", 312.0),  # same datasheet, PCIe column
+        ("NVIDIA A100 80GB PCIe", "fp32", 19.5),  # FP32 19.5
+        ("NVIDIA H100 80GB HBM3", "fp32", 67.0),  # H100 SXM: FP32 67
+        ("NVIDIA H100 PCIe", "tf32", 378.0),  # H100 PCIe: TF32 756* -> 378
+        ("NVIDIA L4", "bf16", 121.0),  # L4 datasheet: BF16 242* -> 121
+        ("NVIDIA A10", "bf16", 125.0),  # A10 datasheet: BF16 125 | 250*
+        ("NVIDIA RTX A6000", "fp16", 154.8),  # GA102 whitepaper: 154.8/309.7
         ("NVIDIA RTX 6000 Ada Generation", "bf16", 364.2),  # Ada whitepaper: 364.2/728.5
-        ("Tesla V100-SXM2-16GB", "fp16", 125.0),     # V100 datasheet: Tensor 125
-        ("Tesla V100-PCIE-32GB", "fp16", 112.0),     # V100 PCIe: Tensor 112
-        ("Tesla T4", "fp16", 65.0),                  # T4 datasheet: mixed precision 65
+        ("Tesla V100-SXM2-16GB", "fp16", 125.0),  # V100 datasheet: Tensor 125
+        ("Tesla V100-PCIE-32GB", "fp16", 112.0),  # V100 PCIe: Tensor 112
+        ("Tesla T4", "fp16", 65.0),  # T4 datasheet: mixed precision 65
     ],
 )
 def test_other_peaks_and_names(name, dtype, tflops):
@@ -70,15 +70,15 @@ def test_other_peaks_and_names(name, dtype, tflops):
 @pytest.mark.parametrize(
     "name",
     [
-        "NVIDIA GeForce GTX 1080",            # not in the table
-        "NVIDIA A10G",                        # AWS SKU, not the A10 (and "A10" must not match "A100")
-        "NVIDIA H100 NVL",                    # NVL board: not in the table, not the SXM
-        "NVIDIA H100",                        # form factor unknown: ambiguous
-        "Tesla V100",                         # form factor unknown: ambiguous
+        "NVIDIA GeForce GTX 1080",  # not in the table
+        "NVIDIA A10G",  # AWS SKU, not the A10 (and "A10" must not match "A100")
+        "NVIDIA H100 NVL",  # NVL board: not in the table, not the SXM
+        "NVIDIA H100",  # form factor unknown: ambiguous
+        "Tesla V100",  # form factor unknown: ambiguous
         "NVIDIA A100-SXM4-80GB MIG 3g.40gb",  # a MIG slice has a fraction of the peak
-        "NVIDIA GeForce RTX 4090 D",          # cut-down China SKU
+        "NVIDIA GeForce RTX 4090 D",  # cut-down China SKU
         "NVIDIA GeForce RTX 4090 Laptop GPU",
-        "Quadro RTX 6000",                    # Turing, not the Ada RTX 6000
+        "Quadro RTX 6000",  # Turing, not the Ada RTX 6000
         "",
     ],
 )

@@ -12,7 +12,14 @@ from uhd_profile import load
 from uhd_profile.analyse.gate import baseline_from_run, check_run, load_baseline, write_baseline
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.schema import (
-    METRICS, Point, columns, gated, make_record, register_metric, unregister_metric, upgrade_point_v1,
+    METRICS,
+    Point,
+    columns,
+    gated,
+    make_record,
+    register_metric,
+    unregister_metric,
+    upgrade_point_v1,
 )
 from uhd_profile.model.variants import VariantSpec
 from uhd_profile.run.recipe import load_recipe
@@ -107,28 +114,60 @@ def test_schema_1_run_loads_with_version_2_names_and_ids():
 
 
 def test_schema_1_point_turns_height_width_into_width_height():
-    v1 = {"point_id": "x", "variant_id": "y", "measure": ["flops"], "dtype": "fp32", "batch": 1, "device": "meta",
-          "timing": {}, "spec": {"encoder": "siglip2-so400m-p14", "resolution": [756, 1344], "compressor": None,
-                                 "depth": None, "post_ratio": 16, "llm_hidden": 4096, "encoding": "sliced"}}
+    v1 = {
+        "point_id": "x",
+        "variant_id": "y",
+        "measure": ["flops"],
+        "dtype": "fp32",
+        "batch": 1,
+        "device": "meta",
+        "timing": {},
+        "spec": {
+            "encoder": "siglip2-so400m-p14",
+            "resolution": [756, 1344],
+            "compressor": None,
+            "depth": None,
+            "post_ratio": 16,
+            "llm_hidden": 4096,
+            "encoding": "sliced",
+        },
+    }
     p = upgrade_point_v1(v1)
     assert (p["spec"]["width_px"], p["spec"]["height_px"]) == (1344, 756)
     assert p["variant_id"] == "siglip2-so400m-p14@1344x756/sliced/baseline/post16"
 
 
 def test_schema_1_baseline_is_upgraded(tmp_path):
-    v1 = json.loads((Path(__file__).parents[1] / "tests" / "golden" / "paper-counts" / "results.jsonl").read_text()
-                    .splitlines()[1])
+    v1 = json.loads(
+        (Path(__file__).parents[1] / "tests" / "golden" / "paper-counts" / "results.jsonl").read_text().splitlines()[1]
+    )
     point = v1["point"]
-    old = {"schema": "uhd-profile/baseline", "schema_version": 1, "points": {point["point_id"]: {
-        "variant_id": v1["variant_id"], "status": "ok", "error": None, "point": point, "env_key": None,
-        "counts": {"macs": v1["metrics"]["macs"], "paper": v1["metrics"]["paper"]}, "latency": {"median_s": 0.5, "samples_s": [0.5]}}}}
+    old = {
+        "schema": "uhd-profile/baseline",
+        "schema_version": 1,
+        "points": {
+            point["point_id"]: {
+                "variant_id": v1["variant_id"],
+                "status": "ok",
+                "error": None,
+                "point": point,
+                "env_key": None,
+                "counts": {"macs": v1["metrics"]["macs"], "paper": v1["metrics"]["paper"]},
+                "latency": {"median_s": 0.5, "samples_s": [0.5]},
+            }
+        },
+    }
     path = tmp_path / "old.json"
     path.write_text(json.dumps(old))
     b = load_baseline(path)
-    (pid, entry), = b["points"].items()
+    ((pid, entry),) = b["points"].items()
     assert pid == Point.from_dict(entry["point"]).point_id
-    assert entry["metrics"] == {"macs": v1["metrics"]["macs"], "paper_flops": v1["metrics"]["paper"],
-                                "latency_median_s": 0.5, "latency_samples_s": [0.5]}
+    assert entry["metrics"] == {
+        "macs": v1["metrics"]["macs"],
+        "paper_flops": v1["metrics"]["paper"],
+        "latency_median_s": 0.5,
+        "latency_samples_s": [0.5],
+    }
 
 
 def test_resume_into_a_schema_1_run_is_refused_with_the_way_out(tmp_path):
@@ -171,11 +210,14 @@ def test_image_json_size_is_width_first(cli):
 # towers whose patch embedding floors take any size, like the real tower
 
 
-@pytest.mark.parametrize("encoder,size,grid", [
-    ("siglip-so400m-p14-384", "384x384", (27, 27)),  # 384 / 14 = 27.4: the stride-14 conv floors to 27
-    ("clip-vit-l14-336", "340x300", (21, 24)),
-    ("internvit-300m-448", "450x230", (16, 32)),
-])
+@pytest.mark.parametrize(
+    "encoder,size,grid",
+    [
+        ("siglip-so400m-p14-384", "384x384", (27, 27)),  # 384 / 14 = 27.4: the stride-14 conv floors to 27
+        ("clip-vit-l14-336", "340x300", (21, 24)),
+        ("internvit-300m-448", "450x230", (16, 32)),
+    ],
+)
 def test_a_floored_grid_counts_what_a_real_forward_of_the_tower_runs(monkeypatch, encoder, size, grid):
     """On a reduced-depth copy (2 layers) of the real tower: the real forward takes the size, yields the
     floored grid, and the meta count equals the count of that real execution."""

@@ -83,16 +83,19 @@ def test_global_resize():
     assert views_of(1344, 896, "sliced") == ((560, 392),) + ((448, 448),) * 6
 
 
-@pytest.mark.parametrize("call,fragment", [
-    (lambda: slice_image(0, 100), "image size 0x100"),
-    (lambda: slice_image(100, -5), "image size 100x-5"),
-    (lambda: global_resize(1.5, 100), "image size 1.5x100"),
-    (lambda: slice_image(100, 100, max_slice_nums=0), "max slices 0"),
-    (lambda: global_resize(100, 100, max_slice_nums=-1), "max slices -1"),
-    (lambda: slice_image(100, 100, scale_resolution=450), "scale resolution 450"),
-    (lambda: slice_image(100, 100, scale_resolution=0), "scale resolution 0"),
-    (lambda: views_of(100, 100, "tiles"), "encoding 'tiles'"),
-])
+@pytest.mark.parametrize(
+    "call,fragment",
+    [
+        (lambda: slice_image(0, 100), "image size 0x100"),
+        (lambda: slice_image(100, -5), "image size 100x-5"),
+        (lambda: global_resize(1.5, 100), "image size 1.5x100"),
+        (lambda: slice_image(100, 100, max_slice_nums=0), "max slices 0"),
+        (lambda: global_resize(100, 100, max_slice_nums=-1), "max slices -1"),
+        (lambda: slice_image(100, 100, scale_resolution=450), "scale resolution 450"),
+        (lambda: slice_image(100, 100, scale_resolution=0), "scale resolution 0"),
+        (lambda: views_of(100, 100, "tiles"), "encoding 'tiles'"),
+    ],
+)
 def test_bad_input(call, fragment):
     with pytest.raises(UhdProfileError) as exc:
         call()
@@ -110,8 +113,24 @@ def _sizes() -> list[tuple[int, int]]:
     exact multiples of 448 and the boundaries around S^2 and M * S^2."""
     rng = random.Random(0)
     sizes = [s for s, *_ in WORKED]
-    sizes += [(448, 448), (449, 448), (448, 449), (896, 448), (1344, 1344), (1345, 1344), (7680, 4320), (4320, 7680),
-              (1, 1), (1, 10), (10, 1), (14, 14), (56, 56), (8192, 8192), (8000, 800), (800, 8000)]
+    sizes += [
+        (448, 448),
+        (449, 448),
+        (448, 449),
+        (896, 448),
+        (1344, 1344),
+        (1345, 1344),
+        (7680, 4320),
+        (4320, 7680),
+        (1, 1),
+        (1, 10),
+        (10, 1),
+        (14, 14),
+        (56, 56),
+        (8192, 8192),
+        (8000, 800),
+        (800, 8000),
+    ]
     # squares whose candidate grids tie (1x2 / 2x1, 2x3 / 3x2, 2x4 / 4x2): the tie rule must match too
     sizes += [(s, s) for s in (450, 500, 600, 620, 1000, 1050, 1100, 1200)]
     for _ in range(320):

@@ -8,8 +8,8 @@ import pytest
 
 from uhd_profile import load as api_load
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.run.recipe import load_recipe
 from uhd_profile.measure.schema import columns
+from uhd_profile.run.recipe import load_recipe
 from uhd_profile.run.store import RESULTS_FILE, SCHEMA_VERSION, ResultStore, load, make_record, merge, read_header
 
 
@@ -19,17 +19,45 @@ def points():
 
 
 def _rec(point, status="ok", macs=1000, recipe_hash="h1", **metrics):
-    m = None if status != "ok" else {"macs": macs, "flops": 2 * macs + 7, "paper_flops": macs + 1, "tokens_in": 256,
-                                      "tokens_llm": 16, "params": 12345, **metrics}
-    return make_record(point, status, m, None if status == "ok" else "boom", {"hostname": "x"}, recipe_hash, "smoke",
-                       "2026-11-25T00:00:00+00:00", 0.5)
+    m = (
+        None
+        if status != "ok"
+        else {
+            "macs": macs,
+            "flops": 2 * macs + 7,
+            "paper_flops": macs + 1,
+            "tokens_in": 256,
+            "tokens_llm": 16,
+            "params": 12345,
+            **metrics,
+        }
+    )
+    return make_record(
+        point,
+        status,
+        m,
+        None if status == "ok" else "boom",
+        {"hostname": "x"},
+        recipe_hash,
+        "smoke",
+        "2026-11-25T00:00:00+00:00",
+        0.5,
+    )
 
 
 def test_round_trip_and_typed_columns(tmp_path, points):
     store = ResultStore(tmp_path, "h1", "smoke", recipe_text="# recipe\n")
     store.append(_rec(points[0], macs=3_511_178_496_000))  # above 2**31: must stay an exact integer
-    store.append(_rec(points[-1], latency_median_s=0.25, latency_samples_s=[0.2, 0.25, 0.3], latency_n=3,
-                      peak_mem_bytes=10_000, noise_flag="ok"))
+    store.append(
+        _rec(
+            points[-1],
+            latency_median_s=0.25,
+            latency_samples_s=[0.2, 0.25, 0.3],
+            latency_n=3,
+            peak_mem_bytes=10_000,
+            noise_flag="ok",
+        )
+    )
     store.append(_rec(points[1], status="oom"))
     df = load(tmp_path)
     assert list(df.columns) == list(columns()) and len(df) == 3
@@ -73,7 +101,9 @@ def test_a_torn_last_line_is_dropped_and_repaired(tmp_path, points):
     assert resumed.completed_ids() == {points[0]["point_id"]}
     resumed.append(_rec(points[1]))  # lands on a clean line
     assert [json.loads(line)["point_id"] for line in path.read_text().splitlines()[1:]] == [
-        points[0]["point_id"], points[1]["point_id"]]
+        points[0]["point_id"],
+        points[1]["point_id"],
+    ]
 
 
 def test_corruption_in_the_middle_is_an_error(tmp_path, points):

@@ -133,8 +133,12 @@ def test_dry_run_lists_points(cli):
 
 
 def test_bad_sweep_usage(cli, tmp_path):
-    for args, fragment in ((["--executor", "slurm"], "valid: local, ray"), (["--shard", "3/2"], "--shard"),
-                           (["--resume"], "--resume needs --out"), (["--ray-address", "auto"], "needs --executor ray")):
+    for args, fragment in (
+        (["--executor", "slurm"], "valid: local, ray"),
+        (["--shard", "3/2"], "--shard"),
+        (["--resume"], "--resume needs --out"),
+        (["--ray-address", "auto"], "needs --executor ray"),
+    ):
         code, out, err = cli("sweep", "smoke", "--device", "cpu", *args)
         assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, (args, err)
 
@@ -167,6 +171,7 @@ def test_measured_points_run_in_their_own_process(tmp_path, smoke):
     measured = [p for p in smoke.points if p.measured and "window-attn" in p.spec.id]
     assert measured and all(recs[p.point_id]["status"] == "ok" for p in measured)
     import os as _os
+
     # the fingerprint's process id is not ours: the point ran in a child
     pids = {recs[p.point_id]["metrics"].get("pid") for p in measured}
     assert None not in pids and _os.getpid() not in pids

@@ -41,12 +41,27 @@ class FakeNvml:
     nvmlClocksEventReasonHwPowerBrakeSlowdown = HW_BRAKE
     nvmlClocksEventReasonDisplayClockSetting = 0x100
 
-    def __init__(self, power_mw=(250_000,), sm_clock=(1400,), temp=(60,), reasons=(0,),
-                 energy_mj=(1_000_000, 1_012_500), default_clock=1400, app_target_clock=1400,
-                 init_error=None, name=b"Fake GPU (not real)", uuid=b"GPU-fake-0000"):
-        self.scripts = {"power": list(power_mw), "clock": list(sm_clock), "temp": list(temp),
-                        "reasons": list(reasons), "energy": list(energy_mj)}
-        self.calls = {k: 0 for k in self.scripts}
+    def __init__(
+        self,
+        power_mw=(250_000,),
+        sm_clock=(1400,),
+        temp=(60,),
+        reasons=(0,),
+        energy_mj=(1_000_000, 1_012_500),
+        default_clock=1400,
+        app_target_clock=1400,
+        init_error=None,
+        name=b"Fake GPU (not real)",
+        uuid=b"GPU-fake-0000",
+    ):
+        self.scripts = {
+            "power": list(power_mw),
+            "clock": list(sm_clock),
+            "temp": list(temp),
+            "reasons": list(reasons),
+            "energy": list(energy_mj),
+        }
+        self.calls = dict.fromkeys(self.scripts, 0)
         self.default_clock = default_clock
         self.app_target_clock = app_target_clock
         self.init_error = init_error
@@ -162,16 +177,16 @@ def test_slowdown_flags_from_bits_and_the_75_percent_clock_rule():
     script = [  # (reason mask, SM clock MHz, expected slowdown) with a 1400 MHz default clock
         (0, 1400, False),
         (HW_SLOW, 1400, True),
-        (0, 1000, True),            # below 0.75 * 1400 = 1050
+        (0, 1000, True),  # below 0.75 * 1400 = 1050
         (0, 1100, False),
-        (IDLE, 300, False),         # idle parks the clock low: not a slowdown
+        (IDLE, 300, False),  # idle parks the clock low: not a slowdown
         (SYNC | APP, 1400, False),  # not slowdown bits
         (SW_THERM, 1400, True),
         (SW_POWER, 1400, True),
         (HW_THERM, 1400, True),
         (HW_BRAKE, 1400, True),
-        (0, 300, True),             # low clock while not idle
-        (0, 1400, False),           # repeated from here on
+        (0, 300, True),  # low clock while not idle
+        (0, 1400, False),  # repeated from here on
     ]
     fake = FakeNvml(reasons=[m for m, _, _ in script], sm_clock=[c for _, c, _ in script])
     with NvmlSampler("cuda:0", interval_s=0.002, nvml=fake) as s:
@@ -182,12 +197,19 @@ def test_slowdown_flags_from_bits_and_the_75_percent_clock_rule():
     assert len(tel.samples) >= len(script) + 2
     got = [(x.throttle_reasons, x.sm_clock_mhz, x.slowdown) for x in tel.samples[: len(script)]]
     assert got == script
-    assert all(not x.slowdown for x in tel.samples[len(script):])
+    assert all(not x.slowdown for x in tel.samples[len(script) :])
     assert tel.throttled_fraction == pytest.approx(7 / len(tel.samples))
     assert tel.min_sm_clock_mhz == 300
-    assert tel.throttle_reasons_seen == ["gpu_idle", "applications_clocks_setting", "sw_power_cap",
-                                         "hw_slowdown", "sync_boost", "sw_thermal", "hw_thermal",
-                                         "hw_power_brake"]
+    assert tel.throttle_reasons_seen == [
+        "gpu_idle",
+        "applications_clocks_setting",
+        "sw_power_cap",
+        "hw_slowdown",
+        "sync_boost",
+        "sw_thermal",
+        "hw_thermal",
+        "hw_power_brake",
+    ]
     ts = [x.t_s for x in tel.samples]
     assert ts == sorted(ts) and ts[0] >= 0
 
@@ -212,9 +234,8 @@ def test_samples_collected_during_a_sleep_and_thread_stops_promptly():
 def test_exit_does_not_wait_for_a_long_interval_and_exceptions_propagate():
     fake = FakeNvml()
     t0 = time.perf_counter()
-    with pytest.raises(KeyError):
-        with NvmlSampler("cuda:0", interval_s=60.0, nvml=fake) as s:
-            raise KeyError("from the timed body")
+    with pytest.raises(KeyError), NvmlSampler("cuda:0", interval_s=60.0, nvml=fake) as s:
+        raise KeyError("from the timed body")
     assert time.perf_counter() - t0 < 1.0
     assert _no_sampler_threads() and fake.shutdowns == 1
     assert len(s.result().samples) == 2  # opening and closing samples
@@ -298,8 +319,12 @@ def _assert_null(tel, reason_part):
     from uhd_profile.measure.schema import fill
 
     assert asdict(tel)["available"] is False
-    assert fill({}, tel) == {"telemetry_reason": tel.telemetry_reason, "mean_power_w": None, "max_temp_c": None,
-                             "throttled_fraction": None}  # what a record takes from it
+    assert fill({}, tel) == {
+        "telemetry_reason": tel.telemetry_reason,
+        "mean_power_w": None,
+        "max_temp_c": None,
+        "throttled_fraction": None,
+    }  # what a record takes from it
 
 
 def test_cpu_device_is_null_with_reason():

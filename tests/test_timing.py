@@ -59,15 +59,19 @@ def run(durations_ns, sync=False, **settings) -> tuple[LatencyStats, FakeTimer]:
     settings.setdefault("warmup_iters", 0)
     settings.setdefault("warmup_time_s", 0.0)
     fake = FakeTimer(durations_ns)
-    st = time_forward(fake.fn, "cpu", TimingSettings(**settings), clock_ns=fake.clock,
-                      sync=fake.sync if sync else None)
+    st = time_forward(fake.fn, "cpu", TimingSettings(**settings), clock_ns=fake.clock, sync=fake.sync if sync else None)
     return st, fake
 
 
 def np_stats(xs):
     p25, p50, p75 = (np.percentile(xs, q) for q in (25, 50, 75))
-    return {"median": p50, "p10": np.percentile(xs, 10), "p90": np.percentile(xs, 90),
-            "iqr_over_median": (p75 - p25) / p50, "n": len(xs)}
+    return {
+        "median": p50,
+        "p10": np.percentile(xs, 10),
+        "p90": np.percentile(xs, 90),
+        "iqr_over_median": (p75 - p25) / p50,
+        "n": len(xs),
+    }
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -95,8 +99,7 @@ def test_summarize_bit_exact_against_numpy():
 
 
 def test_summarize_edge_cases():
-    assert summarize([0.002]) == {"median": 0.002, "p10": 0.002, "p90": 0.002,
-                                  "iqr_over_median": 0.0, "n": 1}
+    assert summarize([0.002]) == {"median": 0.002, "p10": 0.002, "p90": 0.002, "iqr_over_median": 0.0, "n": 1}
     assert summarize([0.0, 0.0, 0.0])["iqr_over_median"] == 0.0
     assert summarize([0.0, 0.0, 0.0, 1.0, 1.0])["iqr_over_median"] == math.inf
     with pytest.raises(ValueError):
@@ -113,12 +116,15 @@ def test_noise_flag_boundaries():
     assert noise_flag(math.nan) == "unreliable"
 
 
-@pytest.mark.parametrize("durations_ms, ratio, flag", [
-    # sorted, n = 5: q25 = x[1], median = x[2], q75 = x[3]; dyadic values so the ratio is exact
-    ([1000, 1187.5, 1250, 1312.5, 1500], 0.125 / 1.25, "noisy"),        # == 0.10 exactly
-    ([1000, 875, 750, 1125, 1250], 0.25 / 1.0, "unreliable"),           # == 0.25 exactly
-    ([1000, 1187.5, 1250, 1312.5 - 1e-3, 1500], None, "ok"),             # just under 0.10
-])
+@pytest.mark.parametrize(
+    "durations_ms, ratio, flag",
+    [
+        # sorted, n = 5: q25 = x[1], median = x[2], q75 = x[3]; dyadic values so the ratio is exact
+        ([1000, 1187.5, 1250, 1312.5, 1500], 0.125 / 1.25, "noisy"),  # == 0.10 exactly
+        ([1000, 875, 750, 1125, 1250], 0.25 / 1.0, "unreliable"),  # == 0.25 exactly
+        ([1000, 1187.5, 1250, 1312.5 - 1e-3, 1500], None, "ok"),  # just under 0.10
+    ],
+)
 def test_noise_flag_boundaries_end_to_end(durations_ms, ratio, flag):
     durations = [int(d * MS) for d in durations_ms]
     st, _ = run([1] + durations, min_samples=5, max_samples=5, min_time_s=0.0, target_iqr=1e-9)
@@ -193,8 +199,7 @@ def test_time_limit_names_unmet_min_samples():
 def test_max_samples_names_what_was_unmet():
     # Six samples 100, 200, ... ms = 0.9 s: sorted three 0.1 and three 0.2,
     # q25 = x[1.25] = 0.1, median = x[2.5] = 0.15, q75 = x[3.75] = 0.2 -> 0.1 / 0.15
-    st, _ = run([MS] + [100 * MS, 200 * MS] * 50, min_samples=5, min_time_s=1.0,
-                max_samples=6)
+    st, _ = run([MS] + [100 * MS, 200 * MS] * 50, min_samples=5, min_time_s=1.0, max_samples=6)
     assert (st.latency_n, st.stop_reason) == (6, "max_samples")
     assert st.latency_unmet == "min_time_s 1 not reached (0.9 s); IQR/median 0.667 >= target 0.05"
 
@@ -208,8 +213,7 @@ def test_target_wins_when_it_is_met_at_the_time_limit():
 
 
 def test_first_call_is_excluded_from_samples():
-    st, fake = run([5000 * MS] + [7 * MS] * 3 + [1 * MS] * 100, warmup_iters=3, min_samples=10,
-                   min_time_s=0.0)
+    st, fake = run([5000 * MS] + [7 * MS] * 3 + [1 * MS] * 100, warmup_iters=3, min_samples=10, min_time_s=0.0)
     assert st.first_call_s == 5.0
     assert st.warmup_iters == 3 and st.warmup_s == 0.021
     assert st.latency_samples_s == [0.001] * 10
@@ -239,9 +243,13 @@ def test_no_warmup():
 
 def test_cpu_sync_runs_inside_the_timed_region():
     fake = FakeTimer([2 * MS] * 100, sync_ns=MS // 2)
-    st = time_forward(fake.fn, "cpu", TimingSettings(warmup_iters=2, warmup_time_s=0.0,
-                                                     min_samples=4, min_time_s=0.0),
-                      clock_ns=fake.clock, sync=fake.sync)
+    st = time_forward(
+        fake.fn,
+        "cpu",
+        TimingSettings(warmup_iters=2, warmup_time_s=0.0, min_samples=4, min_time_s=0.0),
+        clock_ns=fake.clock,
+        sync=fake.sync,
+    )
     assert st.latency_samples_s == [0.0025] * 4
     assert fake.syncs == 1 + 1 + 2 + 4  # before the first call, after it, per warm-up, per sample
 
@@ -249,26 +257,29 @@ def test_cpu_sync_runs_inside_the_timed_region():
 # --- settings and inputs ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value, extra", [
-    ("warmup_iters", -1, {}),
-    ("warmup_iters", 1.5, {}),
-    ("warmup_iters", True, {}),
-    ("warmup_time_s", -0.1, {}),
-    ("warmup_time_s", math.inf, {}),
-    ("warmup_time_s", math.nan, {}),
-    ("warmup_time_s", "0.2", {}),
-    ("min_samples", 0, {}),
-    ("min_time_s", -1.0, {}),
-    ("min_time_s", 5.0, {"max_time_s": 2.0}),
-    ("max_time_s", 0.0, {"min_time_s": 0.0}),
-    ("max_time_s", math.inf, {}),
-    ("target_iqr", 0.0, {}),
-    ("target_iqr", -0.05, {}),
-    ("target_iqr", math.nan, {}),
-    ("max_samples", 0, {}),
-    ("max_samples", 5, {"min_samples": 10}),
-    ("l2_flush", "yes", {}),
-])
+@pytest.mark.parametrize(
+    "field, value, extra",
+    [
+        ("warmup_iters", -1, {}),
+        ("warmup_iters", 1.5, {}),
+        ("warmup_iters", True, {}),
+        ("warmup_time_s", -0.1, {}),
+        ("warmup_time_s", math.inf, {}),
+        ("warmup_time_s", math.nan, {}),
+        ("warmup_time_s", "0.2", {}),
+        ("min_samples", 0, {}),
+        ("min_time_s", -1.0, {}),
+        ("min_time_s", 5.0, {"max_time_s": 2.0}),
+        ("max_time_s", 0.0, {"min_time_s": 0.0}),
+        ("max_time_s", math.inf, {}),
+        ("target_iqr", 0.0, {}),
+        ("target_iqr", -0.05, {}),
+        ("target_iqr", math.nan, {}),
+        ("max_samples", 0, {}),
+        ("max_samples", 5, {"min_samples": 10}),
+        ("l2_flush", "yes", {}),
+    ],
+)
 def test_settings_validation(field, value, extra):
     with pytest.raises(UhdProfileError) as info:
         TimingSettings(**{field: value, **extra})
@@ -353,8 +364,7 @@ def fake_cuda(monkeypatch):
 def test_fake_cuda_chunks_with_one_sync_each(fake_cuda):
     # 1 ms per call. Warm-up: a chunk of 3 (3 ms), then 7 more to reach 10 ms: 10 iterations.
     # Measurement: chunks of 50 ms / 1 ms = 50; after 2 chunks n = 100 and 0.1 s -> target.
-    st, fake = fake_cuda(itertools.repeat(MS), warmup_iters=3, warmup_time_s=0.01, min_samples=10,
-                         min_time_s=0.1)
+    st, fake = fake_cuda(itertools.repeat(MS), warmup_iters=3, warmup_time_s=0.01, min_samples=10, min_time_s=0.1)
     assert st.timer == "cuda_events" and st.cache == "hot"
     assert st.warmup_iters == 10
     assert (st.latency_n, st.stop_reason) == (100, "target_iqr")
@@ -364,8 +374,7 @@ def test_fake_cuda_chunks_with_one_sync_each(fake_cuda):
 
 
 def test_fake_cuda_max_samples_is_exact(fake_cuda):
-    st, _ = fake_cuda([MS, 3 * MS] * 1000, warmup_iters=4, warmup_time_s=0.0, min_samples=10,
-                      min_time_s=0.0, max_samples=60)
+    st, _ = fake_cuda([MS, 3 * MS] * 1000, warmup_iters=4, warmup_time_s=0.0, min_samples=10, min_time_s=0.0, max_samples=60)
     # warm-up estimate 2 ms/call -> a chunk of 25 (3 1 3 ... = 51 ms), then 50 ms / 2.04 ms = 24,
     # then the cap cuts the third chunk to 60 - 49 = 11
     assert (st.latency_n, st.stop_reason) == (60, "max_samples")
@@ -374,8 +383,9 @@ def test_fake_cuda_max_samples_is_exact(fake_cuda):
 
 
 def test_fake_cuda_last_chunk_fits_the_time_limit(fake_cuda):
-    st, fake = fake_cuda(itertools.cycle([MS, 3 * MS]), warmup_iters=4, warmup_time_s=0.0,
-                         min_samples=10, min_time_s=0.0, max_time_s=0.12)
+    st, fake = fake_cuda(
+        itertools.cycle([MS, 3 * MS]), warmup_iters=4, warmup_time_s=0.0, min_samples=10, min_time_s=0.0, max_time_s=0.12
+    )
     # chunks of 25 (51 ms) and 24 (48 ms) as above, then the last is sized to the 21 ms left:
     # ceil(21 ms / 2 ms) = 11 calls (1 3 1 ... = 21 ms), ending at exactly 0.12 s
     assert (st.latency_n, st.stop_reason) == (60, "time_limit")
@@ -388,8 +398,7 @@ def test_fake_cuda_last_chunk_fits_the_time_limit(fake_cuda):
 
 def test_cpu_smoke_real_clock():
     a, b = torch.randn(32, 32), torch.randn(32, 32)
-    s = TimingSettings(warmup_iters=2, warmup_time_s=0.01, min_samples=5, min_time_s=0.05,
-                       max_time_s=0.2)
+    s = TimingSettings(warmup_iters=2, warmup_time_s=0.01, min_samples=5, min_time_s=0.05, max_time_s=0.2)
     t0 = time.perf_counter()
     st = time_forward(lambda: a @ b, "cpu", s)
     wall = time.perf_counter() - t0
@@ -428,9 +437,9 @@ def test_cuda_known_duration_kernel():
         calls["sync"] += 1
         torch.cuda.synchronize()
 
-    st = time_forward(lambda: torch.cuda._sleep(cycles), "cuda",
-                      TimingSettings(warmup_time_s=0.05, min_time_s=0.3, max_time_s=3.0),
-                      sync=sync)
+    st = time_forward(
+        lambda: torch.cuda._sleep(cycles), "cuda", TimingSettings(warmup_time_s=0.05, min_time_s=0.3, max_time_s=3.0), sync=sync
+    )
     assert st.timer == "cuda_events" and st.cache == "hot"
     assert st.latency_median_s == pytest.approx(expected, rel=0.05)
     assert st.latency_n == len(st.latency_samples_s) >= 10
@@ -440,8 +449,6 @@ def test_cuda_known_duration_kernel():
 @pytest.mark.gpu
 def test_cuda_l2_flush_runs_cold():
     x = torch.randn(1024, 1024, device="cuda")
-    st = time_forward(lambda: x @ x, "cuda",
-                      TimingSettings(l2_flush=True, warmup_time_s=0.02, min_time_s=0.1,
-                                     max_time_s=1.0))
+    st = time_forward(lambda: x @ x, "cuda", TimingSettings(l2_flush=True, warmup_time_s=0.02, min_time_s=0.1, max_time_s=1.0))
     assert st.cache == "cold" and st.timer == "cuda_events"
     assert st.latency_n >= 10 and st.latency_median_s > 0

@@ -33,8 +33,26 @@ def tb():
 def test_bench_trace_loads_in_the_tensorboard_plugin(tb, cli, tmp_path):
     consts, io, RunLoader = tb
     logdir = tmp_path / "trace"
-    code, out, err = cli("bench", "--encoder", "tiny", "--resolution", "64", "--device", "cpu", "--variant", "v4",
-                         "--depth", "1", "--min-time", "0.05", "--max-time", "0.5", "--trace", str(logdir), "--json")
+    code, out, err = cli(
+        "bench",
+        "--encoder",
+        "tiny",
+        "--resolution",
+        "64",
+        "--device",
+        "cpu",
+        "--variant",
+        "v4",
+        "--depth",
+        "1",
+        "--min-time",
+        "0.05",
+        "--max-time",
+        "0.5",
+        "--trace",
+        str(logdir),
+        "--json",
+    )
     assert code == 0, err
     rec = json.loads(out)
     name = os.path.basename(rec["trace_path"])
@@ -61,6 +79,7 @@ def test_bench_trace_loads_in_the_tensorboard_plugin(tb, cli, tmp_path):
     assert {"uhd::embed", "uhd::attention", "uhd::mlp", "uhd::compressor", "uhd::connector"} <= ranges
     steps = [e for e in events if str(e.get("name", "")).startswith("ProfilerStep#")]
     assert len(steps) == 3  # profile_trace's three active iterations, one per forward
-    inside = [e for e in events if e.get("name") == "uhd::attention"
-              and any(s["ts"] <= e["ts"] <= s["ts"] + s["dur"] for s in steps)]
+    inside = [
+        e for e in events if e.get("name") == "uhd::attention" and any(s["ts"] <= e["ts"] <= s["ts"] + s["dur"] for s in steps)
+    ]
     assert inside, "the uhd:: ranges do not fall inside the profiled steps"

@@ -13,8 +13,8 @@ import torch
 from uhd_profile import UhdProfileError, VariantSpec, build_variant, count_flops
 from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.model.encoders import ENCODERS, get_encoder
-from uhd_profile.units import parse_size
 from uhd_profile.model.variants import example_input
+from uhd_profile.units import parse_size
 
 CLIP, INTERN, QWEN, NAFLEX = "clip-vit-l14-336", "internvit-300m-448", "qwen2.5-vl-vit", "siglip2-so400m-p16"
 PRESETS = (CLIP, INTERN, QWEN, NAFLEX)
@@ -22,8 +22,12 @@ PRESETS = (CLIP, INTERN, QWEN, NAFLEX)
 # Native side (px) of each small preset: an 8x8 grid, except Qwen's 16x16 at 224 px, which its
 # 112 px (8x8-patch) windows split into 2x2 windows. Qwen gets 8 layers so that block 7 is one of
 # its full-attention blocks (7, 15, 23, 31).
-SMALL = {CLIP: dict(image_size=112), INTERN: dict(image_size=112), QWEN: dict(image_size=224, layers=8),
-         NAFLEX: dict(image_size=128)}
+SMALL = {
+    CLIP: dict(image_size=112),
+    INTERN: dict(image_size=112),
+    QWEN: dict(image_size=224, layers=8),
+    NAFLEX: dict(image_size=128),
+}
 # a non-square, non-native resolution per preset (position tables get resized); grid sides are
 # multiples of 4 so that the 16x connector fits
 OFF_NATIVE = {CLIP: "168x56", INTERN: "112x168", QWEN: "280x168", NAFLEX: "192x64"}  # W x H
@@ -47,8 +51,9 @@ def small_name(preset: str) -> str:
 def small(monkeypatch):
     """Register the small version of every preset (under ``small_name``) for one test."""
     for preset in PRESETS:
-        spec = replace(get_encoder(preset), name=small_name(preset), **{
-            "layers": 4, "hidden": 64, "mlp": 128, "heads": 4, **SMALL[preset]})
+        spec = replace(
+            get_encoder(preset), name=small_name(preset), **{"layers": 4, "hidden": 64, "mlp": 128, "heads": 4, **SMALL[preset]}
+        )
         monkeypatch.setitem(ENCODERS, spec.name, spec)
 
 
@@ -119,8 +124,11 @@ def test_adapter_reproduces_the_transformers_forward(small, preset):
                 from transformers.models.siglip2.image_processing_pil_siglip2 import convert_image_to_patches
 
                 patches = torch.from_numpy(convert_image_to_patches(pixels[0].numpy(), enc.patch))[None]
-                theirs = hf(pixel_values=patches, pixel_attention_mask=torch.ones(1, gh * gw, dtype=torch.int32),
-                            spatial_shapes=torch.tensor([[gh, gw]])).last_hidden_state
+                theirs = hf(
+                    pixel_values=patches,
+                    pixel_attention_mask=torch.ones(1, gh * gw, dtype=torch.int32),
+                    spatial_shapes=torch.tensor([[gh, gw]]),
+                ).last_hidden_state
                 ours = trunk.post_norm(ours)
         assert ours.shape == theirs.shape
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
@@ -161,7 +169,7 @@ def test_layer_parts_are_the_layers_linear_maps(small):
         qwen = get_encoder(small_name(QWEN)).build()
         parts, qkv = qwen.layer_parts(2), qwen.layers[2].attn.qkv(x)
         for j, piece in enumerate((parts.q, parts.k, parts.v)):
-            torch.testing.assert_close(piece(x), qkv[:, 64 * j: 64 * (j + 1)])
+            torch.testing.assert_close(piece(x), qkv[:, 64 * j : 64 * (j + 1)])
         assert qwen.geometry(2).gated and parts.gate is qwen.layers[2].mlp.gate_proj
 
         intern = get_encoder(small_name(INTERN)).build()

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uhd_profile.model.compressors import COMPRESSORS, FusionMLP, WindowAttention, unshuffle, windows
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.model.compressors import COMPRESSORS, FusionMLP, WindowAttention, unshuffle, windows
 from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 
 TINY_LAYERS = 4
@@ -88,15 +88,19 @@ def test_reuse_init_copies_window_attention_and_norms():
     spec = VariantSpec(encoder="tiny", compressor="window-attn-reused-mlp", depth=1, post_ratio=1)
     model, layer = _tiny_with_layer(spec)
     attn: WindowAttention = model.compressor.attn
-    for mine, theirs in ((attn.q, layer.self_attn.q_proj), (attn.k, layer.self_attn.k_proj),
-                         (attn.v, layer.self_attn.v_proj), (attn.o, layer.self_attn.out_proj)):
+    for mine, theirs in (
+        (attn.q, layer.self_attn.q_proj),
+        (attn.k, layer.self_attn.k_proj),
+        (attn.v, layer.self_attn.v_proj),
+        (attn.o, layer.self_attn.out_proj),
+    ):
         assert torch.equal(mine.weight, theirs.weight) and torch.equal(mine.bias, theirs.bias)
     assert torch.equal(attn.norm1.weight, layer.layer_norm1.weight)
     mlp = model.compressor.mlp
     assert torch.equal(mlp.pre_norm.weight, layer.layer_norm2.weight.repeat(4))
     m, d = layer.mlp.fc1.weight.shape
     w1 = mlp.linear_1.weight
-    assert torch.equal(w1[m:2 * m, d:2 * d], layer.mlp.fc1.weight)
+    assert torch.equal(w1[m : 2 * m, d : 2 * d], layer.mlp.fc1.weight)
     assert torch.count_nonzero(w1[:m, d:]) == 0  # block-diagonal
     torch.testing.assert_close(mlp.linear_2.weight, layer.mlp.fc2.weight.repeat(1, 4) / 4)
     assert torch.equal(mlp.linear_2.bias, layer.mlp.fc2.bias)  # not scaled
@@ -136,21 +140,24 @@ def test_window_attention_stays_inside_windows():
     assert changed.nonzero().flatten().tolist() == [10, 11, 14, 15]
 
 
-@pytest.mark.parametrize("kwargs,fragment", [
-    (dict(encoder="qwen2.5-vl-vit", resolution=435), "is not a multiple of qwen2.5-vl-vit's patch size 14"),
-    (dict(encoder="siglip2-so400m-p16", resolution="512x500"), "height 500 is not a multiple"),
-    (dict(resolution=13), "smaller than siglip2-so400m-p14's patch size 14"),
-    (dict(resolution=(896, 1344)), "ambiguous"),
-    (dict(encoder="tiny", resolution=72, compressor="avg-pool", depth=1), "even token grid"),
-    (dict(compressor="avg-pool", depth=27), "valid depths are 0..26"),
-    (dict(compressor="avg-pool", depth=-1), "valid depths are 0..26"),
-    (dict(compressor="nope", depth=1), "valid compressors"),
-    (dict(encoder="nope"), "valid encoders"),
-    (dict(post_ratio=8), "valid: 1, 4, 16"),
-    (dict(post_ratio=16), "needs a token grid divisible by 4"),
-    (dict(encoder="minicpm-v-4.6", compressor="avg-pool", depth=6, post_ratio=1), "released model"),
-    (dict(compressor="avg-pool"), "needs a depth"),
-])
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        (dict(encoder="qwen2.5-vl-vit", resolution=435), "is not a multiple of qwen2.5-vl-vit's patch size 14"),
+        (dict(encoder="siglip2-so400m-p16", resolution="512x500"), "height 500 is not a multiple"),
+        (dict(resolution=13), "smaller than siglip2-so400m-p14's patch size 14"),
+        (dict(resolution=(896, 1344)), "ambiguous"),
+        (dict(encoder="tiny", resolution=72, compressor="avg-pool", depth=1), "even token grid"),
+        (dict(compressor="avg-pool", depth=27), "valid depths are 0..26"),
+        (dict(compressor="avg-pool", depth=-1), "valid depths are 0..26"),
+        (dict(compressor="nope", depth=1), "valid compressors"),
+        (dict(encoder="nope"), "valid encoders"),
+        (dict(post_ratio=8), "valid: 1, 4, 16"),
+        (dict(post_ratio=16), "needs a token grid divisible by 4"),
+        (dict(encoder="minicpm-v-4.6", compressor="avg-pool", depth=6, post_ratio=1), "released model"),
+        (dict(compressor="avg-pool"), "needs a depth"),
+    ],
+)
 def test_bad_specs_raise_one_clear_error(kwargs, fragment):
     with pytest.raises(UhdProfileError, match=fragment) as info:
         VariantSpec(**kwargs)
@@ -160,8 +167,15 @@ def test_bad_specs_raise_one_clear_error(kwargs, fragment):
 def test_local_checkpoint_loads(tmp_path):
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    cfg = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                             image_size=64, patch_size=8, vision_use_head=False)
+    cfg = SiglipVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        image_size=64,
+        patch_size=8,
+        vision_use_head=False,
+    )
     torch.manual_seed(1)
     saved = SiglipVisionModel(cfg)
     saved.save_pretrained(tmp_path)

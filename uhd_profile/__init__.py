@@ -21,8 +21,10 @@ from uhd_profile.version import __version__  # noqa: E402
 
 # Importing these costs more (the measurement probes, the report's plotting stack): on first use.
 _LAZY = {
-    "bench": "uhd_profile.measure.bench", "BenchSettings": "uhd_profile.measure.bench",
-    "TimingSettings": "uhd_profile.measure.timing", "write_report": "uhd_profile.analyse.report",
+    "bench": "uhd_profile.measure.bench",
+    "BenchSettings": "uhd_profile.measure.bench",
+    "TimingSettings": "uhd_profile.measure.timing",
+    "write_report": "uhd_profile.analyse.report",
 }
 
 
@@ -34,5 +36,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'uhd_profile' has no attribute {name!r}")
 
 
-__all__ = ["CONVENTIONS", "BenchSettings", "Cost", "FlopCount", "Size", "TimingSettings", "UhdProfileError", "VariantSpec",
-           "bench", "build_variant", "count_flops", "load", "write_report", "__version__"]
+__all__ = [
+    "CONVENTIONS",
+    "BenchSettings",
+    "Cost",
+    "FlopCount",
+    "Size",
+    "TimingSettings",
+    "UhdProfileError",
+    "VariantSpec",
+    "bench",
+    "build_variant",
+    "count_flops",
+    "load",
+    "write_report",
+    "__version__",
+]

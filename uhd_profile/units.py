@@ -45,7 +45,7 @@ class Size(NamedTuple):
         return self.width * self.height
 
     @classmethod
-    def square(cls, side: int) -> "Size":
+    def square(cls, side: int) -> Size:
         return cls(side, side)
 
 
@@ -107,9 +107,16 @@ def parse_resolution(value: Any, what: str = "resolution") -> Size | None:
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Canonical dtype name -> torch dtype."""
 DTYPE_ALIASES: dict[str, str] = {
-    "fp32": "fp32", "float32": "fp32", "float": "fp32", "f32": "fp32",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16", "f16": "fp16",
+    "fp32": "fp32",
+    "float32": "fp32",
+    "float": "fp32",
+    "f32": "fp32",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "half": "fp16",
+    "f16": "fp16",
 }
 """Every accepted spelling -> its canonical name."""
 
@@ -140,9 +147,16 @@ def dtype_bytes(value: Any) -> int:
 # --------------------------------------------------------------------------------------------
 
 _BYTE_UNITS = {
-    "": 1, "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
 }
 _BYTES_TEXT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 

@@ -34,15 +34,16 @@ import datetime as _dt
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from uhd_profile.version import __version__
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.env import fingerprint_key, key_differences
 from uhd_profile.measure.schema import gated, upgrade_baseline_points_v1
 from uhd_profile.run.store import read_header, records
+from uhd_profile.version import __version__
 
 SCHEMA = "uhd-profile/baseline"
 SCHEMA_VERSION = 2
@@ -133,7 +134,7 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> RankTest:
         p = min(1.0, 2 * sum(dist[: k + 1]) / total)
         return RankTest(u=u, p=p, method="exact", n_x=n1, n_y=n2)
     n = n1 + n2
-    tie_term = sum(t ** 3 - t for t in ties) / (n * (n - 1)) if n > 1 else 0.0
+    tie_term = sum(t**3 - t for t in ties) / (n * (n - 1)) if n > 1 else 0.0
     var = n1 * n2 / 12 * ((n + 1) - tie_term)
     if var <= 0:  # every value equal: no evidence of any shift
         return RankTest(u=u, p=1.0, method="normal", n_x=n1, n_y=n2)
@@ -172,15 +173,25 @@ def _point_entry(rec: dict, counts_only: bool) -> dict:
     m = rec.get("metrics") or {}
     rules = ("exact",) if counts_only else ("exact", "latency", "memory")
     names = [n for rule in rules for n in gated(rule)]
-    return _clean({
-        "variant_id": rec["variant_id"], "status": rec["status"], "error": rec.get("error"),
-        "point": rec.get("point"), "env_key": _env_key(rec.get("env")),
-        "metrics": {n: m[n] for n in names if m.get(n) is not None},
-    })
+    return _clean(
+        {
+            "variant_id": rec["variant_id"],
+            "status": rec["status"],
+            "error": rec.get("error"),
+            "point": rec.get("point"),
+            "env_key": _env_key(rec.get("env")),
+            "metrics": {n: m[n] for n in names if m.get(n) is not None},
+        }
+    )
 
 
-def baseline_from_records(records: list[dict], recipe_name: str | None = None, recipe_hash: str | None = None,
-                          counts_only: bool = False, source: str | None = None) -> dict:
+def baseline_from_records(
+    records: list[dict],
+    recipe_name: str | None = None,
+    recipe_hash: str | None = None,
+    counts_only: bool = False,
+    source: str | None = None,
+) -> dict:
     """A baseline (schema ``SCHEMA`` version ``SCHEMA_VERSION``) of a run's records.
 
     ``counts_only`` leaves out latency and memory (a baseline that does not churn when it is
@@ -198,10 +209,16 @@ def baseline_from_records(records: list[dict], recipe_name: str | None = None, r
         if key and key not in envs:
             envs[key] = _clean(dict(rec["env"]))
     return {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "uhd_profile_version": __version__,
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "uhd_profile_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "recipe_name": recipe_name, "recipe_hash": recipe_hash, "source_run": source, "counts_only": counts_only,
-        "environments": envs, "points": points,
+        "recipe_name": recipe_name,
+        "recipe_hash": recipe_hash,
+        "source_run": source,
+        "counts_only": counts_only,
+        "environments": envs,
+        "points": points,
     }
 
 
@@ -236,7 +253,9 @@ def load_baseline(path: str | os.PathLike) -> dict:
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise UhdProfileError(f"baseline {path}: no such file; write one with `uhd-profile baseline RUN_DIR --out {path}`") from None
+        raise UhdProfileError(
+            f"baseline {path}: no such file; write one with `uhd-profile baseline RUN_DIR --out {path}`"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UhdProfileError(f"baseline {path}: cannot read it ({type(exc).__name__}: {exc})") from None
     try:
@@ -244,17 +263,20 @@ def load_baseline(path: str | os.PathLike) -> dict:
     except json.JSONDecodeError as exc:
         raise UhdProfileError(f"baseline {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise UhdProfileError(f"baseline {path}: not a {SCHEMA} file (schema {data.get('schema') if isinstance(data, dict) else None!r})")
+        raise UhdProfileError(
+            f"baseline {path}: not a {SCHEMA} file (schema {data.get('schema') if isinstance(data, dict) else None!r})"
+        )
     if data.get("schema_version") not in READABLE_VERSIONS:
-        raise UhdProfileError(f"baseline {path}: schema version {data.get('schema_version')!r} is not supported; this "
-                              f"uhd-profile reads versions {', '.join(map(str, READABLE_VERSIONS))}: regenerate it with "
-                              "`uhd-profile baseline`")
+        raise UhdProfileError(
+            f"baseline {path}: schema version {data.get('schema_version')!r} is not supported; this "
+            f"uhd-profile reads versions {', '.join(map(str, READABLE_VERSIONS))}: regenerate it with "
+            "`uhd-profile baseline`"
+        )
     points = data.get("points")
     if not isinstance(points, dict) or not all(isinstance(v, dict) and "status" in v for v in points.values()):
         raise UhdProfileError(f"baseline {path}: 'points' must map point ids to entries with a status")
     if data["schema_version"] == 1:
-        data = {**data, "schema_version": SCHEMA_VERSION, "points": upgrade_baseline_points_v1(points),
-                "upgraded_from": 1}
+        data = {**data, "schema_version": SCHEMA_VERSION, "points": upgrade_baseline_points_v1(points), "upgraded_from": 1}
     return data
 
 
@@ -278,8 +300,9 @@ class GateSettings:
         for name in ("flops_tolerance", "time_threshold", "memory_threshold"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise UhdProfileError(f"--{name.replace('_', '-')} {v!r} is not valid; give a finite relative "
-                                      "change >= 0, e.g. 0.1 for 10%")
+                raise UhdProfileError(
+                    f"--{name.replace('_', '-')} {v!r} is not valid; give a finite relative change >= 0, e.g. 0.1 for 10%"
+                )
         if not isinstance(self.memory_floor_bytes, int) or self.memory_floor_bytes < 0:
             raise UhdProfileError(f"--memory-floor {self.memory_floor_bytes!r} is not valid; give bytes >= 0")
         if not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1:
@@ -340,17 +363,23 @@ class GateResult:
         return 1 if self.verdict == "fail" else 0
 
     def marks(self) -> dict[str, int]:
-        out = {m: 0 for m in MARKS}
+        out = dict.fromkeys(MARKS, 0)
         for p in self.points:
             out[p.mark] += 1
         return {k: v for k, v in out.items() if v}
 
     def to_json(self) -> dict:
-        return _clean({
-            "verdict": self.verdict, "exit_code": self.exit_code, "marks": self.marks(),
-            "settings": asdict(self.settings), "refused": self.refused, "notes": self.notes,
-            "points": [{**asdict(p), "regression": p.regression} for p in self.points],
-        })
+        return _clean(
+            {
+                "verdict": self.verdict,
+                "exit_code": self.exit_code,
+                "marks": self.marks(),
+                "settings": asdict(self.settings),
+                "refused": self.refused,
+                "notes": self.notes,
+                "points": [{**asdict(p), "regression": p.regression} for p in self.points],
+            }
+        )
 
 
 def _rel(base: float, new: float) -> float | None:
@@ -433,8 +462,10 @@ def compare(baseline: dict, run_records: list[dict], settings: GateSettings | No
         notes.append("the baseline is counts-only: latency and memory were not compared")
     run_hashes = {r.get("recipe_hash") for r in run_records}
     if baseline.get("recipe_hash") and run_hashes and run_hashes != {baseline["recipe_hash"]}:
-        notes.append(f"the run's recipe hash {', '.join(sorted(str(h) for h in run_hashes))} differs from the "
-                     f"baseline's {baseline['recipe_hash']} ({baseline.get('recipe_name')}): points may not line up")
+        notes.append(
+            f"the run's recipe hash {', '.join(sorted(str(h) for h in run_hashes))} differs from the "
+            f"baseline's {baseline['recipe_hash']} ({baseline.get('recipe_name')}): points may not line up"
+        )
     refused: dict[tuple[str | None, str | None], dict] = {}
     diffs: list[PointDiff] = []
     for pid in sorted(set(base_points) | set(run_by_id)):
@@ -469,10 +500,14 @@ def compare(baseline: dict, run_records: list[dict], settings: GateSettings | No
             if b_key != r_key and not s.allow_cross_machine:
                 pair = (b_key, r_key)
                 if pair not in refused:
-                    refused[pair] = {"env_key_baseline": b_key, "env_key_run": r_key,
-                                     "differences": {k: list(v) for k, v in
-                                                     key_differences(envs.get(b_key) or {}, r.get("env") or {}).items()},
-                                     "points": 0}
+                    refused[pair] = {
+                        "env_key_baseline": b_key,
+                        "env_key_run": r_key,
+                        "differences": {
+                            k: list(v) for k, v in key_differences(envs.get(b_key) or {}, r.get("env") or {}).items()
+                        },
+                        "points": 0,
+                    }
                 refused[pair]["points"] += 1
                 d.notes.append("time and memory not compared: another machine (--allow-cross-machine to force)")
             else:

@@ -60,7 +60,9 @@ def image_size(path: str | os.PathLike) -> Size:
             orientation = im.getexif().get(0x0112, 1)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UhdProfileError(f"{p}: not a readable image ({reason}); give image files (PNG, JPEG, WebP, ... anything PIL reads)") from None
+        raise UhdProfileError(
+            f"{p}: not a readable image ({reason}); give image files (PNG, JPEG, WebP, ... anything PIL reads)"
+        ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees when displayed
@@ -138,22 +140,39 @@ class ImageCost:
         ``paper_flops``)."""
         conv = get_convention(convention)
         col = conv.column
-        d: dict = {"path": self.path, "size": list(self.size), "encoder": self.encoder, "plans": list(self.plans),
-                   "convention": convention, "convention_help": conv.meaning}
+        d: dict = {
+            "path": self.path,
+            "size": list(self.size),
+            "encoder": self.encoder,
+            "plans": list(self.plans),
+            "convention": convention,
+            "convention_help": conv.meaning,
+        }
         for name, e in self.encodings.items():
             entry: dict = {}
             if name == "sliced":
-                entry.update(grid=list(e.grid) if e.grid else None, thumbnail=list(e.thumbnail),
-                             slices=[list(s) for s in e.slices])
+                entry.update(
+                    grid=list(e.grid) if e.grid else None, thumbnail=list(e.thumbnail), slices=[list(s) for s in e.slices]
+                )
             else:
                 entry["view"] = list(e.views[0].size)
             entry.update(
-                views=[{"role": v.role, "size": list(v.size), "patch_grid": [v.grid[1], v.grid[0]], "vit_tokens": v.vit_tokens,
-                        "llm_tokens": v.llm_tokens, "gflops": {p: v.counts[p][col] / 1e9 for p in self.plans}}
-                       for v in e.views],
-                vit_tokens=e.vit_tokens, llm_tokens=e.llm_tokens,
+                views=[
+                    {
+                        "role": v.role,
+                        "size": list(v.size),
+                        "patch_grid": [v.grid[1], v.grid[0]],
+                        "vit_tokens": v.vit_tokens,
+                        "llm_tokens": v.llm_tokens,
+                        "gflops": {p: v.counts[p][col] / 1e9 for p in self.plans},
+                    }
+                    for v in e.views
+                ],
+                vit_tokens=e.vit_tokens,
+                llm_tokens=e.llm_tokens,
                 gflops={p: e.counts[p][col] / 1e9 for p in self.plans},
-                counts=e.counts, variant_ids=e.variant_ids,
+                counts=e.counts,
+                variant_ids=e.variant_ids,
             )
             d[name] = entry
         return d
@@ -165,9 +184,17 @@ def _llm_tokens(spec, grid: tuple[int, int]) -> int:
     return h * w // spec.ratio + (spec.enc.prefix_tokens if spec.ratio == 1 else 0)
 
 
-def cost_image(w: int, h: int, encoder: str | None = None, plans=PLANS, encodings=IMAGE_ENCODINGS,
-               max_slices: int = MAX_SLICE_NUMS, scale_resolution: int = SCALE_RESOLUTION,
-               path: str | None = None, depth: int | None = None) -> ImageCost:
+def cost_image(
+    w: int,
+    h: int,
+    encoder: str | None = None,
+    plans=PLANS,
+    encodings=IMAGE_ENCODINGS,
+    max_slices: int = MAX_SLICE_NUMS,
+    scale_resolution: int = SCALE_RESOLUTION,
+    path: str | None = None,
+    depth: int | None = None,
+) -> ImageCost:
     """Views, tokens and FLOPs of a w x h image for each encoding and plan (see module docstring);
     ``depth`` moves v4's compressor (None: the paper's layer index 6)."""
     encoder = encoder or DEFAULT_ENCODER
@@ -179,8 +206,10 @@ def cost_image(w: int, h: int, encoder: str | None = None, plans=PLANS, encoding
     for enc in encodings:
         if enc not in IMAGE_ENCODINGS:
             raise UhdProfileError(f"encoding {enc!r} is not valid for images; valid: {', '.join(IMAGE_ENCODINGS)}")
-        specs = {p: plan_spec(p, encoder, size, depth, encoding=enc, max_slices=max_slices,
-                              scale_resolution=scale_resolution) for p in plans}
+        specs = {
+            p: plan_spec(p, encoder, size, depth, encoding=enc, max_slices=max_slices, scale_resolution=scale_resolution)
+            for p in plans
+        }
         first = next(iter(specs.values()))
         views: list[ViewCost] = []
         counts = {p: dict.fromkeys(COUNT_COLUMNS, 0) for p in plans}
@@ -190,7 +219,7 @@ def cost_image(w: int, h: int, encoder: str | None = None, plans=PLANS, encoding
             grid = (view.height // patch, view.width // patch)
             vit = grid[0] * grid[1] + first.enc.prefix_tokens
             per_plan = {}
-            for p, spec in specs.items():
+            for p in specs:
                 call = count_call(encoder, p, view, k, depth)
                 for c in COUNT_COLUMNS:
                     counts[p][c] += call[c]
@@ -200,8 +229,11 @@ def cost_image(w: int, h: int, encoder: str | None = None, plans=PLANS, encoding
                 views.append(ViewCost(role, view, grid, vit, dict(llm), {p: dict(v) for p, v in per_plan.items()}))
         sl = first.slicing
         ec = EncodingCost(
-            encoding=enc, views=views, vit_tokens=first.tokens_in,
-            llm_tokens={p: s.tokens_llm for p, s in specs.items()}, counts=counts,
+            encoding=enc,
+            views=views,
+            vit_tokens=first.tokens_in,
+            llm_tokens={p: s.tokens_llm for p, s in specs.items()},
+            counts=counts,
             variant_ids={p: s.id for p, s in specs.items()},
         )
         if enc == "sliced":
@@ -228,16 +260,33 @@ def cost_rows(cost: ImageCost) -> list[dict]:
     rows = []
     for enc, e in cost.encodings.items():
         for p in cost.plans:
-            rows.append({
-                "path": cost.path, "width": cost.size[0], "height": cost.size[1], "encoding": enc, "plan": p,
-                "views": len(e.views), "grid_cols": e.grid[0] if e.grid else None, "grid_rows": e.grid[1] if e.grid else None,
-                "vit_tokens": e.vit_tokens, "llm_tokens": e.llm_tokens[p], **e.counts[p], "variant_id": e.variant_ids[p],
-            })
+            rows.append(
+                {
+                    "path": cost.path,
+                    "width": cost.size[0],
+                    "height": cost.size[1],
+                    "encoding": enc,
+                    "plan": p,
+                    "views": len(e.views),
+                    "grid_cols": e.grid[0] if e.grid else None,
+                    "grid_rows": e.grid[1] if e.grid else None,
+                    "vit_tokens": e.vit_tokens,
+                    "llm_tokens": e.llm_tokens[p],
+                    **e.counts[p],
+                    "variant_id": e.variant_ids[p],
+                }
+            )
     return rows
 
 
-def cost_dataset(paths, encoder: str | None = None, plans=PLANS, max_slices: int = MAX_SLICE_NUMS,
-                 scale_resolution: int = SCALE_RESOLUTION, progress=None) -> tuple[list[dict], list[dict]]:
+def cost_dataset(
+    paths,
+    encoder: str | None = None,
+    plans=PLANS,
+    max_slices: int = MAX_SLICE_NUMS,
+    scale_resolution: int = SCALE_RESOLUTION,
+    progress=None,
+) -> tuple[list[dict], list[dict]]:
     """Rows (``cost_rows``) for every readable image in ``paths``, and the skipped files as
     ``{"path", "reason"}``. ``progress(path)`` is called after each file."""
     # bad parameters fail once, here, not as a skipped file per image
@@ -285,8 +334,18 @@ def summarize(rows: list[dict]):
     for (enc, plan), g in df.groupby(["encoding", "plan"], sort=True):
         for m in METRICS:
             v = g[m].astype(float)
-            out.append({"encoding": enc, "plan": plan, "metric": m, "n": int(len(v)), "mean": float(v.mean()),
-                        "median": float(v.median()), "p90": _p90(v.tolist()), "total": int(g[m].sum())})
+            out.append(
+                {
+                    "encoding": enc,
+                    "plan": plan,
+                    "metric": m,
+                    "n": int(len(v)),
+                    "mean": float(v.mean()),
+                    "median": float(v.median()),
+                    "p90": _p90(v.tolist()),
+                    "total": int(g[m].sum()),
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -369,8 +428,11 @@ def draw_slicing(path: str | os.PathLike, slicing, global_view=None, max_side: i
     label = f"thumbnail {tw}x{th}"
     d.rectangle([dw + 2 * pad + 3, pad + 3, dw + 2 * pad + 5 + 7 * len(label), pad + 15], fill=(0, 0, 0))
     d.text((dw + 2 * pad + 5, pad + 3), label, fill=(255, 255, 255))
-    grid = f"grid {slicing.grid[0]}x{slicing.grid[1]} (cols x rows) of {slicing.slice_size[0]}x{slicing.slice_size[1]}" \
-        if slicing.grid else "no grid (thumbnail only)"
+    grid = (
+        f"grid {slicing.grid[0]}x{slicing.grid[1]} (cols x rows) of {slicing.slice_size[0]}x{slicing.slice_size[1]}"
+        if slicing.grid
+        else "no grid (thumbnail only)"
+    )
     text = f"image {w}x{h}: thumbnail {tw}x{th} (blue), {grid}"
     if global_view is not None:
         text += f"; global encoding: one {global_view.size[0]}x{global_view.size[1]} view"

@@ -52,22 +52,27 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pandas as pd
 
 from uhd_profile.errors import UhdProfileError
 
-BENCHMARKS: tuple[str, ...] = ("mmmu", "mathvista", "mmbench_en", "mmbench_cn", "mmstar", "hallusionbench", "ai2d",
-                               "ocrbench")
+BENCHMARKS: tuple[str, ...] = ("mmmu", "mathvista", "mmbench_en", "mmbench_cn", "mmstar", "hallusionbench", "ai2d", "ocrbench")
 """The paper's eight benchmarks, as DataFrame column names (scores 0-100)."""
 
 BENCHMARK_NAMES: dict[str, str] = {
-    "mmmu": "MMMU", "mathvista": "MathVista", "mmbench_en": "MMBench-EN", "mmbench_cn": "MMBench-CN",
-    "mmstar": "MMStar", "hallusionbench": "HallusionBench", "ai2d": "AI2D", "ocrbench": "OCRBench",
+    "mmmu": "MMMU",
+    "mathvista": "MathVista",
+    "mmbench_en": "MMBench-EN",
+    "mmbench_cn": "MMBench-CN",
+    "mmstar": "MMStar",
+    "hallusionbench": "HallusionBench",
+    "ai2d": "AI2D",
+    "ocrbench": "OCRBench",
 }
 """Column name -> the benchmark's usual spelling (for tables and figures)."""
 
@@ -85,8 +90,19 @@ _PAPER_ENCODINGS = ("global", "sliced")
 _CONNECTORS = ("mlp", "resampler")
 _SLICES = ("default", "higher-res")
 _DATA = ("in-house", "llava-onevision")
-_SETTING_KEYS = ("tower", "encoder", "encoding", "slices", "compression", "connector", "compressor", "depth", "data",
-                 "samples", "llm")
+_SETTING_KEYS = (
+    "tower",
+    "encoder",
+    "encoding",
+    "slices",
+    "compression",
+    "connector",
+    "compressor",
+    "depth",
+    "data",
+    "samples",
+    "llm",
+)
 _VALUE_COLUMNS = (*BENCHMARKS, "avg", "gflops")
 
 
@@ -95,10 +111,19 @@ def _alias(name: str) -> str:
 
 
 _BENCH_ALIASES: dict[str, str] = {
-    **{_alias(k): k for k in BENCHMARKS}, **{_alias(v): k for k, v in BENCHMARK_NAMES.items()},
-    "mmmuval": "mmmu", "mathvistatestmini": "mathvista", "mmben": "mmbench_en", "mmbenchendev": "mmbench_en",
-    "mmbcn": "mmbench_cn", "mmbenchcndev": "mmbench_cn", "hallbench": "hallusionbench", "hallusion": "hallusionbench",
-    "avg": "avg", "average": "avg", "avgscore": "avg",
+    **{_alias(k): k for k in BENCHMARKS},
+    **{_alias(v): k for k, v in BENCHMARK_NAMES.items()},
+    "mmmuval": "mmmu",
+    "mathvistatestmini": "mathvista",
+    "mmben": "mmbench_en",
+    "mmbenchendev": "mmbench_en",
+    "mmbcn": "mmbench_cn",
+    "mmbenchcndev": "mmbench_cn",
+    "hallbench": "hallusionbench",
+    "hallusion": "hallusionbench",
+    "avg": "avg",
+    "average": "avg",
+    "avgscore": "avg",
 }
 _META_ALIASES = {"label": "label", "note": "note", "notes": "note"}
 
@@ -130,14 +155,15 @@ def _load_toml(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UhdProfileError(f"{path}: no such file; the paper's scores ship as uhd_profile/"
-                              f"{'/'.join(SCORES_RESOURCE)} (reinstall uhd-profile)") from None
+        raise UhdProfileError(
+            f"{path}: no such file; the paper's scores ship as uhd_profile/{'/'.join(SCORES_RESOURCE)} (reinstall uhd-profile)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise UhdProfileError(f"{path}: not valid TOML ({exc})") from None
 
 
 def _samples_n(samples: str) -> int | None:
-    """"8M" -> 8_000_000 training samples; "" (not stated) -> None."""
+    """ "8M" -> 8_000_000 training samples; "" (not stated) -> None."""
     return int(samples[:-1]) * 1_000_000 if samples else None
 
 
@@ -152,7 +178,7 @@ def _check_setting(where: str, s: dict) -> None:
     if unknown:
         raise UhdProfileError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(_SETTING_KEYS)}")
     if s["encoder"] not in ("", *ENCODERS):
-        raise bad("encoder", f"an encoder preset ({', '.join(ENCODERS)}) or \"\"")
+        raise bad("encoder", f'an encoder preset ({", ".join(ENCODERS)}) or ""')
     if s["encoding"] not in _PAPER_ENCODINGS:
         raise bad("encoding", ", ".join(_PAPER_ENCODINGS))
     if s["slices"] not in _SLICES:
@@ -184,8 +210,9 @@ def _flops_variant_id(s: dict) -> str | None:
     from uhd_profile.model.variants import VariantSpec
 
     comp = None if s["compressor"] == "none" else s["compressor"]
-    return VariantSpec(encoder=s["encoder"], resolution=980, compressor=comp,
-                       depth=s.get("depth") if comp else None, post_ratio=1).id
+    return VariantSpec(
+        encoder=s["encoder"], resolution=980, compressor=comp, depth=s.get("depth") if comp else None, post_ratio=1
+    ).id
 
 
 def _parse_paper(path: Path) -> tuple[list[dict], list[Disagreement]]:
@@ -198,7 +225,9 @@ def _parse_paper(path: Path) -> tuple[list[dict], list[Disagreement]]:
         cols = list(t.get("columns", []))
         bad_cols = [c for c in cols if c not in _VALUE_COLUMNS]
         if bad_cols or len(set(cols)) != len(cols) or not cols:
-            raise UhdProfileError(f"{path}: {tname}: columns {cols!r} are not valid; each once, from: {', '.join(_VALUE_COLUMNS)}")
+            raise UhdProfileError(
+                f"{path}: {tname}: columns {cols!r} are not valid; each once, from: {', '.join(_VALUE_COLUMNS)}"
+            )
         for r in t.get("rows", []):
             rid = r.get("id")
             where = f"{path}: {tname} row {rid!r}"
@@ -206,18 +235,27 @@ def _parse_paper(path: Path) -> tuple[list[dict], list[Disagreement]]:
                 raise UhdProfileError(f"{where}: row ids must be unique and non-empty (also in {seen.get(rid)})")
             seen[rid] = tname
             values = r.get("values", [])
-            if len(values) != len(cols) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                   and math.isfinite(v) for v in values):
+            if len(values) != len(cols) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+            ):
                 raise UhdProfileError(f"{where}: values {values!r} must be {len(cols)} finite numbers, one per column {cols}")
-            setting = {k: v for k, v in {**base, **t.get("defaults", {}), **r}.items()
-                       if k not in ("id", "label", "values")}
+            setting = {k: v for k, v in {**base, **t.get("defaults", {}), **r}.items() if k not in ("id", "label", "values")}
             setting.setdefault("depth", None)
             _check_setting(where, setting)
             for c, v in zip(cols, values):
                 if c != "gflops" and not 0 <= v <= 100:
                     raise UhdProfileError(f"{where}: {c} = {v} is outside the 0-100 score scale")
-            rows.append({"id": rid, "table": tname, "page": int(t["page"]), "label": r.get("label", rid),
-                         "setting": setting, "values": dict(zip(cols, values)), "notes": []})
+            rows.append(
+                {
+                    "id": rid,
+                    "table": tname,
+                    "page": int(t["page"]),
+                    "label": r.get("label", rid),
+                    "setting": setting,
+                    "values": dict(zip(cols, values)),
+                    "notes": [],
+                }
+            )
     if not rows:
         raise UhdProfileError(f"{path}: no [[table]] rows")
     by_id = {r["id"]: r for r in rows}
@@ -225,8 +263,10 @@ def _parse_paper(path: Path) -> tuple[list[dict], list[Disagreement]]:
     for d in data.get("disagreement", []):
         unknown = [x for x in d.get("rows", []) if x not in by_id]
         if unknown or not d.get("rows") or not d.get("note") or not d.get("id"):
-            raise UhdProfileError(f"{path}: disagreement {d.get('id')!r} needs an id, a note and existing row ids "
-                                  f"(unknown: {', '.join(unknown) or 'none'})")
+            raise UhdProfileError(
+                f"{path}: disagreement {d.get('id')!r} needs an id, a note and existing row ids "
+                f"(unknown: {', '.join(unknown) or 'none'})"
+            )
         dis.append(Disagreement(d["id"], " ".join(str(d["note"]).split()), tuple(d["rows"])))
         for x in d["rows"]:
             by_id[x]["notes"].append(dis[-1].note)
@@ -254,21 +294,56 @@ def paper_scores(path: str | os.PathLike | None = None) -> pd.DataFrame:
     for r in rows:
         s, v = r["setting"], r["values"]
         g = v.get("gflops")
-        out.append({
-            "id": r["id"], "table": r["table"], "page": r["page"], "source": f"{r['table']}, p. {r['page']}",
-            "label": r["label"], "tower": s["tower"], "encoder": s["encoder"] or None, "encoding": s["encoding"],
-            "slices": s["slices"], "compression": s["compression"], "connector": s["connector"],
-            "compressor": s["compressor"], "depth": s["depth"], "data": s["data"], "samples": s["samples"] or None,
-            "training_samples": _samples_n(s["samples"]), "llm": s["llm"],
-            **{b: v.get(b) for b in BENCHMARKS}, "avg": v.get("avg"),
-            "reported_gflops": g, "reported_flops": None if g is None else round(g * 1e9),
-            "flops_variant_id": _flops_variant_id(s), "notes": "; ".join(r["notes"]) or None,
-        })
+        out.append(
+            {
+                "id": r["id"],
+                "table": r["table"],
+                "page": r["page"],
+                "source": f"{r['table']}, p. {r['page']}",
+                "label": r["label"],
+                "tower": s["tower"],
+                "encoder": s["encoder"] or None,
+                "encoding": s["encoding"],
+                "slices": s["slices"],
+                "compression": s["compression"],
+                "connector": s["connector"],
+                "compressor": s["compressor"],
+                "depth": s["depth"],
+                "data": s["data"],
+                "samples": s["samples"] or None,
+                "training_samples": _samples_n(s["samples"]),
+                "llm": s["llm"],
+                **{b: v.get(b) for b in BENCHMARKS},
+                "avg": v.get("avg"),
+                "reported_gflops": g,
+                "reported_flops": None if g is None else round(g * 1e9),
+                "flops_variant_id": _flops_variant_id(s),
+                "notes": "; ".join(r["notes"]) or None,
+            }
+        )
     df = pd.DataFrame(out)
-    types = {c: "string" for c in ("id", "table", "source", "label", "tower", "encoder", "encoding", "slices",
-                                   "connector", "compressor", "data", "samples", "llm", "flops_variant_id", "notes")}
-    types.update({c: "Float64" for c in (*BENCHMARKS, "avg", "reported_gflops")})
-    types.update({c: "Int64" for c in ("page", "compression", "depth", "training_samples", "reported_flops")})
+    types = dict.fromkeys(
+        (
+            "id",
+            "table",
+            "source",
+            "label",
+            "tower",
+            "encoder",
+            "encoding",
+            "slices",
+            "connector",
+            "compressor",
+            "data",
+            "samples",
+            "llm",
+            "flops_variant_id",
+            "notes",
+        ),
+        "string",
+    )
+    types.update(dict.fromkeys((*BENCHMARKS, "avg", "reported_gflops"), "Float64"))
+    types.update(dict.fromkeys(("page", "compression", "depth", "training_samples", "reported_flops"), "Int64"))
     return df.astype(types)
 
 
@@ -296,8 +371,11 @@ def find_inconsistencies(scores: pd.DataFrame | None = None) -> pd.DataFrame:
         groups: dict[float, list[str]] = {}
         for i, v in zip(ids, values):
             groups.setdefault(v, []).append(i)
-        text = " vs ".join(f"{v:g} ({', '.join(g)})" for v, g in groups.items()) if len(groups) > 1 or len(ids) > 1 \
+        text = (
+            " vs ".join(f"{v:g} ({', '.join(g)})" for v, g in groups.items())
+            if len(groups) > 1 or len(ids) > 1
             else " vs ".join(f"{v:g}" for v in values)
+        )
         found.append({"kind": kind, "field": field, "rows": ", ".join(ids), "values": text, "detail": detail})
 
     for _, r in df.iterrows():
@@ -306,9 +384,15 @@ def find_inconsistencies(scores: pd.DataFrame | None = None) -> pd.DataFrame:
             continue
         mean = sum(float(x) for x in vals) / len(vals)
         if abs(float(r["avg"]) - mean) > ROUNDING:
-            found.append({"kind": "avg-vs-mean", "field": "avg", "rows": r["id"],
-                          "values": f"{float(r['avg']):g} vs {mean:.4g}",
-                          "detail": f"printed average {float(r['avg']):g}, mean of the eight printed scores {mean:.4g}"})
+            found.append(
+                {
+                    "kind": "avg-vs-mean",
+                    "field": "avg",
+                    "rows": r["id"],
+                    "values": f"{float(r['avg']):g} vs {mean:.4g}",
+                    "detail": f"printed average {float(r['avg']):g}, mean of the eight printed scores {mean:.4g}",
+                }
+            )
 
     setting = [c for c in _SETTING_KEYS if c in df.columns]
     keyed = df.assign(_k=df[setting].astype("string").fillna("<NA>").agg("|".join, axis=1))
@@ -318,24 +402,41 @@ def find_inconsistencies(scores: pd.DataFrame | None = None) -> pd.DataFrame:
         for field in (*BENCHMARKS, "avg"):
             have = g[g[field].notna()]
             if have[field].nunique() > 1:
-                add("cross-table", field, list(have["id"]), [float(x) for x in have[field]],
+                add(
+                    "cross-table",
+                    field,
+                    list(have["id"]),
+                    [float(x) for x in have[field]],
                     f"same setting, {BENCHMARK_NAMES.get(field, field)} differs between "
-                    f"{', '.join(dict.fromkeys(have['source']))}")
+                    f"{', '.join(dict.fromkeys(have['source']))}",
+                )
 
     value_cols = [*BENCHMARKS, "avg", "reported_gflops"]
     for _, g in df.groupby("table", sort=False):
         sig = g[value_cols].astype("string").fillna("<NA>").agg("|".join, axis=1)
         for _, same in g.groupby(sig, sort=False):
             if len(same) > 1 and same[value_cols].notna().any(axis=None):
-                found.append({"kind": "copied-row", "field": "all", "rows": ", ".join(same["id"]),
-                              "values": "identical", "detail": f"rows {', '.join(same['label'])} of "
-                              f"{same['table'].iloc[0]} print identical numbers for different settings"})
+                found.append(
+                    {
+                        "kind": "copied-row",
+                        "field": "all",
+                        "rows": ", ".join(same["id"]),
+                        "values": "identical",
+                        "detail": f"rows {', '.join(same['label'])} of "
+                        f"{same['table'].iloc[0]} print identical numbers for different settings",
+                    }
+                )
 
     fl = df[df["reported_gflops"].notna()]
     for _, g in fl.groupby(["tower", "slices", "compressor", fl["depth"].astype("string").fillna("-")], sort=False):
         if g["reported_gflops"].nunique() > 1:
-            add("flops", "reported_gflops", list(g["id"]), [float(x) for x in g["reported_gflops"]],
-                "one design and depth with different per-slice FLOPs")
+            add(
+                "flops",
+                "reported_gflops",
+                list(g["id"]),
+                [float(x) for x in g["reported_gflops"]],
+                "one design and depth with different per-slice FLOPs",
+            )
     return pd.DataFrame(found, columns=["kind", "field", "rows", "values", "detail"]).astype("string")
 
 
@@ -361,8 +462,9 @@ def paper_quality() -> pd.DataFrame:
         if len(same):
             a = same.iloc[0]
             if a["avg"] != r["avg"] or a["reported_gflops"] != r["reported_gflops"]:
-                raise UhdProfileError(f"{a['id']} and {r['id']} print different numbers for one design; "
-                                      "add a disagreement note to the scores file")
+                raise UhdProfileError(
+                    f"{a['id']} and {r['id']} print different numbers for one design; add a disagreement note to the scores file"
+                )
             continue
         rows.append(r)
     out = []
@@ -375,10 +477,23 @@ def paper_quality() -> pd.DataFrame:
         else:
             design = a3.loc[a3["compressor"] == r["compressor"], "label"]
             label = f"{design.iloc[0] if len(design) else r['compressor']}, k={int(r['depth'])}"
-        out.append({"variant_id": None, "encoder": r["encoder"], "compressor": r["compressor"], "depth": r["depth"],
-                    "encoding": None, **{b: r[b] for b in BENCHMARKS}, "avg": r["avg"], "avg_from": "given",
-                    "label": label, "source": source, "reported_gflops": r["reported_gflops"],
-                    "flops_variant_id": r["flops_variant_id"], "notes": notes or None})
+        out.append(
+            {
+                "variant_id": None,
+                "encoder": r["encoder"],
+                "compressor": r["compressor"],
+                "depth": r["depth"],
+                "encoding": None,
+                **{b: r[b] for b in BENCHMARKS},
+                "avg": r["avg"],
+                "avg_from": "given",
+                "label": label,
+                "source": source,
+                "reported_gflops": r["reported_gflops"],
+                "flops_variant_id": r["flops_variant_id"],
+                "notes": notes or None,
+            }
+        )
     return _typed(pd.DataFrame(out), extra=[])
 
 
@@ -406,16 +521,26 @@ def paper_design_table(run_df: pd.DataFrame, column: str) -> pd.DataFrame:
         got = run_df.loc[run_df["variant_id"] == vid, column].dropna() if pd.notna(vid) else run_df[column][:0]
         distinct = list(dict.fromkeys(got.tolist()))
         if len(distinct) > 1:
-            raise UhdProfileError(f"{vid}: the run has {len(distinct)} different values of {column} "
-                                  f"({', '.join(map(str, distinct[:4]))}); filter the run to one device and dtype first")
+            raise UhdProfileError(
+                f"{vid}: the run has {len(distinct)} different values of {column} "
+                f"({', '.join(map(str, distinct[:4]))}); filter the run to one device and dtype first"
+            )
         values.append(distinct[0] if distinct else None)
-    out = pd.DataFrame({
-        "design": [_design_label(c, d) for c, d in zip(pq["compressor"], pq["depth"])],
-        "label": pq["label"], "compressor": pq["compressor"], "depth": pq["depth"], "variant_id": pq["flops_variant_id"],
-        "reported_gflops": pq["reported_gflops"],
-        "reported_flops": pq["reported_gflops"].map(lambda g: None if pd.isna(g) else round(float(g) * 1e9)).astype("Int64"),
-        "avg": pq["avg"], **{b: pq[b] for b in BENCHMARKS}, "source": pq["source"], "notes": pq["notes"],
-    })
+    out = pd.DataFrame(
+        {
+            "design": [_design_label(c, d) for c, d in zip(pq["compressor"], pq["depth"])],
+            "label": pq["label"],
+            "compressor": pq["compressor"],
+            "depth": pq["depth"],
+            "variant_id": pq["flops_variant_id"],
+            "reported_gflops": pq["reported_gflops"],
+            "reported_flops": pq["reported_gflops"].map(lambda g: None if pd.isna(g) else round(float(g) * 1e9)).astype("Int64"),
+            "avg": pq["avg"],
+            **{b: pq[b] for b in BENCHMARKS},
+            "source": pq["source"],
+            "notes": pq["notes"],
+        }
+    )
     col = pd.Series(values, index=out.index)
     out[column] = col.astype(run_df[column].dtype) if len(col) else col
     return out
@@ -461,13 +586,15 @@ def _norm_key(where: str, key: dict) -> dict:
     from uhd_profile.model.compressors import COMPRESSORS
     from uhd_profile.model.encoders import ENCODERS
 
-    out = {k: None for k in KEY_COLUMNS}
+    out = dict.fromkeys(KEY_COLUMNS)
     for k, v in key.items():
         v = None if v is None else str(v).strip()
         if k == "variant_id":
             if not v:
-                raise UhdProfileError(f"{where}: variant_id is empty; give the run's variant id "
-                                      "(e.g. siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post1)")
+                raise UhdProfileError(
+                    f"{where}: variant_id is empty; give the run's variant id "
+                    "(e.g. siglip2-so400m-p14@980x980/window-attn-reused-mlp@6/post1)"
+                )
             out[k] = v
         elif k == "encoder":
             if v not in ENCODERS:
@@ -480,8 +607,9 @@ def _norm_key(where: str, key: dict) -> dict:
             elif v in COMPRESSORS:
                 out[k] = v
             else:
-                raise UhdProfileError(f"{where}: compressor {v!r} is not valid; valid: none (the post-ViT baseline), "
-                                      f"{', '.join(COMPRESSORS)}")
+                raise UhdProfileError(
+                    f"{where}: compressor {v!r} is not valid; valid: none (the post-ViT baseline), {', '.join(COMPRESSORS)}"
+                )
         elif k == "encoding":
             if v not in _ENCODINGS:
                 raise UhdProfileError(f"{where}: encoding {v!r} is not valid; valid: {', '.join(_ENCODINGS)}")
@@ -491,15 +619,19 @@ def _norm_key(where: str, key: dict) -> dict:
                 out[k] = None
                 continue
             if not re.fullmatch(r"\d+", v):
-                raise UhdProfileError(f"{where}: depth {v!r} is not valid; it must be an integer >= 0 (the encoder layer "
-                                      "index after which the compressor runs)")
+                raise UhdProfileError(
+                    f"{where}: depth {v!r} is not valid; it must be an integer >= 0 (the encoder layer "
+                    "index after which the compressor runs)"
+                )
             out[k] = int(v)
     if out["compressor"] == "none" and out["depth"] is not None:
-        raise UhdProfileError(f"{where}: depth {out['depth']} given for compressor none; the post-ViT baseline has no depth "
-                              "(leave the cell empty)")
+        raise UhdProfileError(
+            f"{where}: depth {out['depth']} given for compressor none; the post-ViT baseline has no depth (leave the cell empty)"
+        )
     if "depth" in key and out["depth"] is None and out["compressor"] not in (None, "none"):
-        raise UhdProfileError(f"{where}: compressor {out['compressor']} has no depth; give the encoder layer index "
-                              "(e.g. 6) in the depth column")
+        raise UhdProfileError(
+            f"{where}: compressor {out['compressor']} has no depth; give the encoder layer index (e.g. 6) in the depth column"
+        )
     return out
 
 
@@ -516,8 +648,10 @@ def _parse_tie(where: str, tie: str) -> dict:
         return _norm_key(where, {"compressor": V4_COMPRESSOR, "depth": str(V4_DEPTH)})
     m = re.fullmatch(r"([a-z0-9-]+)@(\d+)", t)
     if not m:
-        raise UhdProfileError(f"{where}: {tie!r} names no variant; give a variant id (ENCODER@HxW/PLAN/postR) or a design: "
-                              "baseline, v4, or COMPRESSOR@DEPTH such as avg-pool@6")
+        raise UhdProfileError(
+            f"{where}: {tie!r} names no variant; give a variant id (ENCODER@HxW/PLAN/postR) or a design: "
+            "baseline, v4, or COMPRESSOR@DEPTH such as avg-pool@6"
+        )
     return _norm_key(where, {"compressor": m.group(1), "depth": m.group(2)})
 
 
@@ -567,13 +701,15 @@ def _read_csv(path: Path, problems: list[str]) -> list[_Partial]:
         roles[j] = role
     keys = [n for r, n in roles.values() if r == "key"]
     if not keys:
-        raise UhdProfileError(f"{path}: no key column; name the variant with variant_id, or with some of "
-                              "encoder, compressor, depth, encoding")
+        raise UhdProfileError(
+            f"{path}: no key column; name the variant with variant_id, or with some of encoder, compressor, depth, encoding"
+        )
     if not any(r in ("score", "extra") for r, _ in roles.values()):
         raise UhdProfileError(f"{path}: no score column; add benchmark columns ({', '.join(BENCHMARK_NAMES.values())}) or avg")
     if extras:
-        problems.append(f"{path}: column(s) {', '.join(extras)} are not among the eight benchmarks: kept as extra scores, "
-                        "left out of avg")
+        problems.append(
+            f"{path}: column(s) {', '.join(extras)} are not among the eight benchmarks: kept as extra scores, left out of avg"
+        )
     out: list[_Partial] = []
     for lineno, cells in lines[1:]:
         where = f"{path}:{lineno}"
@@ -584,8 +720,10 @@ def _read_csv(path: Path, problems: list[str]) -> list[_Partial]:
             role, name = roles[j]
             if role == "key":
                 if not raw.strip() and name != "depth":
-                    raise UhdProfileError(f"{where}: key column {name} is empty; every row needs its key "
-                                          "(write none for the post-ViT baseline's compressor)")
+                    raise UhdProfileError(
+                        f"{where}: key column {name} is empty; every row needs its key "
+                        "(write none for the post-ViT baseline's compressor)"
+                    )
                 key[name] = raw
             elif role == "meta":
                 meta[name] = raw.strip() or None
@@ -602,8 +740,9 @@ def _read_csv(path: Path, problems: list[str]) -> list[_Partial]:
         raise UhdProfileError(f"{path}: a header but no rows")
     allv = [v for p in out for v in (*p.scores.values(), p.given_avg) if v is not None]
     if allv and max(allv) <= 1.0:
-        raise UhdProfileError(f"{path}: every score is <= 1: these look like fractions; write scores on the 0-100 scale "
-                              "(0.452 -> 45.2)")
+        raise UhdProfileError(
+            f"{path}: every score is <= 1: these look like fractions; write scores on the 0-100 scale (0.452 -> 45.2)"
+        )
     seen: dict[tuple, str] = {}
     for p in out:
         k = tuple(p.key[c] for c in KEY_COLUMNS)
@@ -633,18 +772,21 @@ def _read_lmms(path: Path, tie: str | None, problems: list[str]) -> list[_Partia
     except json.JSONDecodeError as exc:
         raise UhdProfileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-        raise UhdProfileError(f"{path}: no \"results\" object; expected the <date>_results.json that lmms-eval writes "
-                              "(results -> task -> \"metric,filter\": value)")
+        raise UhdProfileError(
+            f'{path}: no "results" object; expected the <date>_results.json that lmms-eval writes '
+            '(results -> task -> "metric,filter": value)'
+        )
     results = data["results"]
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
     inside = _model_args_tie(config.get("model_args"))
     if tie is not None and inside is not None and tie.strip() != inside:
-        raise UhdProfileError(f"{path}: tied to {tie!r} on the command line but model_args says uhd_variant={inside}; "
-                              "give one")
+        raise UhdProfileError(f"{path}: tied to {tie!r} on the command line but model_args says uhd_variant={inside}; give one")
     chosen = tie if tie is not None else inside
     if chosen is None:
-        raise UhdProfileError(f"{path}: lmms-eval results name no uhd-profile variant; give {path}=VARIANT_ID "
-                              "(or a design: v4, baseline, avg-pool@6), or add uhd_variant=... to lmms-eval's --model_args")
+        raise UhdProfileError(
+            f"{path}: lmms-eval results name no uhd-profile variant; give {path}=VARIANT_ID "
+            "(or a design: v4, baseline, avg-pool@6), or add uhd_variant=... to lmms-eval's --model_args"
+        )
     key = _parse_tie(str(path), chosen)
     scores: dict[str, float] = {}
     used: list[str] = []
@@ -654,7 +796,7 @@ def _read_lmms(path: Path, tie: str | None, problems: list[str]) -> list[_Partia
             continue
         entry = results[task]
         if not isinstance(entry, dict):
-            raise UhdProfileError(f"{path}: results.{task} is not an object of \"metric,filter\": value")
+            raise UhdProfileError(f'{path}: results.{task} is not an object of "metric,filter": value')
         picked: list[tuple[str, float]] = []
         for metric in metrics:
             for flt in filters:
@@ -664,8 +806,11 @@ def _read_lmms(path: Path, tie: str | None, problems: list[str]) -> list[_Partia
                     break
         need = len(metrics) if bench in _ALL_OF else 1
         if len(picked) < need:
-            want = " + ".join(f"{m},{filters[0]}" for m in metrics) if bench in _ALL_OF else " or ".join(
-                f"{m},{filters[0]}" for m in metrics)
+            want = (
+                " + ".join(f"{m},{filters[0]}" for m in metrics)
+                if bench in _ALL_OF
+                else " or ".join(f"{m},{filters[0]}" for m in metrics)
+            )
             have = ", ".join(k for k in entry if "," in k and "_stderr" not in k) or "none"
             problems.append(f"{path}: results.{task} lacks {want} (has: {have}); {BENCHMARK_NAMES[bench]} left empty")
             continue
@@ -676,12 +821,16 @@ def _read_lmms(path: Path, tie: str | None, problems: list[str]) -> list[_Partia
                 raise UhdProfileError(f"{path}: results.{task}[{k!r}] = {raw!r} is not a number")
             v = float(raw) * scale
             if scale == 100.0 and not 0 <= raw <= 1:
-                raise UhdProfileError(f"{path}: results.{task}[{k!r}] = {raw!r} is not a fraction 0-1, which is how "
-                                      f"lmms-eval reports {k.split(',')[0]}")
+                raise UhdProfileError(
+                    f"{path}: results.{task}[{k!r}] = {raw!r} is not a fraction 0-1, which is how "
+                    f"lmms-eval reports {k.split(',')[0]}"
+                )
             if scale == 1.0 and not (1 < raw <= 100 or raw == 0):
-                raise UhdProfileError(f"{path}: results.{task}[{k!r}] = {raw!r} is not a percentage 0-100, which is how "
-                                      f"lmms-eval reports {k.split(',')[0]} (a fraction here means another lmms-eval "
-                                      "version: convert the file to a CSV on the 0-100 scale)")
+                raise UhdProfileError(
+                    f"{path}: results.{task}[{k!r}] = {raw!r} is not a percentage 0-100, which is how "
+                    f"lmms-eval reports {k.split(',')[0]} (a fraction here means another lmms-eval "
+                    "version: convert the file to a CSV on the 0-100 scale)"
+                )
             vals.append(v)
         scores[bench] = sum(vals) / len(vals)
         used.append(f"{bench}={task}:{'+'.join(k for k, _ in picked)}" + ("x100" if scale == 100.0 else ""))
@@ -689,8 +838,9 @@ def _read_lmms(path: Path, tie: str | None, problems: list[str]) -> list[_Partia
     if tasks:
         problems.append(f"{path}: task(s) {', '.join(sorted(tasks))} are not among the eight benchmarks; ignored")
     if not scores:
-        raise UhdProfileError(f"{path}: none of the eight benchmarks' tasks ({', '.join(t for t, *_ in LMMS_TASKS.values())}) "
-                              "has a score here")
+        raise UhdProfileError(
+            f"{path}: none of the eight benchmarks' tasks ({', '.join(t for t, *_ in LMMS_TASKS.values())}) has a score here"
+        )
     return [_Partial(key, scores, None, str(path), metrics="; ".join(used))]
 
 
@@ -713,9 +863,9 @@ def _typed(df: pd.DataFrame, extra: Sequence[str]) -> pd.DataFrame:
             df[c] = None
     rest = [c for c in df.columns if c not in cols]
     df = df[cols + rest]
-    types = {c: "string" for c in (*KEY_COLUMNS, "avg_from", "label", "source")}
+    types = dict.fromkeys((*KEY_COLUMNS, "avg_from", "label", "source"), "string")
     types["depth"] = "Int64"
-    types.update({c: "Float64" for c in (*BENCHMARKS, "avg", *extra)})
+    types.update(dict.fromkeys((*BENCHMARKS, "avg", *extra), "Float64"))
     for c in rest:
         types[c] = "Float64" if c == "reported_gflops" else "string"
     return df.astype(types)
@@ -742,37 +892,56 @@ def read_quality(paths: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list
     for item in items:
         path, tie = _split_tie(item)
         if not path.is_file():
-            raise UhdProfileError(f"{path}: no such file (quality files are CSV, or lmms-eval results JSON given as "
-                                  "PATH=VARIANT_ID)")
+            raise UhdProfileError(
+                f"{path}: no such file (quality files are CSV, or lmms-eval results JSON given as PATH=VARIANT_ID)"
+            )
         suffix = path.suffix.lower()
         if suffix == ".csv":
             if tie is not None:
-                raise UhdProfileError(f"{item}: =TIE applies to lmms-eval results JSON; a CSV names its variants in its "
-                                      "key columns")
+                raise UhdProfileError(
+                    f"{item}: =TIE applies to lmms-eval results JSON; a CSV names its variants in its key columns"
+                )
             parts.extend(_read_csv(path, problems))
         elif suffix == ".json":
             parts.extend(_read_lmms(path, tie, problems))
         else:
-            raise UhdProfileError(f"{path}: unknown kind of quality file {suffix or '(no extension)'!r}; valid: .csv, "
-                                  ".json (lmms-eval results)")
+            raise UhdProfileError(
+                f"{path}: unknown kind of quality file {suffix or '(no extension)'!r}; valid: .csv, .json (lmms-eval results)"
+            )
     merged: dict[tuple, dict] = {}
     extras: list[str] = []
     for p in parts:
         k = tuple(p.key[c] for c in KEY_COLUMNS)
-        row = merged.setdefault(k, {**p.key, "_scores": {}, "_where": {}, "_avg": None, "_avg_where": None,
-                                    "label": None, "note": None, "_sources": [], "_metrics": []})
+        row = merged.setdefault(
+            k,
+            {
+                **p.key,
+                "_scores": {},
+                "_where": {},
+                "_avg": None,
+                "_avg_where": None,
+                "label": None,
+                "note": None,
+                "_sources": [],
+                "_metrics": [],
+            },
+        )
         for col, v in p.scores.items():
             if col not in BENCHMARKS and col not in extras:
                 extras.append(col)
             if col in row["_scores"] and not math.isclose(row["_scores"][col], v, abs_tol=1e-9):
-                raise UhdProfileError(f"{_key_text(p.key)}: {BENCHMARK_NAMES.get(col, col)} is {row['_scores'][col]:g} in "
-                                      f"{row['_where'][col]} but {v:g} in {p.where}; keep one")
+                raise UhdProfileError(
+                    f"{_key_text(p.key)}: {BENCHMARK_NAMES.get(col, col)} is {row['_scores'][col]:g} in "
+                    f"{row['_where'][col]} but {v:g} in {p.where}; keep one"
+                )
             row["_scores"][col] = v
             row["_where"].setdefault(col, p.where)
         if p.given_avg is not None:
             if row["_avg"] is not None and not math.isclose(row["_avg"], p.given_avg, abs_tol=1e-9):
-                raise UhdProfileError(f"{_key_text(p.key)}: avg is {row['_avg']:g} in {row['_avg_where']} but "
-                                      f"{p.given_avg:g} in {p.where}; keep one")
+                raise UhdProfileError(
+                    f"{_key_text(p.key)}: avg is {row['_avg']:g} in {row['_avg_where']} but "
+                    f"{p.given_avg:g} in {p.where}; keep one"
+                )
             row["_avg"], row["_avg_where"] = p.given_avg, p.where
         row["label"] = row["label"] or p.label
         row["_sources"].append(p.where)
@@ -786,20 +955,30 @@ def read_quality(paths: Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list
         if row["_avg"] is not None:
             avg, avg_from = row["_avg"], "given"
             if mean is not None and abs(mean - avg) > ROUNDING:
-                problems.append(f"{row['_avg_where']}: avg {avg:g} differs from the mean of the eight scores ({mean:.2f}); "
-                                "kept as given")
+                problems.append(
+                    f"{row['_avg_where']}: avg {avg:g} differs from the mean of the eight scores ({mean:.2f}); kept as given"
+                )
         elif mean is not None:
             avg, avg_from = mean, "computed"
         else:
             avg, avg_from = None, None
             if any(b in sc for b in BENCHMARKS):
                 missing = [BENCHMARK_NAMES[b] for b in BENCHMARKS if b not in sc]
-                problems.append(f"{'; '.join(dict.fromkeys(row['_sources']))}: {_key_text(row)}: avg not computed, "
-                                f"{len(missing)} of the eight benchmarks missing ({', '.join(missing)})")
-        out.append({**{c: row[c] for c in KEY_COLUMNS}, **{c: sc.get(c) for c in (*BENCHMARKS, *extras)},
-                    "avg": avg, "avg_from": avg_from, "label": row["label"],
-                    "source": "; ".join(dict.fromkeys(row["_sources"])),
-                    "lmms_metrics": " | ".join(row["_metrics"]) or None})
+                problems.append(
+                    f"{'; '.join(dict.fromkeys(row['_sources']))}: {_key_text(row)}: avg not computed, "
+                    f"{len(missing)} of the eight benchmarks missing ({', '.join(missing)})"
+                )
+        out.append(
+            {
+                **{c: row[c] for c in KEY_COLUMNS},
+                **{c: sc.get(c) for c in (*BENCHMARKS, *extras)},
+                "avg": avg,
+                "avg_from": avg_from,
+                "label": row["label"],
+                "source": "; ".join(dict.fromkeys(row["_sources"])),
+                "lmms_metrics": " | ".join(row["_metrics"]) or None,
+            }
+        )
     return _typed(pd.DataFrame(out), extras), problems
 
 
@@ -831,8 +1010,10 @@ def join_quality(run_df: pd.DataFrame, quality_df: pd.DataFrame) -> tuple[pd.Dat
     need = [c for c in KEY_COLUMNS if quality_df[c].notna().any()] + ["variant_id"]
     absent = [c for c in dict.fromkeys(need) if c not in run_df.columns]
     if absent:
-        raise UhdProfileError(f"the run's DataFrame lacks {', '.join(absent)}; join_quality keys on "
-                              f"{', '.join(KEY_COLUMNS)} (pass uhd_profile.load(run_dir))")
+        raise UhdProfileError(
+            f"the run's DataFrame lacks {', '.join(absent)}; join_quality keys on "
+            f"{', '.join(KEY_COLUMNS)} (pass uhd_profile.load(run_dir))"
+        )
     run_keys = pd.DataFrame(index=run_df.index)
     for c in KEY_COLUMNS:
         if c in run_df.columns:
@@ -856,8 +1037,13 @@ def join_quality(run_df: pd.DataFrame, quality_df: pd.DataFrame) -> tuple[pd.Dat
     for i, qis in matched_by.items():
         if not qis:
             r = run_df.loc[i]
-            missing_rows.append({"kind": "run-without-quality",
-                                 **{c: (r[c] if c in run_df.columns else None) for c in KEY_COLUMNS}, "source": None})
+            missing_rows.append(
+                {
+                    "kind": "run-without-quality",
+                    **{c: (r[c] if c in run_df.columns else None) for c in KEY_COLUMNS},
+                    "source": None,
+                }
+            )
             continue
         got: dict = {}
         where: dict = {}
@@ -868,8 +1054,10 @@ def join_quality(run_df: pd.DataFrame, quality_df: pd.DataFrame) -> tuple[pd.Dat
                 if pd.isna(v):
                     continue
                 if c in got and not math.isclose(float(got[c]), float(v), abs_tol=1e-9):
-                    raise UhdProfileError(f"{run_df.loc[i, 'variant_id']}: {BENCHMARK_NAMES.get(c, c)} is {got[c]:g} "
-                                          f"from {where[c]} but {float(v):g} from {q['source']}; keep one")
+                    raise UhdProfileError(
+                        f"{run_df.loc[i, 'variant_id']}: {BENCHMARK_NAMES.get(c, c)} is {got[c]:g} "
+                        f"from {where[c]} but {float(v):g} from {q['source']}; keep one"
+                    )
                 got[c], where[c] = float(v), q["source"]
         joined_rows.append({**got, "quality_source": "; ".join(dict.fromkeys(quality_df.loc[qi, "source"] for qi in qis))})
         joined_index.append(i)
@@ -879,8 +1067,16 @@ def join_quality(run_df: pd.DataFrame, quality_df: pd.DataFrame) -> tuple[pd.Dat
     add["quality_source"] = add["quality_source"].astype("string")
     joined = pd.concat([run_df.loc[joined_index], add], axis=1)
     missing = pd.DataFrame(missing_rows, columns=["kind", *KEY_COLUMNS, "source"]).astype(
-        {"kind": "string", "variant_id": "string", "encoder": "string", "compressor": "string", "depth": "Int64",
-         "encoding": "string", "source": "string"})
+        {
+            "kind": "string",
+            "variant_id": "string",
+            "encoder": "string",
+            "compressor": "string",
+            "depth": "Int64",
+            "encoding": "string",
+            "source": "string",
+        }
+    )
     return joined, missing
 
 

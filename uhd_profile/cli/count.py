@@ -34,10 +34,18 @@ def flops_record(spec: VariantSpec, fc: FlopCount, convention: str, batch: int) 
     d = spec.describe()
     d["variant_id"] = d.pop("id")
     total = fc.get(convention)
-    d.update(batch=batch, convention=convention, unit=conv.unit, total=total, giga=total / 1e9,
-             counts={c.column: fc.get(c.name) for c in CONVENTIONS.values()},
-             by_module=fc.grouped(1, convention), by_category=fc.categories(convention),
-             uncounted_ops=fc.uncounted_ops, count_s=fc.seconds)
+    d.update(
+        batch=batch,
+        convention=convention,
+        unit=conv.unit,
+        total=total,
+        giga=total / 1e9,
+        counts={c.column: fc.get(c.name) for c in CONVENTIONS.values()},
+        by_module=fc.grouped(1, convention),
+        by_category=fc.categories(convention),
+        uncounted_ops=fc.uncounted_ops,
+        count_s=fc.seconds,
+    )
     return d
 
 
@@ -45,13 +53,26 @@ def flops_record(spec: VariantSpec, fc: FlopCount, convention: str, batch: int) 
 @variant_options
 @convention_option
 @click.option("--by-module", is_flag=True, help="also break the count down by module (per layer)")
-@click.option("--counter", default="uhd", show_default=True, help="uhd (ours) | fvcore | thop (peer libraries, run on the same variant)")
+@click.option(
+    "--counter", default="uhd", show_default=True, help="uhd (ours) | fvcore | thop (peer libraries, run on the same variant)"
+)
 @click.option("--weights", default=None, help="local checkpoint directory (counts then run a real forward on CPU)")
 @click.option("--batch", default=1, type=int, show_default=True, help="images per forward")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def flops(encoder: str, resolution: str | None, variant: str | None, compressor: str | None, depth: int | None,
-          post_ratio: str | None, convention: str, by_module: bool, counter: str, weights: str | None, batch: int,
-          as_json: bool) -> None:
+def flops(
+    encoder: str,
+    resolution: str | None,
+    variant: str | None,
+    compressor: str | None,
+    depth: int | None,
+    post_ratio: str | None,
+    convention: str,
+    by_module: bool,
+    counter: str,
+    weights: str | None,
+    batch: int,
+    as_json: bool,
+) -> None:
     """Count a variant's FLOPs by executing its module graph (shapes only: no arithmetic)."""
     conv = get_convention(convention)
     if weights is not None:
@@ -96,9 +117,18 @@ def flops(encoder: str, resolution: str | None, variant: str | None, compressor:
 
 def _peer(counter: str, spec: VariantSpec, batch: int, as_json: bool) -> None:
     pc = run_peer(counter, spec, batch=batch)
-    record = {"encoder": spec.encoder, "variant_id": spec.id, "counter": pc.counter, "unit": pc.unit,
-              "total": pc.total, "giga": pc.total / 1e9, "by_module": pc.by_module,
-              "uncounted_ops": pc.unsupported_ops, "notes": pc.notes, "count_s": pc.seconds}
+    record = {
+        "encoder": spec.encoder,
+        "variant_id": spec.id,
+        "counter": pc.counter,
+        "unit": pc.unit,
+        "total": pc.total,
+        "giga": pc.total / 1e9,
+        "by_module": pc.by_module,
+        "uncounted_ops": pc.unsupported_ops,
+        "notes": pc.notes,
+        "count_s": pc.seconds,
+    }
     if as_json:
         click.echo(json.dumps(record))
         return
@@ -126,8 +156,14 @@ def reproduce(as_json: bool) -> None:
             t.add_column(col, justify="left" if col == "figure" else "right")
         for row in r.rows:
             mark = "[green]pass[/]" if row.ok else "[red]FAIL[/]"
-            t.add_row(row.figure, f"{row.paper_gflops:,.1f}", f"{row.counted_gflops:,.2f}", f"{row.rel_err:+.4%}", mark,
-                      f"{row.executed_gflops:,.2f}")
+            t.add_row(
+                row.figure,
+                f"{row.paper_gflops:,.1f}",
+                f"{row.counted_gflops:,.2f}",
+                f"{row.rel_err:+.4%}",
+                mark,
+                f"{row.executed_gflops:,.2f}",
+            )
         out.print(t)
         red = r.reduction
         out.print(
@@ -162,7 +198,9 @@ def list_(what: str, markdown: bool) -> None:
         for col in ("name", "layers", "hidden", "mlp", "heads", "patch", "native px", "description"):
             t.add_column(col)
         for e in ENCODERS.values():
-            t.add_row(e.name, str(e.layers), str(e.hidden), str(e.mlp), str(e.heads), str(e.patch), str(e.image_size), e.description)
+            t.add_row(
+                e.name, str(e.layers), str(e.hidden), str(e.mlp), str(e.heads), str(e.patch), str(e.image_size), e.description
+            )
         out.print(t)
     elif what == "compressors":
         t = Table(title="in-ViT compressors (each followed by a 4x connector: 16x in total)", title_justify="left")

@@ -16,15 +16,25 @@ from uhd_profile.analyse import gate
 from uhd_profile.cli.console import err, out
 from uhd_profile.units import format_bytes
 
-_STYLE = {"missing": "bold red", "failed": "bold red", "changed": "bold red", "worse": "red", "noisy": "yellow",
-          "better": "green", "same": "dim"}
+_STYLE = {
+    "missing": "bold red",
+    "failed": "bold red",
+    "changed": "bold red",
+    "worse": "red",
+    "noisy": "yellow",
+    "better": "green",
+    "same": "dim",
+}
 
 
 @click.command()
 @click.argument("run_dir")
 @click.option("--out", "out_file", required=True, help="baseline file to write (JSON, meant to be committed)")
-@click.option("--counts-only", is_flag=True,
-              help="keep statuses and counts only, no latency or memory (a baseline that does not churn across machines)")
+@click.option(
+    "--counts-only",
+    is_flag=True,
+    help="keep statuses and counts only, no latency or memory (a baseline that does not churn across machines)",
+)
 def baseline(run_dir, out_file, counts_only):
     """Write a baseline of RUN_DIR for `uhd-profile check`: counts, latency samples, memory, environment."""
     b = gate.baseline_from_run(run_dir, counts_only=counts_only)
@@ -34,32 +44,75 @@ def baseline(run_dir, out_file, counts_only):
         statuses[p["status"]] = statuses.get(p["status"], 0) + 1
     timed = sum(1 for p in b["points"].values() if "latency" in p or "memory" in p)
     kinds = ", ".join(f"{v} {k}" for k, v in sorted(statuses.items()))
-    out.print(f"wrote {out_file}: {len(b['points'])} points ({kinds}), {timed} with latency/memory"
-              f"{' (counts only)' if counts_only else ''}, recipe {b['recipe_name']} ({b['recipe_hash']}), "
-              f"{len(b['environments'])} environment(s)", markup=False, highlight=False)
+    out.print(
+        f"wrote {out_file}: {len(b['points'])} points ({kinds}), {timed} with latency/memory"
+        f"{' (counts only)' if counts_only else ''}, recipe {b['recipe_name']} ({b['recipe_hash']}), "
+        f"{len(b['environments'])} environment(s)",
+        markup=False,
+        highlight=False,
+    )
 
 
 @click.command()
 @click.argument("run_dir")
 @click.option("--baseline", "baseline_file", required=True, help="the baseline file (from `uhd-profile baseline`)")
-@click.option("--flops-tolerance", default=gate.DEFAULT_FLOPS_TOLERANCE, type=float, show_default=True,
-              help="relative change of a count (FLOPs, params, tokens) still taken as the same")
-@click.option("--time-threshold", default=gate.DEFAULT_TIME_THRESHOLD, type=float, show_default=True,
-              help="relative change of the median latency that fails when significant")
-@click.option("--memory-threshold", default=gate.DEFAULT_MEMORY_THRESHOLD, type=float, show_default=True,
-              help="relative change of peak / activation memory that fails (when above --memory-floor too)")
-@click.option("--memory-floor", default=gate.DEFAULT_MEMORY_FLOOR_BYTES, type=int, show_default=True,
-              help="absolute memory change, bytes, below which memory is the same")
-@click.option("--alpha", default=gate.DEFAULT_ALPHA, type=float, show_default=True,
-              help="significance level of the Mann-Whitney U test on the latency samples")
-@click.option("--allow-cross-machine", is_flag=True,
-              help="compare time and memory even when the environment fingerprints differ")
+@click.option(
+    "--flops-tolerance",
+    default=gate.DEFAULT_FLOPS_TOLERANCE,
+    type=float,
+    show_default=True,
+    help="relative change of a count (FLOPs, params, tokens) still taken as the same",
+)
+@click.option(
+    "--time-threshold",
+    default=gate.DEFAULT_TIME_THRESHOLD,
+    type=float,
+    show_default=True,
+    help="relative change of the median latency that fails when significant",
+)
+@click.option(
+    "--memory-threshold",
+    default=gate.DEFAULT_MEMORY_THRESHOLD,
+    type=float,
+    show_default=True,
+    help="relative change of peak / activation memory that fails (when above --memory-floor too)",
+)
+@click.option(
+    "--memory-floor",
+    default=gate.DEFAULT_MEMORY_FLOOR_BYTES,
+    type=int,
+    show_default=True,
+    help="absolute memory change, bytes, below which memory is the same",
+)
+@click.option(
+    "--alpha",
+    default=gate.DEFAULT_ALPHA,
+    type=float,
+    show_default=True,
+    help="significance level of the Mann-Whitney U test on the latency samples",
+)
+@click.option("--allow-cross-machine", is_flag=True, help="compare time and memory even when the environment fingerprints differ")
 @click.option("--counts-only", is_flag=True, help="compare statuses and counts only")
-@click.option("--update", "update_file", default=None,
-              help="also write this run as a new baseline to this file (commit it when the change is intended)")
+@click.option(
+    "--update",
+    "update_file",
+    default=None,
+    help="also write this run as a new baseline to this file (commit it when the change is intended)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
-def check(run_dir, baseline_file, flops_tolerance, time_threshold, memory_threshold, memory_floor, alpha,
-          allow_cross_machine, counts_only, update_file, as_json):
+def check(
+    run_dir,
+    baseline_file,
+    flops_tolerance,
+    time_threshold,
+    memory_threshold,
+    memory_floor,
+    alpha,
+    allow_cross_machine,
+    counts_only,
+    update_file,
+    as_json,
+):
     """Compare RUN_DIR with a baseline: exit 0 clean, 1 on a regression, 2 on a usage error.
 
     Counts must match exactly (or within --flops-tolerance) in both directions. Latency fails when
@@ -69,9 +122,15 @@ def check(run_dir, baseline_file, flops_tolerance, time_threshold, memory_thresh
     side only is missing. Time and memory are not compared across machines (fingerprints) unless
     --allow-cross-machine.
     """
-    settings = gate.GateSettings(flops_tolerance=flops_tolerance, time_threshold=time_threshold,
-                                 memory_threshold=memory_threshold, memory_floor_bytes=memory_floor, alpha=alpha,
-                                 allow_cross_machine=allow_cross_machine, counts_only=counts_only)
+    settings = gate.GateSettings(
+        flops_tolerance=flops_tolerance,
+        time_threshold=time_threshold,
+        memory_threshold=memory_threshold,
+        memory_floor_bytes=memory_floor,
+        alpha=alpha,
+        allow_cross_machine=allow_cross_machine,
+        counts_only=counts_only,
+    )
     base = gate.load_baseline(baseline_file)
     result = gate.check_run(run_dir, base, settings)
     if update_file is not None:
@@ -84,8 +143,11 @@ def check(run_dir, baseline_file, flops_tolerance, time_threshold, memory_thresh
     else:
         _render(result, run_dir, baseline_file)
         if update_file is not None:
-            err.print(f"wrote the new baseline to {update_file}: review and commit it if the change is intended",
-                      markup=False, highlight=False)
+            err.print(
+                f"wrote the new baseline to {update_file}: review and commit it if the change is intended",
+                markup=False,
+                highlight=False,
+            )
     if result.exit_code:
         sys.exit(result.exit_code)
 
@@ -148,14 +210,25 @@ def _render(result: gate.GateResult, run_dir, baseline_file) -> None:
     for p in result.points:
         status = p.status_run if p.status_baseline == p.status_run else f"{p.status_baseline} -> {p.status_run}"
         mark = f"[{_STYLE[p.mark]}]{p.mark}[/]"
-        t.add_row(p.variant_id, p.device or "", status or "", _counts_cell(p), _latency_cell(p), _memory_cell(p),
-                  mark, "; ".join(p.notes))
+        t.add_row(
+            p.variant_id,
+            p.device or "",
+            status or "",
+            _counts_cell(p),
+            _latency_cell(p),
+            _memory_cell(p),
+            mark,
+            "; ".join(p.notes),
+        )
     out.print(t)
     for r in result.refused:
         diffs = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in r["differences"].items()) or "unknown fields"
-        err.print(f"note: time and memory of {r['points']} point(s) not compared: the environment differs from the "
-                  f"baseline's ({diffs}); counts were compared. --allow-cross-machine compares them anyway.",
-                  markup=False, highlight=False)
+        err.print(
+            f"note: time and memory of {r['points']} point(s) not compared: the environment differs from the "
+            f"baseline's ({diffs}); counts were compared. --allow-cross-machine compares them anyway.",
+            markup=False,
+            highlight=False,
+        )
     for n in result.notes:
         err.print(f"note: {n}", markup=False, highlight=False)
     for p in result.points:
@@ -163,7 +236,9 @@ def _render(result: gate.GateResult, run_dir, baseline_file) -> None:
             why = "; ".join(p.notes) or ", ".join(f"{m.name} {_pct(m.rel_change)}" for m in p.metrics if m.mark == p.mark)
             out.print(f"{p.mark}: {p.variant_id} ({p.device}, {p.point_id}): {why}", markup=False, highlight=False)
     marks = ", ".join(f"{v} {k}" for k, v in result.marks().items())
-    rules = (f"counts tolerance {s.flops_tolerance:g}, time threshold {s.time_threshold:.0%} at alpha {s.alpha:g}, "
-             f"memory threshold {s.memory_threshold:.0%} and {s.memory_floor_bytes:,} B")
+    rules = (
+        f"counts tolerance {s.flops_tolerance:g}, time threshold {s.time_threshold:.0%} at alpha {s.alpha:g}, "
+        f"memory threshold {s.memory_threshold:.0%} and {s.memory_floor_bytes:,} B"
+    )
     style = {"pass": "green", "noisy": "yellow", "fail": "bold red"}[result.verdict]
     out.print(f"[{style}]{result.verdict.upper()}[/]: {len(result.points)} points: {marks} ({rules})")

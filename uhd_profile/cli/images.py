@@ -15,7 +15,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from uhd_profile.analyse.images import (
-    PLANS, cost_dataset, cost_image, draw_slicing, frame, histogram, image_size, list_files, summarize,
+    PLANS,
+    cost_dataset,
+    cost_image,
+    draw_slicing,
+    frame,
+    histogram,
+    image_size,
+    list_files,
+    summarize,
 )
 from uhd_profile.cli.console import err, out
 from uhd_profile.cli.options import convention_option, encoder_option
@@ -23,7 +31,12 @@ from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.encoders import get_encoder
 from uhd_profile.model.slicing import (
-    MAX_SLICE_NUMS, SCALE_RESOLUTION, check_image_size, check_params, global_resize, slice_image,
+    MAX_SLICE_NUMS,
+    SCALE_RESOLUTION,
+    check_image_size,
+    check_params,
+    global_resize,
+    slice_image,
 )
 from uhd_profile.units import Size
 
@@ -60,14 +73,31 @@ def _g(v: float) -> str:
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--encoding", default="both", show_default=True, help="sliced | global | both")
-@click.option("--max-slices", default=MAX_SLICE_NUMS, type=int, show_default=True, help="most slices per image (M); the global view has at most M x S^2 px")
-@click.option("--scale-resolution", default=SCALE_RESOLUTION, type=int, show_default=True, help="slice size S in px (area S^2), a multiple of patch x 4")
+@click.option(
+    "--max-slices",
+    default=MAX_SLICE_NUMS,
+    type=int,
+    show_default=True,
+    help="most slices per image (M); the global view has at most M x S^2 px",
+)
+@click.option(
+    "--scale-resolution",
+    default=SCALE_RESOLUTION,
+    type=int,
+    show_default=True,
+    help="slice size S in px (area S^2), a multiple of patch x 4",
+)
 @click.option("--variant", "variants", multiple=True, help=f"{' | '.join(PLANS)}; repeat for several [default: all]")
 @encoder_option
 @convention_option
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list, one object per image")
-@click.option("--draw", "draw_path", default=None, help="write the image with its slice grid and thumbnail to this PNG "
-              "(several images: -<image name> is added before the suffix)")
+@click.option(
+    "--draw",
+    "draw_path",
+    default=None,
+    help="write the image with its slice grid and thumbnail to this PNG "
+    "(several images: -<image name> is added before the suffix)",
+)
 def image(paths, encoding, max_slices, scale_resolution, variants, encoder, convention, as_json, draw_path):
     """Views, tokens and FLOPs of each image (PATH: an image file, or a size WxH) encoded sliced
     (thumbnail + grid of slices) and globally (one resized view), per compression plan."""
@@ -108,34 +138,65 @@ def image(paths, encoding, max_slices, scale_resolution, variants, encoder, conv
     unit = conv.giga
     for r in results:
         name = r.path or "(size only)"
-        t = Table(title=f"{name}: {r.size} px (w x h), {r.encoder}; {unit} in the {convention} convention "
-                        f"({conv.meaning})", title_justify="left")
-        for title in ("encoding", "view", "size (w x h)", "patches (w x h)", "ViT tokens", *(f"LLM tokens {p}" for p in plans),
-                      *(f"{unit} {p}" for p in plans)):
+        t = Table(
+            title=f"{name}: {r.size} px (w x h), {r.encoder}; {unit} in the {convention} convention ({conv.meaning})",
+            title_justify="left",
+        )
+        for title in (
+            "encoding",
+            "view",
+            "size (w x h)",
+            "patches (w x h)",
+            "ViT tokens",
+            *(f"LLM tokens {p}" for p in plans),
+            *(f"{unit} {p}" for p in plans),
+        ):
             t.add_column(title, justify="left" if title in ("encoding", "view") else "right")
         for enc, e in r.encodings.items():
             for i, v in enumerate(e.views):
                 label = v.role if v.role != "slice" else f"slice {i}"
-                t.add_row(enc, label, str(v.size), f"{v.grid[1]}x{v.grid[0]}", f"{v.vit_tokens:,}",
-                          *(f"{v.llm_tokens[p]:,}" for p in plans), *(_g(v.counts[p][col] / 1e9) for p in plans))
+                t.add_row(
+                    enc,
+                    label,
+                    str(v.size),
+                    f"{v.grid[1]}x{v.grid[0]}",
+                    f"{v.vit_tokens:,}",
+                    *(f"{v.llm_tokens[p]:,}" for p in plans),
+                    *(_g(v.counts[p][col] / 1e9) for p in plans),
+                )
             n = f"{len(e.views)} view" + ("s" if len(e.views) > 1 else "")
             what = f"{n}, grid {e.grid[0]}x{e.grid[1]} (cols x rows)" if e.grid else (f"{n}, no grid" if enc == "sliced" else n)
-            t.add_row(f"[b]{enc} total[/]", what, "", "", f"[b]{e.vit_tokens:,}[/]",
-                      *(f"[b]{e.llm_tokens[p]:,}[/]" for p in plans), *(f"[b]{_g(e.counts[p][col] / 1e9)}[/]" for p in plans),
-                      end_section=True)
+            t.add_row(
+                f"[b]{enc} total[/]",
+                what,
+                "",
+                "",
+                f"[b]{e.vit_tokens:,}[/]",
+                *(f"[b]{e.llm_tokens[p]:,}[/]" for p in plans),
+                *(f"[b]{_g(e.counts[p][col] / 1e9)}[/]" for p in plans),
+                end_section=True,
+            )
         out.print(t)
         if len(r.encodings) == 2:
             g, s = r.encodings["global"], r.encodings["sliced"]
             for p in plans:
                 ratio = s.counts[p][col] / g.counts[p][col]
-                out.print(f"{p}: sliced / global = {ratio:.2f}x the {unit}, {s.llm_tokens[p] / g.llm_tokens[p]:.2f}x the LLM tokens")
+                out.print(
+                    f"{p}: sliced / global = {ratio:.2f}x the {unit}, {s.llm_tokens[p] / g.llm_tokens[p]:.2f}x the LLM tokens"
+                )
 
 
 @click.command()
 @click.argument("directory")
 @click.option("--out", "out_dir", default=None, help="output folder [default: ./dataset-<DIRECTORY name>]")
 @click.option("--max-slices", default=MAX_SLICE_NUMS, type=int, show_default=True, help="most slices per image (M)")
-@click.option("--scale-resolution", default=SCALE_RESOLUTION, type=int, show_default=True, help="slice size S in px, a multiple of patch x 4")
+@click.option(
+    "--scale-resolution",
+    default=SCALE_RESOLUTION,
+    type=int,
+    show_default=True,
+    help="slice size S in px, a multiple of patch x 4",
+)
 @click.option("--variant", "variants", multiple=True, help=f"{' | '.join(PLANS)}; repeat for several [default: all]")
 @encoder_option
 @convention_option
@@ -152,20 +213,31 @@ def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder,
     dest = Path(out_dir) if out_dir else Path(f"dataset-{Path(directory).resolve().name}")
     if dest.exists() and not dest.is_dir():
         raise UhdProfileError(f"--out {dest}: exists and is not a directory")
-    with Progress(TextColumn("costing images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("costing images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
         task = bar.add_task("images", total=len(files))
-        rows, skipped = cost_dataset(files, encoder, plans, max_slices, scale_resolution,
-                                     progress=lambda p: bar.advance(task))
+        rows, skipped = cost_dataset(files, encoder, plans, max_slices, scale_resolution, progress=lambda p: bar.advance(task))
     dest.mkdir(parents=True, exist_ok=True)
     frame(rows).to_csv(dest / "per_image.csv", index=False)
     summary = summarize(rows)
     summary.to_csv(dest / "summary.csv", index=False)
-    meta = {"directory": str(directory), "encoder": encoder, "plans": list(plans), "max_slices": max_slices,
-            "scale_resolution": scale_resolution, "images": len({r["path"] for r in rows}), "skipped": skipped,
-            "units": {"vit_tokens": "tokens", "llm_tokens": "tokens",
-                      **{c.column: f"{c.unit} ({c.name} convention)" for c in CONVENTIONS.values()}},
-            "conventions": {c.name: c.meaning for c in CONVENTIONS.values()}, "summary": summary.to_dict(orient="records")}
+    meta = {
+        "directory": str(directory),
+        "encoder": encoder,
+        "plans": list(plans),
+        "max_slices": max_slices,
+        "scale_resolution": scale_resolution,
+        "images": len({r["path"] for r in rows}),
+        "skipped": skipped,
+        "units": {
+            "vit_tokens": "tokens",
+            "llm_tokens": "tokens",
+            **{c.column: f"{c.unit} ({c.name} convention)" for c in CONVENTIONS.values()},
+        },
+        "conventions": {c.name: c.meaning for c in CONVENTIONS.values()},
+        "summary": summary.to_dict(orient="records"),
+    }
     (dest / "summary.json").write_text(json.dumps(meta, indent=1))
     fig = histogram(rows, convention)
     fig.savefig(dest / "histogram.png", dpi=110)
@@ -177,8 +249,17 @@ def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder,
         for (enc, plan), g in summary.groupby(["encoding", "plan"], sort=True):
             tok = g[g.metric == "llm_tokens"].iloc[0]
             fl = g[g.metric == conv.column].iloc[0]
-            t.add_row(enc, plan, f"{tok['mean']:,.0f}", f"{tok['median']:,.0f}", f"{tok['p90']:,.0f}",
-                      _g(fl["mean"] / 1e9), _g(fl["median"] / 1e9), _g(fl["p90"] / 1e9), _g(fl["total"] / 1e9))
+            t.add_row(
+                enc,
+                plan,
+                f"{tok['mean']:,.0f}",
+                f"{tok['median']:,.0f}",
+                f"{tok['p90']:,.0f}",
+                _g(fl["mean"] / 1e9),
+                _g(fl["median"] / 1e9),
+                _g(fl["p90"] / 1e9),
+                _g(fl["total"] / 1e9),
+            )
     out.print(t)
     out.print(f"wrote {dest}/per_image.csv, summary.csv, summary.json, histogram.png")
     for s in skipped:

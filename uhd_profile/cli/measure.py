@@ -13,7 +13,8 @@ from rich.table import Table
 from uhd_profile.cli.console import note, out
 from uhd_profile.cli.options import resolve_spec, variant_options
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.measure.bench import BenchResult, BenchSettings, bench as run_bench
+from uhd_profile.measure.bench import BenchResult, BenchSettings
+from uhd_profile.measure.bench import bench as run_bench
 from uhd_profile.measure.devices import resolve_device
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.model.trunks import check_weights_dir
@@ -30,7 +31,9 @@ def _float_opt(name: str, value: float | None, minimum: float = 0.0, strict: boo
 
 @click.command()
 @variant_options
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (only auto may fall back to the CPU)")
+@click.option(
+    "--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (only auto may fall back to the CPU)"
+)
 @click.option("--dtype", default="fp32", show_default=True, help=f"{' | '.join(DTYPES)} (or float32, bfloat16, float16)")
 @click.option("--batch", default=1, type=int, show_default=True, help="images per forward")
 @click.option("--threads", default=None, type=int, help="CPU threads for torch [default: torch's]")
@@ -46,10 +49,30 @@ def _float_opt(name: str, value: float | None, minimum: float = 0.0, strict: boo
 @click.option("--trace", "trace_dir", default=None, help="write a torch.profiler trace to this directory")
 @click.option("--weights", default=None, help="local checkpoint directory")
 @click.option("--json", "as_json", is_flag=True, help="print the result as one JSON object")
-def bench(encoder: str, resolution: str | None, variant: str | None, compressor: str | None, depth: int | None,
-          post_ratio: str | None, device: str, dtype: str, batch: int, threads: int | None, attn: str, use_compile: bool,
-          cuda_graphs: bool, l2_flush: bool, min_time: float | None, max_time: float | None, target_iqr: float | None,
-          min_samples: int | None, no_telemetry: bool, trace_dir: str | None, weights: str | None, as_json: bool) -> None:
+def bench(
+    encoder: str,
+    resolution: str | None,
+    variant: str | None,
+    compressor: str | None,
+    depth: int | None,
+    post_ratio: str | None,
+    device: str,
+    dtype: str,
+    batch: int,
+    threads: int | None,
+    attn: str,
+    use_compile: bool,
+    cuda_graphs: bool,
+    l2_flush: bool,
+    min_time: float | None,
+    max_time: float | None,
+    target_iqr: float | None,
+    min_samples: int | None,
+    no_telemetry: bool,
+    trace_dir: str | None,
+    weights: str | None,
+    as_json: bool,
+) -> None:
     """Measure one variant on one device: latency, memory, energy, roofline."""
     for name, value in (("--min-time", min_time), ("--max-time", max_time)):
         _float_opt(name, value)
@@ -58,16 +81,29 @@ def bench(encoder: str, resolution: str | None, variant: str | None, compressor:
         check_weights_dir(weights)
     resolve_device(device)  # a missing GPU is a usage error before anything is built
     timing = TimingSettings()
-    overrides: dict[str, Any] = {k: v for k, v in (("min_time_s", min_time), ("max_time_s", max_time),
-                                                   ("target_iqr", target_iqr), ("min_samples", min_samples)) if v is not None}
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in (("min_time_s", min_time), ("max_time_s", max_time), ("target_iqr", target_iqr), ("min_samples", min_samples))
+        if v is not None
+    }
     if l2_flush:
         overrides["l2_flush"] = True
     if overrides:
         if "min_time_s" in overrides and "max_time_s" not in overrides and overrides["min_time_s"] > timing.max_time_s:
             overrides["max_time_s"] = overrides["min_time_s"]
         timing = replace(timing, **overrides)
-    settings = BenchSettings(device=device, dtype=dtype, batch=batch, threads=threads, attn=attn, compile=use_compile,
-                             cuda_graphs=cuda_graphs, timing=timing, telemetry=not no_telemetry, trace_dir=trace_dir)
+    settings = BenchSettings(
+        device=device,
+        dtype=dtype,
+        batch=batch,
+        threads=threads,
+        attn=attn,
+        compile=use_compile,
+        cuda_graphs=cuda_graphs,
+        timing=timing,
+        telemetry=not no_telemetry,
+        trace_dir=trace_dir,
+    )
     spec = resolve_spec(encoder, resolution, variant, compressor, depth, post_ratio)
     result = run_bench(spec, settings, weights=weights)
     if as_json:
@@ -78,12 +114,16 @@ def bench(encoder: str, resolution: str | None, variant: str | None, compressor:
 
 def render_bench(r: BenchResult) -> None:
     m, s = r.metrics, r.settings
-    t = Table(title=f"{r.spec.id} on {r.device} ({s.dtype}, batch {s.batch}, {r.threads} threads, {s.attn})",
-              title_justify="left")
+    t = Table(
+        title=f"{r.spec.id} on {r.device} ({s.dtype}, batch {s.batch}, {r.threads} threads, {s.attn})", title_justify="left"
+    )
     t.add_column("quantity")
     t.add_column("value", justify="right")
-    flag = {"ok": "[green]ok[/]", "noisy": "[yellow]noisy (IQR/median >= 10%)[/]",
-            "unreliable": "[red]unreliable (IQR/median >= 25%)[/]"}[m["noise_flag"]]
+    flag = {
+        "ok": "[green]ok[/]",
+        "noisy": "[yellow]noisy (IQR/median >= 10%)[/]",
+        "unreliable": "[red]unreliable (IQR/median >= 25%)[/]",
+    }[m["noise_flag"]]
     t.add_row("latency median", f"{m['latency_median_s'] * 1e3:,.2f} ms")
     t.add_row("latency p10 / p90", f"{m['latency_p10_s'] * 1e3:,.2f} / {m['latency_p90_s'] * 1e3:,.2f} ms")
     t.add_row("IQR / median", f"{m['latency_iqr_over_median']:.2%}  {flag}")

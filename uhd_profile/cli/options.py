@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -17,40 +18,51 @@ F = Callable[..., Any]
 
 
 def encoder_option(f: F) -> F:
-    return click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
-                        help="encoder preset (uhd-profile list encoders)")(f)
+    return click.option(
+        "--encoder", default=DEFAULT_ENCODER, show_default=True, help="encoder preset (uhd-profile list encoders)"
+    )(f)
 
 
 def convention_option(f: F, what: str = "the numbers shown") -> F:
-    return click.option("--convention", default=DEFAULT_CONVENTION, show_default=True,
-                        help=f"{CONVENTION_CHOICES} ({what})")(f)
+    return click.option("--convention", default=DEFAULT_CONVENTION, show_default=True, help=f"{CONVENTION_CHOICES} ({what})")(f)
 
 
 def variant_options(f: F) -> F:
     """--encoder, --resolution, --variant, --compressor, --depth, --post-ratio."""
     opts = [
         encoder_option,
-        click.option("--resolution", default=None,
-                     help="input view: R (square), WxH (width first) or native [default: the encoder's native size]"),
-        click.option("--variant", default=None,
-                     help="baseline (post-ViT 16x) or v4 (window-attn-reused-mlp at depth 6 + 4x) [default: baseline]"),
+        click.option(
+            "--resolution",
+            default=None,
+            help="input view: R (square), WxH (width first) or native [default: the encoder's native size]",
+        ),
+        click.option(
+            "--variant",
+            default=None,
+            help="baseline (post-ViT 16x) or v4 (window-attn-reused-mlp at depth 6 + 4x) [default: baseline]",
+        ),
         click.option("--compressor", default=None, help="in-ViT compressor (uhd-profile list compressors)"),
         click.option("--depth", default=None, type=int, help="0-based encoder layer index after which the compressor runs"),
-        click.option("--post-ratio", default=None,
-                     help="post-ViT connector ratio 1|4|16 (1 = the ViT alone) [default: the design's, if the grid allows]"),
+        click.option(
+            "--post-ratio",
+            default=None,
+            help="post-ViT connector ratio 1|4|16 (1 = the ViT alone) [default: the design's, if the grid allows]",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def resolve_spec(encoder: str, resolution: str | None, variant: str | None, compressor: str | None,
-                 depth: int | None, post_ratio: str | None) -> VariantSpec:
+def resolve_spec(
+    encoder: str, resolution: str | None, variant: str | None, compressor: str | None, depth: int | None, post_ratio: str | None
+) -> VariantSpec:
     """Turn CLI choices into a VariantSpec. ``post_ratio`` None means the design's ratio where the
     token grid allows it, else 1 (the ViT alone), said on stderr."""
     if compressor is not None and variant is not None:
-        raise UhdProfileError(f"--variant {variant} and --compressor {compressor} both given; use one "
-                              "(v4 = window-attn-reused-mlp at depth 6)")
+        raise UhdProfileError(
+            f"--variant {variant} and --compressor {compressor} both given; use one (v4 = window-attn-reused-mlp at depth 6)"
+        )
     if variant == "baseline" and depth is not None:
         raise UhdProfileError("--depth does not apply to --variant baseline (no in-ViT compression)")
     if compressor is not None and depth is None:
@@ -68,6 +80,8 @@ def resolve_spec(encoder: str, resolution: str | None, variant: str | None, comp
     if spec.connector_fits(design):
         return spec.with_(post_ratio=design)
     rows, cols = spec.grid_after_vit
-    note(f"a {design}x connector does not fit the {cols}x{rows} token grid after the ViT; counting the ViT alone "
-         f"(--post-ratio 1). Pass --post-ratio, or a resolution whose grid divides, to change that.")
+    note(
+        f"a {design}x connector does not fit the {cols}x{rows} token grid after the ViT; counting the ViT alone "
+        f"(--post-ratio 1). Pass --post-ratio, or a resolution whose grid divides, to change that."
+    )
     return spec

@@ -14,8 +14,11 @@ from uhd_profile.cli.console import out
 @click.argument("run_dir")
 @click.option("--out", "out_dir", default=None, help="report directory [default: RUN_DIR/report]")
 @click.option("--format", "formats", default="md,html", show_default=True, help="comma-separated: md, html")
-@click.option("--no-recount", is_flag=True,
-              help="do not count paper figures the run lacks (they show as 'not in run'); the per-layer breakdown is still counted")
+@click.option(
+    "--no-recount",
+    is_flag=True,
+    help="do not count paper figures the run lacks (they show as 'not in run'); the per-layer breakdown is still counted",
+)
 def report(run_dir, out_dir, formats, no_recount):
     """Write the report of RUN_DIR (a `uhd-profile sweep` run directory): headline, paper reproduction
     table, Pareto fronts, per-layer breakdown, measurement quality; figures as PNG + SVG + CSV."""
@@ -24,9 +27,12 @@ def report(run_dir, out_dir, formats, no_recount):
     where = Path(out_dir) if out_dir is not None else Path(run_dir) / "report"
     n_fig = sum(1 for k in written if k.startswith("figures/") and k.endswith(".png"))
     n_tab = sum(1 for k in written if k.startswith("tables/"))
-    out.print(f"report of {run_dir}: {n_fig} figure{'s' if n_fig != 1 else ''} (PNG + SVG + CSV), "
-              f"{n_tab} table{'s' if n_tab != 1 else ''} (CSV) in {where}", markup=False,
-              highlight=False)
+    out.print(
+        f"report of {run_dir}: {n_fig} figure{'s' if n_fig != 1 else ''} (PNG + SVG + CSV), "
+        f"{n_tab} table{'s' if n_tab != 1 else ''} (CSV) in {where}",
+        markup=False,
+        highlight=False,
+    )
     for key in ("md", "html"):
         if key in written:
             out.print(written[key], markup=False, highlight=False)

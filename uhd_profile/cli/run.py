@@ -23,17 +23,32 @@ from uhd_profile.units import format_bytes
 @click.command()
 @click.argument("recipe", required=False, default="paper")
 @click.option("--out", "out_dir", default=None, help="run directory [default: runs/<recipe>-<UTC time>]")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (selects the recipe's [when.*] settings)")
+@click.option(
+    "--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (selects the recipe's [when.*] settings)"
+)
 @click.option("--resume", is_flag=True, help="continue the run in --out: skip recorded points")
 @click.option("--shard", default=None, help="run the deterministic I/N share of the points (0 <= I < N)")
 @click.option("--executor", default="local", show_default=True, help="local | ray")
-@click.option("--ray-address", default=None, help="an existing Ray cluster (auto, host:port, ray://host:port) [default: a local one]")
+@click.option(
+    "--ray-address", default=None, help="an existing Ray cluster (auto, host:port, ray://host:port) [default: a local one]"
+)
 @click.option("--only", default=None, help="run only points whose variant id or point id matches this glob")
 @click.option("--dry-run", is_flag=True, help="list the points and their count, run nothing")
 @click.option("--in-process", is_flag=True, help="measure in this process, not a fresh one per measured point (debugging)")
 @click.option("--no-report", is_flag=True, help="do not write RUN_DIR/report at the end (`uhd-profile report` does it later)")
-def sweep(recipe: str, out_dir: str | None, device: str, resume: bool, shard: str | None, executor: str,
-          ray_address: str | None, only: str | None, dry_run: bool, in_process: bool, no_report: bool) -> None:
+def sweep(
+    recipe: str,
+    out_dir: str | None,
+    device: str,
+    resume: bool,
+    shard: str | None,
+    executor: str,
+    ray_address: str | None,
+    only: str | None,
+    dry_run: bool,
+    in_process: bool,
+    no_report: bool,
+) -> None:
     """Run a recipe (a shipped name such as paper, smoke, depth-sweep, encoders, or a TOML path).
 
     With no RECIPE it runs paper.toml. Exit code 1 if any point failed (oom or error).
@@ -45,7 +60,9 @@ def sweep(recipe: str, out_dir: str | None, device: str, resume: bool, shard: st
     rec = load_recipe(recipe, device=device)
     if dry_run:
         pts = select([p.to_dict() for p in rec.points], shard_t, only)
-        t = Table(title=f"{rec.name} ({rec.path}): {len(pts)} points" + (f", shard {shard}" if shard else ""), title_justify="left")
+        t = Table(
+            title=f"{rec.name} ({rec.path}): {len(pts)} points" + (f", shard {shard}" if shard else ""), title_justify="left"
+        )
         for col in ("#", "point_id", "variant_id", "measure", "dtype", "batch", "device"):
             t.add_column(col)
         for i, p in enumerate(pts):
@@ -58,8 +75,17 @@ def sweep(recipe: str, out_dir: str | None, device: str, resume: bool, shard: st
     if out_dir is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out_dir = os.path.join("runs", f"{rec.name}-{stamp}")
-    summary = run_sweep(rec, out_dir, resume=resume, shard=shard_t, executor=executor, ray_address=ray_address, only=only,
-                        runner=run_point if in_process else run_point_isolated, progress=ProgressBar())
+    summary = run_sweep(
+        rec,
+        out_dir,
+        resume=resume,
+        shard=shard_t,
+        executor=executor,
+        ray_address=ray_address,
+        only=only,
+        runner=run_point if in_process else run_point_isolated,
+        progress=ProgressBar(),
+    )
     _render_summary(summary)
     if not no_report:
         _sweep_report(out_dir)
@@ -71,9 +97,17 @@ class ProgressBar:
     """A rich progress bar with ETA and the current point, on stderr (a ``run.sweep.Progress``)."""
 
     def __init__(self) -> None:
-        self.bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
-                            console=err, transient=False)
+        self.bar = Progress(
+            TextColumn("[bold]sweep"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            transient=False,
+        )
         self.task = self.bar.add_task("", total=0)
         self.started = False
 
@@ -118,16 +152,23 @@ def _render_summary(summary: SweepSummary) -> None:
         lat = m.get("latency_median_s")
         iqr = m.get("latency_iqr_over_median")
         flag = "" if m.get("noise_flag") in (None, "ok") else f" {m['noise_flag']}"
-        t.add_row(p["variant_id"], p["dtype"], p["device"], status,
-                  f"{m['macs'] / 1e9:,.2f}" if m.get("macs") is not None else "",
-                  f"{m['paper_flops'] / 1e9:,.2f}" if m.get("paper_flops") is not None else "",
-                  f"{lat * 1e3:,.1f} ms" if lat is not None else "",
-                  (f"{iqr:.1%}" + flag) if iqr is not None else "",
-                  format_bytes(m.get("peak_mem_bytes")) if m.get("peak_mem_bytes") is not None else "")
+        t.add_row(
+            p["variant_id"],
+            p["dtype"],
+            p["device"],
+            status,
+            f"{m['macs'] / 1e9:,.2f}" if m.get("macs") is not None else "",
+            f"{m['paper_flops'] / 1e9:,.2f}" if m.get("paper_flops") is not None else "",
+            f"{lat * 1e3:,.1f} ms" if lat is not None else "",
+            (f"{iqr:.1%}" + flag) if iqr is not None else "",
+            format_bytes(m.get("peak_mem_bytes")) if m.get("peak_mem_bytes") is not None else "",
+        )
     out.print(t)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
-    out.print(f"{summary.total} points: {summary.already_done} already recorded, this run: {counts}; "
-              f"{summary.wall_s:.1f} s. Results: {summary.run_dir} (uhd_profile.load(dir) -> DataFrame)")
+    out.print(
+        f"{summary.total} points: {summary.already_done} already recorded, this run: {counts}; "
+        f"{summary.wall_s:.1f} s. Results: {summary.run_dir} (uhd_profile.load(dir) -> DataFrame)"
+    )
     for r in summary.records:
         if r["status"] != "ok":
             err.print(f"{r['status']}: {r['point']['variant_id']}: {r.get('error')}", markup=False)

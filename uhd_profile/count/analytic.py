@@ -13,8 +13,8 @@ cross-checked against real CPU execution instead (tests/test_trunks.py).
 
 from __future__ import annotations
 
-from uhd_profile.errors import UhdProfileError
 from uhd_profile.count.flops import ZERO, Cost, attention_cost, elementwise_cost, matmul_cost
+from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.variants import VariantSpec
 
 _SIGLIP_TRUNKS = ("SiglipTrunk", "minicpm_model")
@@ -38,12 +38,16 @@ def siglip_layer(b: int, n: int, d: int, m: int, h: int) -> Cost:
     e = d // h
     return (
         _ln(b * n * d)
-        + _linear(b * n, d, d) + _linear(b * n, d, d) + _linear(b * n, d, d)
+        + _linear(b * n, d, d)
+        + _linear(b * n, d, d)
+        + _linear(b * n, d, d)
         + attention_cost(b, h, n, n, e, e, masked=False)
         + _linear(b * n, d, d)
         + elementwise_cost(b * n * d)  # residual
         + _ln(b * n * d)
-        + _linear(b * n, d, m) + elementwise_cost(b * n * m) + _linear(b * n, m, d)
+        + _linear(b * n, d, m)
+        + elementwise_cost(b * n * m)
+        + _linear(b * n, m, d)
         + elementwise_cost(b * n * d)  # residual
     )
 
@@ -54,7 +58,9 @@ def fusion_mlp(b: int, n: int, d: int, hidden: int) -> Cost:
     return (
         Cost(0, b * n * d, 0)  # the 2x2 mean reads every input element; the paper charges no pooling
         + _ln(b * q * 4 * d)
-        + _linear(b * q, 4 * d, hidden) + elementwise_cost(b * q * hidden) + _linear(b * q, hidden, d)
+        + _linear(b * q, 4 * d, hidden)
+        + elementwise_cost(b * q * hidden)
+        + _linear(b * q, hidden, d)
         + elementwise_cost(b * q * d)  # + mean residual
     )
 
@@ -68,9 +74,7 @@ def window_attention(b: int, n: int, d: int, h: int) -> Cost:
     executed = attention_cost(b * n // 4, h, 4, 4, e, e, masked=False)
     dense = attention_cost(b, h, n, n, e, e, masked=False)
     return (
-        _ln(b * n * d) + 4 * _linear(b * n, d, d)
-        + Cost(executed.macs, executed.flops, dense.paper)
-        + elementwise_cost(b * n * d)
+        _ln(b * n * d) + 4 * _linear(b * n, d, d) + Cost(executed.macs, executed.flops, dense.paper) + elementwise_cost(b * n * d)
     )
 
 
@@ -80,11 +84,17 @@ def cross_attention(b: int, n: int, d: int, m: int, h: int, query: str) -> Cost:
     q, e = n // 4, d // h
     pick = Cost(0, b * n * d, 0) if query == "mean" else ZERO  # window mean of Q, and of x for the residual
     return (
-        _ln(b * n * d) + 3 * _linear(b * n, d, d)
+        _ln(b * n * d)
+        + 3 * _linear(b * n, d, d)
         + pick
         + attention_cost(b * q, h, 1, 4, e, e, masked=False)
-        + _linear(b * q, d, d) + pick + elementwise_cost(b * q * d)
-        + _ln(b * q * d) + _linear(b * q, d, m) + elementwise_cost(b * q * m) + _linear(b * q, m, d)
+        + _linear(b * q, d, d)
+        + pick
+        + elementwise_cost(b * q * d)
+        + _ln(b * q * d)
+        + _linear(b * q, d, m)
+        + elementwise_cost(b * q * m)
+        + _linear(b * q, m, d)
         + elementwise_cost(b * q * d)
     )
 
@@ -112,7 +122,13 @@ def connector_cost(b: int, n: int, d: int, out: int, ratio: int) -> Cost:
     for i in range(stages):
         q = n // 4
         width = out if i == stages - 1 else d
-        total = total + _ln(b * q * 4 * d) + _linear(b * q, 4 * d, 4 * d) + elementwise_cost(b * q * 4 * d) + _linear(b * q, 4 * d, width)
+        total = (
+            total
+            + _ln(b * q * 4 * d)
+            + _linear(b * q, 4 * d, 4 * d)
+            + elementwise_cost(b * q * 4 * d)
+            + _linear(b * q, 4 * d, width)
+        )
         n = q
     return _paper_free(total)
 

@@ -34,13 +34,20 @@ class Convention:
 CONVENTIONS: dict[str, Convention] = {
     c.name: c
     for c in (
-        Convention("macs", "macs", "MACs",
-                   "1 per multiply-accumulate; element-wise ops free; attention as executed"),
-        Convention("flops", "flops", "FLOPs",
-                   "2 per multiply-accumulate plus element-wise ops (bias, norms, activations, softmax); attention as executed"),
-        Convention("paper", "paper_flops", "FLOPs",
-                   "the LLaVA-UHD v4 paper's: 1 per MAC, no biases, 4 per attention score, LayerNorm 5/elem, "
-                   "activations and residual adds 1/elem, window attention charged densely, connector and post-LayerNorm excluded"),
+        Convention("macs", "macs", "MACs", "1 per multiply-accumulate; element-wise ops free; attention as executed"),
+        Convention(
+            "flops",
+            "flops",
+            "FLOPs",
+            "2 per multiply-accumulate plus element-wise ops (bias, norms, activations, softmax); attention as executed",
+        ),
+        Convention(
+            "paper",
+            "paper_flops",
+            "FLOPs",
+            "the LLaVA-UHD v4 paper's: 1 per MAC, no biases, 4 per attention score, LayerNorm 5/elem, "
+            "activations and residual adds 1/elem, window attention charged densely, connector and post-LayerNorm excluded",
+        ),
     )
 }
 """Convention name -> definition, in display order (``macs`` is the default)."""

@@ -53,8 +53,9 @@ import math
 import time
 import weakref
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,10 +81,10 @@ class Cost:
     flops: int = 0
     paper: int = 0
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.macs + other.macs, self.flops + other.flops, self.paper + other.paper)
 
-    def __rmul__(self, k: int) -> "Cost":
+    def __rmul__(self, k: int) -> Cost:
         return Cost(self.macs * k, self.flops * k, self.paper * k)
 
     def get(self, convention: str) -> int:
@@ -136,8 +137,9 @@ def causal_pairs(lq: int, lk: int, align: str = "bottom_right") -> int:
     return m * (m + 1) // 2 + (lq - m) * lk
 
 
-def causal_attention_cost(batch: int, heads: int, lq: int, lk: int, e: int, ev: int, masked: bool,
-                          align: str) -> tuple[Cost, Cost]:
+def causal_attention_cost(
+    batch: int, heads: int, lq: int, lk: int, e: int, ev: int, masked: bool, align: str
+) -> tuple[Cost, Cost]:
     """Causal attention: (charged, skipped).
 
     ``charged``: ``macs``/``flops`` over the allowed pairs only, ``paper`` over the full square.
@@ -202,8 +204,9 @@ class FormulaEntry:
 _FORMULAS: dict[str, FormulaEntry] = {}
 
 
-def register(*names: str, kind: str = "elementwise",
-             heads: Callable[[tuple], tuple[int, int, int]] | None = None) -> Callable[[Formula], Formula]:
+def register(
+    *names: str, kind: str = "elementwise", heads: Callable[[tuple], tuple[int, int, int]] | None = None
+) -> Callable[[Formula], Formula]:
     """Register a pricing formula for aten (or custom) ops, by qualified name ("aten::mm"), with
     the ``kind`` of arithmetic it prices (``KINDS``; attention kernels also say where their heads are).
 
@@ -254,7 +257,7 @@ def _mm(args, kwargs, out) -> Cost:
 
 @register("aten::addmm", kind="matmul")
 def _addmm(args, kwargs, out) -> Cost:
-    bias, a, b = args[0], args[1], args[2]
+    a, b = args[1], args[2]  # args[0] is the bias
     return matmul_cost(a.shape[0] * a.shape[1] * b.shape[1], out_elems=out.numel(), bias=True)
 
 
@@ -272,7 +275,7 @@ def _baddbmm(args, kwargs, out) -> Cost:
 
 @register("aten::convolution", "aten::_convolution", kind="matmul")
 def _conv(args, kwargs, out) -> Cost:
-    x, w, bias = args[0], args[1], args[2]
+    w, bias = args[1], args[2]
     # each output element is a dot product over (C_in / groups) * prod(kernel) inputs
     per_out = _numel(w.shape[1:])
     return matmul_cost(out.numel() * per_out, out_elems=out.numel(), bias=bias is not None)
@@ -292,7 +295,8 @@ register(
     "aten::_scaled_dot_product_cudnn_attention",
     "aten::_scaled_dot_product_attention_math",
     "aten::_scaled_dot_product_attention_math_for_mps",
-    kind="attention", heads=_heads_bhle,
+    kind="attention",
+    heads=_heads_bhle,
 )(_sdpa_dispatch)
 
 
@@ -322,13 +326,13 @@ def _flash_fwd(args, kwargs, out) -> Cost:
 
 @register("torch_attn::_varlen_attn", "torch_attn::_varlen_attn_out", kind="attention", heads=_heads_blhe)
 def _torch_varlen(args, kwargs, out) -> Cost:
-    q, k, v, cu_q, cu_k = args[0], args[1], args[2], args[3], args[4]
+    q, v, cu_q, cu_k = args[0], args[2], args[3], args[4]
     return varlen_attention_cost(q.shape[-2], q.shape[-1], v.shape[-1], _cu(cu_q), _cu(cu_k))
 
 
 @register("flash_attn::_flash_attn_varlen_forward", kind="attention", heads=_heads_blhe)
 def _fa2_varlen(args, kwargs, out) -> Cost:
-    q, k, v, cu_q, cu_k = args[0], args[1], args[2], args[3], args[4]
+    q, v, cu_q, cu_k = args[0], args[2], args[3], args[4]
     return varlen_attention_cost(q.shape[-2], q.shape[-1], v.shape[-1], _cu(cu_q), _cu(cu_k))
 
 
@@ -377,11 +381,47 @@ register(
     *(
         f"aten::{n}"
         for n in (
-            "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "reciprocal",
-            "gelu", "gelu_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "relu", "relu_",
-            "exp", "exp_", "log", "sqrt", "rsqrt", "pow", "erf", "abs", "abs_", "clamp", "clamp_", "clamp_min",
+            "add",
+            "add_",
+            "sub",
+            "sub_",
+            "rsub",
+            "mul",
+            "mul_",
+            "div",
+            "div_",
+            "neg",
+            "reciprocal",
+            "gelu",
+            "gelu_",
+            "silu",
+            "silu_",
+            "sigmoid",
+            "sigmoid_",
+            "tanh",
+            "tanh_",
+            "relu",
+            "relu_",
+            "exp",
+            "exp_",
+            "log",
+            "sqrt",
+            "rsqrt",
+            "pow",
+            "erf",
+            "abs",
+            "abs_",
+            "clamp",
+            "clamp_",
+            "clamp_min",
             "softplus",
-            "maximum", "minimum", "addcmul", "lerp", "sin", "cos", "hardtanh",
+            "maximum",
+            "minimum",
+            "addcmul",
+            "lerp",
+            "sin",
+            "cos",
+            "hardtanh",
         )
     )
 )(_out_elems)
@@ -412,19 +452,104 @@ register("aten::upsample_nearest2d", "aten::_upsample_nearest_exact2d", kind="re
 FREE_OPS = frozenset(
     "aten::" + n
     for n in (
-        "view", "_unsafe_view", "reshape", "_reshape_alias", "transpose", "t", "permute", "expand",
-        "contiguous", "clone", "cat", "stack", "split", "split_with_sizes", "unbind", "slice",
-        "select", "index", "index_select", "gather", "unsqueeze", "squeeze", "flatten", "_to_copy",
-        "copy_", "detach", "alias", "constant_pad_nd", "embedding", "new_empty", "empty",
-        "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "ones_like", "full", "full_like",
-        "arange", "fill_", "zero_", "narrow", "repeat", "lift_fresh", "lift_fresh_copy", "roll",
-        "as_strided", "masked_fill", "masked_fill_", "where", "_local_scalar_dense", "native_dropout",
-        "dropout", "new_zeros", "new_ones", "new_full", "unfold", "pixel_shuffle", "pixel_unshuffle",
-        "repeat_interleave", "flip", "scalar_tensor", "_unsafe_index", "index_put", "index_put_",
-        "scatter", "scatter_", "sort", "argsort", "topk", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
-        "logical_or", "logical_not", "bitwise_and", "bitwise_or", "cumsum", "diff", "max", "min",
-        "isfinite", "isnan", "_assert_async", "sym_size", "sym_numel", "sym_stride", "item",
-        "resize_", "set_", "view_as_real", "view_as_complex", "_unsafe_view",
+        "view",
+        "_unsafe_view",
+        "reshape",
+        "_reshape_alias",
+        "transpose",
+        "t",
+        "permute",
+        "expand",
+        "contiguous",
+        "clone",
+        "cat",
+        "stack",
+        "split",
+        "split_with_sizes",
+        "unbind",
+        "slice",
+        "select",
+        "index",
+        "index_select",
+        "gather",
+        "unsqueeze",
+        "squeeze",
+        "flatten",
+        "_to_copy",
+        "copy_",
+        "detach",
+        "alias",
+        "constant_pad_nd",
+        "embedding",
+        "new_empty",
+        "empty",
+        "empty_like",
+        "empty_strided",
+        "zeros",
+        "zeros_like",
+        "ones",
+        "ones_like",
+        "full",
+        "full_like",
+        "arange",
+        "fill_",
+        "zero_",
+        "narrow",
+        "repeat",
+        "lift_fresh",
+        "lift_fresh_copy",
+        "roll",
+        "as_strided",
+        "masked_fill",
+        "masked_fill_",
+        "where",
+        "_local_scalar_dense",
+        "native_dropout",
+        "dropout",
+        "new_zeros",
+        "new_ones",
+        "new_full",
+        "unfold",
+        "pixel_shuffle",
+        "pixel_unshuffle",
+        "repeat_interleave",
+        "flip",
+        "scalar_tensor",
+        "_unsafe_index",
+        "index_put",
+        "index_put_",
+        "scatter",
+        "scatter_",
+        "sort",
+        "argsort",
+        "topk",
+        "eq",
+        "ne",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "logical_and",
+        "logical_or",
+        "logical_not",
+        "bitwise_and",
+        "bitwise_or",
+        "cumsum",
+        "diff",
+        "max",
+        "min",
+        "isfinite",
+        "isnan",
+        "_assert_async",
+        "sym_size",
+        "sym_numel",
+        "sym_stride",
+        "item",
+        "resize_",
+        "set_",
+        "view_as_real",
+        "view_as_complex",
+        "_unsafe_view",
     )
 )
 
@@ -545,7 +670,8 @@ class _CausalWindow:
         return x // square * self.pairs if x % square == 0 else x
 
     def classify(self, name: str, args, out) -> str | None:
-        """"qk", "score", "mask_add", "av" or None (not score arithmetic)."""
+        """ "qk", "score", "mask_add", "av" or None (not score arithmetic)."""
+
         def scores(t) -> bool:
             return isinstance(t, torch.Tensor) and t.dim() >= 3 and tuple(t.shape[-2:]) == (self.lq, self.lk)
 
@@ -610,7 +736,7 @@ class _Counter:
     def causal_post_hook(self, module, args, output):
         self.causal_open.pop(id(module), None)
 
-    def causal_window(self) -> "_CausalWindow | None":
+    def causal_window(self) -> _CausalWindow | None:
         """The eager causal window of the innermost module, if it has one."""
         if self.stack:
             return self.causal_open.get(id(self.stack[-1]))
@@ -639,8 +765,14 @@ class _Counter:
         self.stack.append(module)
         if getattr(module, "_uhd_paper", None) == "dense_attention":
             x = args[0] if args else (kwargs or {}).get("hidden_states")
-            self.dense_open[id(module)] = [int(x.shape[0]), int(x.shape[1]), None, None, None,
-                                           getattr(module, "_uhd_dense_segments", None)]
+            self.dense_open[id(module)] = [
+                int(x.shape[0]),
+                int(x.shape[1]),
+                None,
+                None,
+                None,
+                getattr(module, "_uhd_dense_segments", None),
+            ]
 
     def post_hook(self, module, args, output):
         if self.stack and self.stack[-1] is module:
@@ -737,10 +869,10 @@ class _DispatchCounter(TorchDispatchMode):
             kind = window.classify(name, args, out) if window is not None else None
             if kind is not None:
                 # eager causal attention: charge the allowed pairs, keep the rest as skipped
-                charged = Cost(window.scale(cost.macs), window.scale(cost.flops),
-                               0 if kind == "mask_add" else cost.paper)
+                charged = Cost(window.scale(cost.macs), window.scale(cost.flops), 0 if kind == "mask_add" else cost.paper)
                 self.state.causal_skipped = self.state.causal_skipped + Cost(
-                    cost.macs - charged.macs, cost.flops - charged.flops, 0)
+                    cost.macs - charged.macs, cost.flops - charged.flops, 0
+                )
                 cost = charged
                 window.phase = {"qk": "scores", "av": "done"}.get(kind, window.phase)
             self.state.price(name, cost, entry.kind, heads)
@@ -777,8 +909,7 @@ class _FunctionCounter(TorchFunctionMode):
             masked = mask is not None
             pairs = self.state.mask_causal_pairs(mask, lq, lk) if masked else None
             if is_causal or (pairs is not None and pairs < lq * lk):
-                cost, skipped = causal_attention_cost(b, h, lq, lk, e, ev, masked,
-                                                      "top_left" if is_causal else "bottom_right")
+                cost, skipped = causal_attention_cost(b, h, lq, lk, e, ev, masked, "top_left" if is_causal else "bottom_right")
                 self.state.causal_skipped = self.state.causal_skipped + skipped
             else:
                 cost = attention_cost(b, h, lq, lk, e, ev, masked=masked)
@@ -840,8 +971,9 @@ def count_module(model: torch.nn.Module, *inputs: Any, shape_only: bool = True, 
     )
 
 
-def count_flops(target: Any, *inputs: Any, batch: int = 1, weights: str | None = None,
-                attn: str = "sdpa", shape_only: bool = True) -> FlopCount:
+def count_flops(
+    target: Any, *inputs: Any, batch: int = 1, weights: str | None = None, attn: str = "sdpa", shape_only: bool = True
+) -> FlopCount:
     """Count a ``VariantSpec`` (built on ``meta``: no weights, no arithmetic) or a module.
 
     For a spec, the input is one (batch, 3, H, W) view. Returns counts in every convention;

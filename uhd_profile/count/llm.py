@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Iterator, Sequence
 
 import torch
 
@@ -44,7 +42,13 @@ from uhd_profile.count.flops import FlopCount, count_module
 from uhd_profile.count.llm_formulas import TextbookOptions, textbook
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.llm_plans import (
-    LM_HEAD_CHOICES, SELECT_CHOICES, DropPlan, DropStage, check_tokens, fastv, kept_count, pyramid_drop,
+    LM_HEAD_CHOICES,
+    DropPlan,
+    DropStage,
+    check_tokens,
+    fastv,
+    kept_count,
+    pyramid_drop,
 )
 from uhd_profile.model.llms import DEFAULT_LLM, LlmSpec, check_attn, get_llm
 from uhd_profile.units import DTYPES, dtype_bytes, parse_dtype
@@ -105,8 +109,15 @@ class _Dropping:
     then cache only what they saw. In decode the new token needs no gathering; an eager mask is
     cut to the keys each layer holds."""
 
-    def __init__(self, model: torch.nn.Module, spec: LlmSpec, visual: int, prompt: int,
-                 active: tuple[tuple[int, int, int], ...], select: str):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        spec: LlmSpec,
+        visual: int,
+        prompt: int,
+        active: tuple[tuple[int, int, int], ...],
+        select: str,
+    ):
         self.model, self.spec, self.visual, self.prompt = model, spec, visual, prompt
         self.n = visual + prompt
         self.start = {k + 1: (k, before, after) for k, before, after in active}
@@ -207,8 +218,9 @@ class _Dropping:
 
 
 @contextlib.contextmanager
-def dropping(model: torch.nn.Module, spec: LlmSpec, visual_tokens: int, prompt_tokens: int,
-             plan: DropPlan | None) -> Iterator[_Dropping | None]:
+def dropping(
+    model: torch.nn.Module, spec: LlmSpec, visual_tokens: int, prompt_tokens: int, plan: DropPlan | None
+) -> Iterator[_Dropping | None]:
     """While open, forwards of ``model`` (a causal LM built from ``spec``) drop visual tokens per
     ``plan``: first a prefill of ``visual_tokens + prompt_tokens`` embeddings (visual first), then
     single-token decode forwards after setting ``.phase = "decode"`` on the yielded object. Yields
@@ -221,8 +233,10 @@ def dropping(model: torch.nn.Module, spec: LlmSpec, visual_tokens: int, prompt_t
         yield None
         return
     if prompt_tokens < 1:
-        raise UhdProfileError(f"prompt_tokens = {prompt_tokens}: dropping ranks visual tokens by the last token's "
-                              "attention, so at least one prompt token must follow the image")
+        raise UhdProfileError(
+            f"prompt_tokens = {prompt_tokens}: dropping ranks visual tokens by the last token's "
+            "attention, so at least one prompt token must follow the image"
+        )
     runner = _Dropping(model, spec, visual_tokens, prompt_tokens, active, plan.select)
     try:
         yield runner
@@ -262,8 +276,13 @@ class CacheSize:
         return (self.kv_elems + self.conv_elems) * dtype_bytes(dtype) + self.recurrent_elems * dtype_bytes(recurrent_dtype)
 
     def as_dict(self) -> dict:
-        return {"kv_tokens": list(self.kv_tokens), "kv_elems": self.kv_elems, "conv_elems": self.conv_elems,
-                "recurrent_elems": self.recurrent_elems, "bytes": {d: self.bytes(d) for d in DTYPES}}
+        return {
+            "kv_tokens": list(self.kv_tokens),
+            "kv_elems": self.kv_elems,
+            "conv_elems": self.conv_elems,
+            "recurrent_elems": self.recurrent_elems,
+            "bytes": {d: self.bytes(d) for d in DTYPES},
+        }
 
 
 def cache_size(cache) -> CacheSize:
@@ -372,11 +391,20 @@ class LlmCount:
         """JSON-ready summary: counts in every convention, cache bytes per dtype, the textbook figure."""
         tb = self.textbook()
         return {
-            "llm": self.llm, "visual_tokens": self.visual_tokens, "prompt_tokens": self.prompt_tokens,
-            "tokens_in": self.tokens_in, "decode_tokens": self.decode_tokens, "lm_head": self.lm_head,
-            "attn": self.attn, "plan": None if self.plan is None else {
-                "name": self.plan.name, "select": self.plan.select,
-                "stages": [[s.after_layer, s.keep] for s in self.plan.stages]},
+            "llm": self.llm,
+            "visual_tokens": self.visual_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "tokens_in": self.tokens_in,
+            "decode_tokens": self.decode_tokens,
+            "lm_head": self.lm_head,
+            "attn": self.attn,
+            "plan": None
+            if self.plan is None
+            else {
+                "name": self.plan.name,
+                "select": self.plan.select,
+                "stages": [[s.after_layer, s.keep] for s in self.plan.stages],
+            },
             "tokens_per_layer": list(self.tokens_per_layer),
             "prefill": {c: self.prefill_total(c) for c in CONVENTIONS},
             "prefill_per_layer_macs": list(self.prefill_per_layer("macs")),
@@ -395,10 +423,18 @@ def _resolve(llm: str | LlmSpec) -> LlmSpec:
     return llm if isinstance(llm, LlmSpec) else get_llm(llm)
 
 
-def count_llm(llm: str | LlmSpec = DEFAULT_LLM, visual_tokens: int = 576, prompt_tokens: int = 64,
-              decode_tokens: int = 0, lm_head: str = "last", plan: DropPlan | None = None,
-              attn: str = "sdpa", shape_only: bool = True, model: torch.nn.Module | None = None,
-              inputs_embeds: torch.Tensor | None = None) -> LlmCount:
+def count_llm(
+    llm: str | LlmSpec = DEFAULT_LLM,
+    visual_tokens: int = 576,
+    prompt_tokens: int = 64,
+    decode_tokens: int = 0,
+    lm_head: str = "last",
+    plan: DropPlan | None = None,
+    attn: str = "sdpa",
+    shape_only: bool = True,
+    model: torch.nn.Module | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+) -> LlmCount:
     """Count the LLM stage of one image (batch 1) by running the model.
 
     ``shape_only`` (default) runs on ``meta``: nothing is materialised (benchmarks/count_llm_speed.py
@@ -433,28 +469,58 @@ def count_llm(llm: str | LlmSpec = DEFAULT_LLM, visual_tokens: int = 576, prompt
     with dropping(model, spec, visual_tokens, prompt_tokens, plan) as runner:
         x = embeds(n) if inputs_embeds is None else inputs_embeds
         if tuple(x.shape) != (1, n, d):
-            raise UhdProfileError(f"inputs_embeds of shape {tuple(x.shape)}: must be (1, {n}, {d}) = (batch, visual + prompt, hidden)")
-        prefill = count_module(model, inputs_embeds=x, cache=cache, use_cache=True,
-                               logits_to_keep=1 if lm_head == "last" else 0, shape_only=shape_only)
+            raise UhdProfileError(
+                f"inputs_embeds of shape {tuple(x.shape)}: must be (1, {n}, {d}) = (batch, visual + prompt, hidden)"
+            )
+        prefill = count_module(
+            model,
+            inputs_embeds=x,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1 if lm_head == "last" else 0,
+            shape_only=shape_only,
+        )
         after_prefill = cache_size(cache)
         if runner is not None:
             runner.phase = "decode"
         for t in range(decode_tokens):
-            steps.append(count_module(model, inputs_embeds=embeds(1), cache=cache, use_cache=True,
-                                      logits_to_keep=1, shape_only=shape_only))
+            steps.append(
+                count_module(model, inputs_embeds=embeds(1), cache=cache, use_cache=True, logits_to_keep=1, shape_only=shape_only)
+            )
             context.append(n + t + 1)
         after_decode = cache_size(cache)
         kept = tuple(runner.kept) if runner is not None else ()
     return LlmCount(
-        llm=spec.name, visual_tokens=visual_tokens, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens,
-        lm_head=lm_head, attn=attn, plan=plan, prefill=prefill, decode_steps=steps,
-        decode_context=tuple(context), tokens_per_layer=tuple(v + prompt_tokens for v in per_layer_visual),
-        cache_after_prefill=after_prefill, cache_after_decode=after_decode, kept=kept, spec=spec,
+        llm=spec.name,
+        visual_tokens=visual_tokens,
+        prompt_tokens=prompt_tokens,
+        decode_tokens=decode_tokens,
+        lm_head=lm_head,
+        attn=attn,
+        plan=plan,
+        prefill=prefill,
+        decode_steps=steps,
+        decode_context=tuple(context),
+        tokens_per_layer=tuple(v + prompt_tokens for v in per_layer_visual),
+        cache_after_prefill=after_prefill,
+        cache_after_decode=after_decode,
+        kept=kept,
+        spec=spec,
         seconds=time.perf_counter() - t0,
     )
 
 
 __all__ = [
-    "CAUSAL_CHOICES", "CacheSize", "DropPlan", "DropStage", "LM_HEAD_CHOICES", "LlmCount",
-    "cache_size", "count_llm", "dropping", "fastv", "kept_count", "pyramid_drop",
+    "CAUSAL_CHOICES",
+    "CacheSize",
+    "DropPlan",
+    "DropStage",
+    "LM_HEAD_CHOICES",
+    "LlmCount",
+    "cache_size",
+    "count_llm",
+    "dropping",
+    "fastv",
+    "kept_count",
+    "pyramid_drop",
 ]

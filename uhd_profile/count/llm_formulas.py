@@ -97,8 +97,14 @@ class ClosedForm:
     tokens_per_layer: tuple[int, ...]
 
 
-def closed_form(spec: LlmSpec, visual_tokens: int, prompt_tokens: int = 64, decode_tokens: int = 0,
-                lm_head: str = "last", plan: DropPlan | None = None) -> ClosedForm:
+def closed_form(
+    spec: LlmSpec,
+    visual_tokens: int,
+    prompt_tokens: int = 64,
+    decode_tokens: int = 0,
+    lm_head: str = "last",
+    plan: DropPlan | None = None,
+) -> ClosedForm:
     """The ``macs`` ``count_llm`` must find for these arguments, from the geometry alone."""
     check_tokens(visual_tokens, prompt_tokens, decode_tokens)
     if lm_head not in LM_HEAD_CHOICES:
@@ -109,7 +115,7 @@ def closed_form(spec: LlmSpec, visual_tokens: int, prompt_tokens: int = 64, deco
         visual, active = (visual_tokens,) * spec.layers, ()
     tokens = tuple(v + prompt_tokens for v in visual)
     prefill = dense = 0
-    for i, (kind, n) in enumerate(zip(spec.types, tokens)):
+    for kind, n in zip(spec.types, tokens):
         if kind == FULL:
             prefill += _attention_layer(spec, n, _causal_pairs(n))
             dense += _attention_layer(spec, n, n * n)
@@ -182,13 +188,23 @@ class Textbook:
     options: TextbookOptions
 
     def as_dict(self) -> dict:
-        return {"total": self.total, "per_layer": list(self.per_layer), "lm_head": self.lm_head,
-                "tokens_per_layer": list(self.tokens_per_layer), "options": asdict(self.options),
-                "unit": "MACs" if self.options.flops_per_mac == 1 else "FLOPs"}
+        return {
+            "total": self.total,
+            "per_layer": list(self.per_layer),
+            "lm_head": self.lm_head,
+            "tokens_per_layer": list(self.tokens_per_layer),
+            "options": asdict(self.options),
+            "unit": "MACs" if self.options.flops_per_mac == 1 else "FLOPs",
+        }
 
 
-def textbook(spec: LlmSpec, visual_tokens: int, prompt_tokens: int = 64, plan: DropPlan | None = None,
-             options: TextbookOptions = TextbookOptions()) -> Textbook:
+def textbook(
+    spec: LlmSpec,
+    visual_tokens: int,
+    prompt_tokens: int = 64,
+    plan: DropPlan | None = None,
+    options: TextbookOptions = TextbookOptions(),
+) -> Textbook:
     """The per-layer prefill formula papers print, for ``spec``, with a drop ``plan``'s token
     counts per layer. Every layer is treated as a softmax-attention layer with d = hidden and
     head_dim x heads as the attention width (a printed formula knows nothing of linear attention)."""

@@ -90,8 +90,11 @@ def reproduce() -> Reproduction:
             counts[spec.id] = count_flops(spec)
         total = counts[spec.id].total
         counted = total.paper / 1e9
-        rows.append(ReproRow(fig.figure, spec.id, fig.paper_gflops, counted,
-                             (counted - fig.paper_gflops) / fig.paper_gflops, total.macs / 1e9))
+        rows.append(
+            ReproRow(
+                fig.figure, spec.id, fig.paper_gflops, counted, (counted - fig.paper_gflops) / fig.paper_gflops, total.macs / 1e9
+            )
+        )
     base = counts[PAPER_FIGURES[0].spec().id].total
     v4 = counts[VariantSpec.alias("v4", post_ratio=1).id].total
     reduction = {

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from uhd_profile.errors import UhdProfileError, first_line
 from uhd_profile.count.flops import module_group
+from uhd_profile.errors import UhdProfileError, first_line
 from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 
 PEER_COUNTERS: tuple[str, ...] = ("fvcore", "thop")
@@ -214,8 +214,14 @@ def _run_fvcore(model: nn.Module, x: torch.Tensor) -> PeerCount:
         BY_MODULE_GRANULARITY,
     ]
     notes += [text for op, text in _FVCORE_SKIP_NOTES.items() if op in unsupported]
-    return PeerCount(counter="fvcore", unit=PEER_UNITS["fvcore"], total=total,
-                     by_module=_with_root(total, groups), unsupported_ops=unsupported, notes=notes)
+    return PeerCount(
+        counter="fvcore",
+        unit=PEER_UNITS["fvcore"],
+        total=total,
+        by_module=_with_root(total, groups),
+        unsupported_ops=unsupported,
+        notes=notes,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,9 +269,14 @@ def _run_thop(model: nn.Module, x: torch.Tensor) -> PeerCount:
         "prices them 0) as found by uhd-profile; thop itself does not report them",
         BY_MODULE_GRANULARITY,
     ]
-    return PeerCount(counter="thop", unit=PEER_UNITS["thop"], total=total,
-                     by_module=_with_root(total, groups), unsupported_ops=dict(sorted(missing.items())),
-                     notes=notes)
+    return PeerCount(
+        counter="thop",
+        unit=PEER_UNITS["thop"],
+        total=total,
+        by_module=_with_root(total, groups),
+        unsupported_ops=dict(sorted(missing.items())),
+        notes=notes,
+    )
 
 
 def _restore(model: nn.Module, before: dict[int, tuple[set, set]]) -> None:

@@ -33,6 +33,7 @@ from uhd_profile.units import parse_dtype, torch_dtype
 
 ATTN_BACKENDS = ("sdpa", "eager")
 
+
 @dataclass(frozen=True)
 class BenchSettings:
     """How to measure: device (``auto``/``cpu``/``cuda[:N]``), dtype (``fp32``/``bf16``/``fp16`` or an
@@ -94,15 +95,29 @@ class BenchResult:
         s = self.settings
         tel = asdict(self.telemetry)
         return {
-            "variant_id": self.spec.id, "spec": self.spec.describe(), "device": self.device,
-            "settings": {"device": s.device, "dtype": s.dtype, "batch": s.batch, "threads": self.threads, "attn": s.attn,
-                         "compile": s.compile, "cuda_graphs": s.cuda_graphs, "timing": asdict(s.timing),
-                         "telemetry": s.telemetry, "memory": s.memory},
-            "metrics": self.metrics, "env": self.env,
+            "variant_id": self.spec.id,
+            "spec": self.spec.describe(),
+            "device": self.device,
+            "settings": {
+                "device": s.device,
+                "dtype": s.dtype,
+                "batch": s.batch,
+                "threads": self.threads,
+                "attn": s.attn,
+                "compile": s.compile,
+                "cuda_graphs": s.cuda_graphs,
+                "timing": asdict(s.timing),
+                "telemetry": s.telemetry,
+                "memory": s.memory,
+            },
+            "metrics": self.metrics,
+            "env": self.env,
             "telemetry": {k: v for k, v in tel.items() if k != "samples"},
             "telemetry_samples": tel["samples"],
             "peak": asdict(self.peak) if self.peak is not None else None,
-            "module_time_s": self.module_time_s, "trace_path": self.trace_path, "notes": list(self.notes),
+            "module_time_s": self.module_time_s,
+            "trace_path": self.trace_path,
+            "notes": list(self.notes),
         }
 
 
@@ -131,6 +146,7 @@ def _labelled(model: nn.Module):
     handles = []
     open_ranges: dict[int, list] = {}
     for module, cat in _categorise(model).items():
+
         def pre(m, a, cat=cat):
             rf = torch.profiler.record_function(f"uhd::{cat}")
             rf.__enter__()
@@ -158,12 +174,17 @@ def profile_trace(fn, model: nn.Module, device: torch.device, trace_dir: str, it
     os.makedirs(trace_dir, exist_ok=True)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     before = set(glob.glob(os.path.join(trace_dir, "*.pt.trace.json")))
-    with _labelled(model):
-        with profile(activities=acts, schedule=schedule(wait=0, warmup=1, active=iters, repeat=1),
-                     on_trace_ready=tensorboard_trace_handler(trace_dir, worker_name="uhd-profile")) as prof:
-            for _ in range(iters + 1):
-                fn()
-                prof.step()
+    with (
+        _labelled(model),
+        profile(
+            activities=acts,
+            schedule=schedule(wait=0, warmup=1, active=iters, repeat=1),
+            on_trace_ready=tensorboard_trace_handler(trace_dir, worker_name="uhd-profile"),
+        ) as prof,
+    ):
+        for _ in range(iters + 1):
+            fn()
+            prof.step()
     times: dict[str, float] = {}
     for evt in prof.key_averages():
         if evt.key.startswith("uhd::"):
@@ -242,15 +263,31 @@ def bench(spec: VariantSpec, settings: BenchSettings = BenchSettings(), weights:
     peak = _peak(device, settings.dtype, threads)
     achieved = flops / med if med and med > 0 and math.isfinite(med) else None
     metrics.update(
-        achieved_flops_per_s=achieved, mfu=mfu_of(flops, med, peak) if achieved else None,
-        peak_flops_per_s=peak.flops_per_s if peak is not None else None, peak_source=peak.source if peak is not None else None,
-        threads=threads, env_key=fingerprint_key(env), pid=os.getpid(),
+        achieved_flops_per_s=achieved,
+        mfu=mfu_of(flops, med, peak) if achieved else None,
+        peak_flops_per_s=peak.flops_per_s if peak is not None else None,
+        peak_source=peak.source if peak is not None else None,
+        threads=threads,
+        env_key=fingerprint_key(env),
+        pid=os.getpid(),
     )
     if telemetry.available and telemetry.throttled_fraction:
         notes.append(f"{telemetry.throttled_fraction:.0%} of telemetry samples were under clock slowdown")
-    return BenchResult(spec=spec, settings=settings, device=str(device), threads=threads, metrics=metrics, env=env,
-                       latency=lat, memory=memory, telemetry=telemetry, peak=peak, module_time_s=module_times,
-                       trace_path=trace_path, notes=notes)
+    return BenchResult(
+        spec=spec,
+        settings=settings,
+        device=str(device),
+        threads=threads,
+        metrics=metrics,
+        env=env,
+        latency=lat,
+        memory=memory,
+        telemetry=telemetry,
+        peak=peak,
+        module_time_s=module_times,
+        trace_path=trace_path,
+        notes=notes,
+    )
 
 
 def _cuda_graph(forward, device: torch.device):
@@ -265,4 +302,3 @@ def _cuda_graph(forward, device: torch.device):
     with torch.cuda.graph(graph):
         forward()
     return graph.replay
-

@@ -33,7 +33,9 @@ def resolve_device(requested: torch.device | str) -> torch.device:
     if dev.type != "cuda":
         raise UhdProfileError(f"device {str(dev)!r} is not supported for measurement; valid: {VALID} (found: {', '.join(found)})")
     if not torch.cuda.is_available():
-        raise UhdProfileError(f"device {str(dev)!r} requested but CUDA is not available on this machine; devices found: {', '.join(found)}")
+        raise UhdProfileError(
+            f"device {str(dev)!r} requested but CUDA is not available on this machine; devices found: {', '.join(found)}"
+        )
     dev = torch.device("cuda", torch.cuda.current_device() if dev.index is None else dev.index)
     if str(dev) not in found:
         raise UhdProfileError(f"device {str(dev)!r} requested but there is no such device; devices found: {', '.join(found)}")

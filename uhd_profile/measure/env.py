@@ -341,9 +341,7 @@ def git_state() -> tuple[str | None, bool | None]:
     package_untracked = _git("status", "--porcelain", "--untracked-files=normal", "--", ".")
     if any(p is None or p.returncode != 0 for p in (tracked_changes, package_untracked)):
         return head.stdout.strip(), None
-    dirty = bool(tracked_changes.stdout.strip()) or any(
-        line.startswith("??") for line in package_untracked.stdout.splitlines()
-    )
+    dirty = bool(tracked_changes.stdout.strip()) or any(line.startswith("??") for line in package_untracked.stdout.splitlines())
     return head.stdout.strip(), dirty
 
 

@@ -22,16 +22,16 @@ layers should have the whole model's mix of layer types (N a multiple of the pat
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 import torch
 from torch import nn
 
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.devices import resolve_device
-from uhd_profile.model.llm_plans import check_tokens
 from uhd_profile.measure.timing import LatencyStats, TimingSettings, time_forward
+from uhd_profile.model.llm_plans import check_tokens
 from uhd_profile.model.llms import DEFAULT_LLM, FULL, LlmSpec, get_llm
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -90,13 +90,25 @@ class LlmTiming:
 
     def as_dict(self) -> dict:
         return {
-            "llm": self.llm, "layers": self.layers, "layers_timed": self.layers_timed,
-            "scaled": self.scaled, "scale": self.scale, "mix_matches": self.mix_matches, "note": self.note,
-            "device": self.device, "dtype": self.dtype, "threads": self.threads,
-            "visual_tokens": self.visual_tokens, "prompt_tokens": self.prompt_tokens, "context": self.context,
-            "prefill_s": self.prefill_s, "decode_token_s": self.decode_token_s,
-            "per_layer_prefill_s": self.per_layer_prefill_s, "per_layer_decode_s": self.per_layer_decode_s,
-            "prefill_stack": asdict(self.prefill_stack), "decode_stack": asdict(self.decode_stack),
+            "llm": self.llm,
+            "layers": self.layers,
+            "layers_timed": self.layers_timed,
+            "scaled": self.scaled,
+            "scale": self.scale,
+            "mix_matches": self.mix_matches,
+            "note": self.note,
+            "device": self.device,
+            "dtype": self.dtype,
+            "threads": self.threads,
+            "visual_tokens": self.visual_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "context": self.context,
+            "prefill_s": self.prefill_s,
+            "decode_token_s": self.decode_token_s,
+            "per_layer_prefill_s": self.per_layer_prefill_s,
+            "per_layer_decode_s": self.per_layer_decode_s,
+            "prefill_stack": asdict(self.prefill_stack),
+            "decode_stack": asdict(self.decode_stack),
             "lm_head": asdict(self.lm_head),
         }
 
@@ -125,10 +137,18 @@ def _crop_attention(cache, length: int) -> None:
             layer.crop(length - keys.shape[-2])  # transformers crops by minus the tokens to remove
 
 
-def time_llm(llm: str | LlmSpec = DEFAULT_LLM, visual_tokens: int = 576, prompt_tokens: int = 64,
-             device: str | torch.device = "cpu", dtype: str = "bf16", layers: int | None = None,
-             context: int | None = None, attn: str = "sdpa", threads: int | None = None,
-             settings: TimingSettings = TimingSettings()) -> LlmTiming:
+def time_llm(
+    llm: str | LlmSpec = DEFAULT_LLM,
+    visual_tokens: int = 576,
+    prompt_tokens: int = 64,
+    device: str | torch.device = "cpu",
+    dtype: str = "bf16",
+    layers: int | None = None,
+    context: int | None = None,
+    attn: str = "sdpa",
+    threads: int | None = None,
+    settings: TimingSettings | None = None,
+) -> LlmTiming:
     """Time the prefill and one decode step of ``llm`` on ``device``.
 
     ``layers``: time only the first N decoder layers and scale (None: the whole model).
@@ -145,8 +165,10 @@ def time_llm(llm: str | LlmSpec = DEFAULT_LLM, visual_tokens: int = 576, prompt_
     timed = spec if layers is None or layers == spec.layers else spec.reduced(layers)
     n_timed = timed.layers
     if not timed.attention_layers:
-        raise UhdProfileError(f"layers = {n_timed} on {spec.name}: the first {n_timed} layers are all linear attention, "
-                              f"and a cache needs an attention layer; time at least {spec.attention_layers[0] + 1} layers")
+        raise UhdProfileError(
+            f"layers = {n_timed} on {spec.name}: the first {n_timed} layers are all linear attention, "
+            f"and a cache needs an attention layer; time at least {spec.attention_layers[0] + 1} layers"
+        )
     mix = timed.types.count(FULL) * spec.layers == spec.types.count(FULL) * n_timed
     dev = resolve_device(device)
     torch_dtype = DTYPES[dtype]
@@ -159,6 +181,7 @@ def time_llm(llm: str | LlmSpec = DEFAULT_LLM, visual_tokens: int = 576, prompt_
             model.model.embed_tokens = nn.Embedding(spec.vocab, spec.hidden, device="meta", dtype=torch_dtype)
         stack = model.model
         x = torch.randn(1, visual_tokens + prompt_tokens, spec.hidden, device=dev, dtype=torch_dtype)
+        settings = settings or TimingSettings()
         prefill = time_forward(lambda: stack(inputs_embeds=x, use_cache=False), dev, settings)
 
         cache = DynamicCache(config=model.config)
@@ -173,11 +196,26 @@ def time_llm(llm: str | LlmSpec = DEFAULT_LLM, visual_tokens: int = 576, prompt_
         h = torch.randn(1, 1, spec.hidden, device=dev, dtype=torch_dtype)
         head = time_forward(lambda: model.lm_head(h), dev, settings)
     scaled = n_timed < spec.layers
-    note = (f"measured on {n_timed} of {spec.layers} layers and scaled x{spec.layers / n_timed:g}; "
-            if scaled else "measured on all layers; ")
+    note = (
+        f"measured on {n_timed} of {spec.layers} layers and scaled x{spec.layers / n_timed:g}; "
+        if scaled
+        else "measured on all layers; "
+    )
     note += "LM head timed separately on one position and added once; input embeddings not timed"
     return LlmTiming(
-        llm=spec.name, layers=spec.layers, layers_timed=n_timed, scaled=scaled, mix_matches=mix, note=note,
-        device=str(dev), dtype=dtype, threads=nthreads, visual_tokens=visual_tokens,
-        prompt_tokens=prompt_tokens, context=context, prefill_stack=prefill, decode_stack=decode, lm_head=head,
+        llm=spec.name,
+        layers=spec.layers,
+        layers_timed=n_timed,
+        scaled=scaled,
+        mix_matches=mix,
+        note=note,
+        device=str(dev),
+        dtype=dtype,
+        threads=nthreads,
+        visual_tokens=visual_tokens,
+        prompt_tokens=prompt_tokens,
+        context=context,
+        prefill_stack=prefill,
+        decode_stack=decode,
+        lm_head=head,
     )

@@ -20,17 +20,18 @@ covers the time since the last measurement.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from uhd_profile.measure.devices import resolve_device
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure.devices import resolve_device
 from uhd_profile.measure.telemetry import import_nvml, nvml_handle
 
 METHOD_CUDA = "cuda_allocator"
@@ -45,14 +46,14 @@ _RESET_TOLERANCE_BYTES = 16 * 2**20
 
 @dataclass
 class MemoryStats:
-    device: str                      # "cpu" or "cuda:N"
-    memory_method: str               # "cuda_allocator", "clear_refs+VmHWM", or "child_process"
-    weights_bytes: int               # parameters + buffers of the model
-    baseline_mem_bytes: int | None       # allocated (CUDA) / RSS (CPU) just before the measured forward
-    peak_mem_bytes: int | None           # CUDA: max_memory_allocated after reset; CPU: peak RSS during the forward
+    device: str  # "cpu" or "cuda:N"
+    memory_method: str  # "cuda_allocator", "clear_refs+VmHWM", or "child_process"
+    weights_bytes: int  # parameters + buffers of the model
+    baseline_mem_bytes: int | None  # allocated (CUDA) / RSS (CPU) just before the measured forward
+    peak_mem_bytes: int | None  # CUDA: max_memory_allocated after reset; CPU: peak RSS during the forward
     reserved_peak_mem_bytes: int | None  # CUDA: max_memory_reserved
-    activation_mem_bytes: int | None     # peak - baseline (what the forward added on top of weights and inputs)
-    nvml_used_mem_bytes: int | None      # NVML's used memory for this process, where readable
+    activation_mem_bytes: int | None  # peak - baseline (what the forward added on top of weights and inputs)
+    nvml_used_mem_bytes: int | None  # NVML's used memory for this process, where readable
     memory_note: str | None
 
 
@@ -111,9 +112,7 @@ def _reset_peak_rss() -> int:
         f.write("5")
     s = _read_status_kb("VmHWM", "VmRSS")
     if s["VmHWM"] > s["VmRSS"] + _RESET_TOLERANCE_BYTES:
-        raise OSError(
-            f"writing 5 to {_CLEAR_REFS} did not reset VmHWM ({s['VmHWM']} B > VmRSS {s['VmRSS']} B)"
-        )
+        raise OSError(f"writing 5 to {_CLEAR_REFS} did not reset VmHWM ({s['VmHWM']} B > VmRSS {s['VmRSS']} B)")
     return s["VmRSS"]
 
 
@@ -123,17 +122,30 @@ def _measure_cpu(fn: Callable[[], object], weights: int) -> MemoryStats:
         baseline = _reset_peak_rss()
     except OSError as e:
         return MemoryStats(
-            device="cpu", memory_method=METHOD_CPU, weights_bytes=weights, baseline_mem_bytes=None,
-            peak_mem_bytes=None, reserved_peak_mem_bytes=None, activation_mem_bytes=None, nvml_used_mem_bytes=None,
-            memory_note=(f"peak RSS cannot be reset in this process ({e}); the forward was not run. "
-                  "Use measure_cpu_in_child() to measure it in a fresh process."),
+            device="cpu",
+            memory_method=METHOD_CPU,
+            weights_bytes=weights,
+            baseline_mem_bytes=None,
+            peak_mem_bytes=None,
+            reserved_peak_mem_bytes=None,
+            activation_mem_bytes=None,
+            nvml_used_mem_bytes=None,
+            memory_note=(
+                f"peak RSS cannot be reset in this process ({e}); the forward was not run. "
+                "Use measure_cpu_in_child() to measure it in a fresh process."
+            ),
         )
     out = fn()
     peak = _read_status_kb("VmHWM")["VmHWM"]
     del out
     return MemoryStats(
-        device="cpu", memory_method=METHOD_CPU, weights_bytes=weights, baseline_mem_bytes=baseline,
-        peak_mem_bytes=peak, reserved_peak_mem_bytes=None, activation_mem_bytes=max(peak - baseline, 0),
+        device="cpu",
+        memory_method=METHOD_CPU,
+        weights_bytes=weights,
+        baseline_mem_bytes=baseline,
+        peak_mem_bytes=peak,
+        reserved_peak_mem_bytes=None,
+        activation_mem_bytes=max(peak - baseline, 0),
         nvml_used_mem_bytes=None,
         memory_note="process RSS: baseline includes the interpreter, libraries, weights and inputs",
     )
@@ -231,10 +243,8 @@ def _nvml_process_used_bytes(device: torch.device, nvml=None) -> tuple[int | Non
     except (err, AttributeError) as e:
         return None, f"NVML process list unreadable: {e}"
     finally:
-        try:
+        with contextlib.suppress(Exception):
             nvml.nvmlShutdown()
-        except Exception:
-            pass
     pid = os.getpid()
     used = [p.usedGpuMemory for p in procs if getattr(p, "pid", None) == pid]
     if not used:
@@ -260,9 +270,15 @@ def _measure_cuda(fn: Callable[[], object], dev: torch.device, weights: int) -> 
     if why:
         note = f"nvml_used_mem_bytes unavailable: {why}"
     return MemoryStats(
-        device=str(dev), memory_method=METHOD_CUDA, weights_bytes=weights, baseline_mem_bytes=baseline,
-        peak_mem_bytes=peak, reserved_peak_mem_bytes=reserved, activation_mem_bytes=peak - baseline,
-        nvml_used_mem_bytes=nvml_used, memory_note=note,
+        device=str(dev),
+        memory_method=METHOD_CUDA,
+        weights_bytes=weights,
+        baseline_mem_bytes=baseline,
+        peak_mem_bytes=peak,
+        reserved_peak_mem_bytes=reserved,
+        activation_mem_bytes=peak - baseline,
+        nvml_used_mem_bytes=nvml_used,
+        memory_note=note,
     )
 
 

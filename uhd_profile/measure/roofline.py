@@ -79,13 +79,14 @@ _T = 1e12
 def _product(device: str, doc: str, **per_dtype: tuple[float, str]) -> tuple[Peak, ...]:
     """Peaks of one product. ``per_dtype``: dtype -> (dense TFLOP/s, what the document prints)."""
     return tuple(
-        Peak(device, dtype, tflops * _T, f"{doc}; {printed}", "datasheet")
-        for dtype, (tflops, printed) in per_dtype.items()
+        Peak(device, dtype, tflops * _T, f"{doc}; {printed}", "datasheet") for dtype, (tflops, printed) in per_dtype.items()
     )
 
 
-_A100_DOC = ("NVIDIA A100 Tensor Core GPU datasheet (https://www.nvidia.com/en-us/data-center/a100/), "
-             "same peaks for the 40GB/80GB SXM4 and PCIe boards")
+_A100_DOC = (
+    "NVIDIA A100 Tensor Core GPU datasheet (https://www.nvidia.com/en-us/data-center/a100/), "
+    "same peaks for the 40GB/80GB SXM4 and PCIe boards"
+)
 _A100 = dict(
     fp32=(19.5, "FP32 19.5 TFLOPS"),
     tf32=(156.0, "TF32 Tensor Core 156 | 312* TFLOPS (*sparsity), dense 156"),
@@ -94,16 +95,18 @@ _A100 = dict(
 )
 _HOPPER_SXM = dict(
     fp32=(67.0, "FP32 67 TFLOPS"),
-    tf32=(494.5, "TF32 Tensor Core 989 TFLOPS* (*with sparsity), halved to 494.5 dense "
-                 "(Hopper whitepaper: 494.7 dense at 1830 MHz boost)"),
-    bf16=(989.5, "BFLOAT16 Tensor Core 1,979 TFLOPS* (*with sparsity), halved to 989.5 dense "
-                 "(Hopper whitepaper: 989.4 dense)"),
-    fp16=(989.5, "FP16 Tensor Core 1,979 TFLOPS* (*with sparsity), halved to 989.5 dense "
-                 "(Hopper whitepaper: 989.4 dense)"),
+    tf32=(
+        494.5,
+        "TF32 Tensor Core 989 TFLOPS* (*with sparsity), halved to 494.5 dense (Hopper whitepaper: 494.7 dense at 1830 MHz boost)",
+    ),
+    bf16=(989.5, "BFLOAT16 Tensor Core 1,979 TFLOPS* (*with sparsity), halved to 989.5 dense (Hopper whitepaper: 989.4 dense)"),
+    fp16=(989.5, "FP16 Tensor Core 1,979 TFLOPS* (*with sparsity), halved to 989.5 dense (Hopper whitepaper: 989.4 dense)"),
 )
 _ADA_DOC = "NVIDIA Ada GPU Architecture whitepaper (https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf)"
-_GA102_DOC = ("NVIDIA Ampere GA102 GPU Architecture whitepaper "
-              "(https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf)")
+_GA102_DOC = (
+    "NVIDIA Ampere GA102 GPU Architecture whitepaper "
+    "(https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf)"
+)
 
 GPU_PEAKS: tuple[Peak, ...] = (
     *_product("NVIDIA A100 SXM4 80GB", _A100_DOC, **_A100),
@@ -174,8 +177,11 @@ GPU_PEAKS: tuple[Peak, ...] = (
         fp32=(82.6, "Peak FP32 TFLOPS (non-Tensor) 82.6"),
         tf32=(82.6, "Peak TF32 Tensor TFLOPS 82.6/165.2 (dense/sparse), dense 82.6"),
         bf16=(165.2, "Peak BF16 Tensor TFLOPS with FP32 Accumulate 165.2/330.4 (dense/sparse), dense 165.2"),
-        fp16=(165.2, "Peak FP16 Tensor TFLOPS with FP32 Accumulate 165.2/330.4 (dense/sparse), dense 165.2; "
-                     "GeForce runs FP16 accumulate at 330.3 but PyTorch matmuls accumulate in FP32"),
+        fp16=(
+            165.2,
+            "Peak FP16 Tensor TFLOPS with FP32 Accumulate 165.2/330.4 (dense/sparse), dense 165.2; "
+            "GeForce runs FP16 accumulate at 330.3 but PyTorch matmuls accumulate in FP32",
+        ),
     ),
     *_product(
         "NVIDIA RTX 6000 Ada Generation",
@@ -333,9 +339,11 @@ def cpu_peak(dtype: str = "fp32", seconds: float = 0.5, n: int = 1024, threads: 
 
     best_s = min(times) / 1e9
     cpu_model = static_fields().get("cpu_model") or "unknown CPU"
-    source = (f"measured: best of {len(times)} runs of torch.matmul ({n}x{n} @ {n}x{n}, {canon}) "
-              f"within {seconds:g} s on {used_threads} thread(s); FLOP/s = 2*{n}^3 / best time "
-              f"({best_s * 1e3:.3f} ms); torch {torch.__version__}")
+    source = (
+        f"measured: best of {len(times)} runs of torch.matmul ({n}x{n} @ {n}x{n}, {canon}) "
+        f"within {seconds:g} s on {used_threads} thread(s); FLOP/s = 2*{n}^3 / best time "
+        f"({best_s * 1e3:.3f} ms); torch {torch.__version__}"
+    )
     return Peak(f"cpu: {cpu_model}", canon, 2.0 * n**3 / best_s, source, "measured")
 
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable
+from typing import Any
 
 from uhd_profile.count.conventions import CONVENTIONS
 from uhd_profile.errors import UhdProfileError
@@ -188,8 +189,12 @@ class Point:
 
     def _identity(self) -> dict[str, Any]:
         return {
-            "spec": self.spec.to_dict(), "measure": list(self.measure), "dtype": self.dtype, "batch": self.batch,
-            "device": self.device, "timing": dict(sorted(self.timing.items())) if self.measured else {},
+            "spec": self.spec.to_dict(),
+            "measure": list(self.measure),
+            "dtype": self.dtype,
+            "batch": self.batch,
+            "device": self.device,
+            "timing": dict(sorted(self.timing.items())) if self.measured else {},
         }
 
     @property
@@ -205,15 +210,32 @@ class Point:
         return {"point_id": self.point_id, "variant_id": self.spec.id, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Point":
-        return cls(spec=VariantSpec.from_dict(d["spec"]), measure=tuple(d["measure"]), dtype=d["dtype"],
-                   batch=int(d["batch"]), device=d["device"], timing=dict(d.get("timing") or {}))
+    def from_dict(cls, d: dict[str, Any]) -> Point:
+        return cls(
+            spec=VariantSpec.from_dict(d["spec"]),
+            measure=tuple(d["measure"]),
+            dtype=d["dtype"],
+            batch=int(d["batch"]),
+            device=d["device"],
+            timing=dict(d.get("timing") or {}),
+        )
 
 
 POINT_COLUMNS: dict[str, str] = {
-    "encoder": "string", "width_px": "Int64", "height_px": "Int64", "encoding": "string", "packing": "string",
-    "max_slices": "Int64", "scale_resolution_px": "Int64", "compressor": "string", "depth": "Int64",
-    "post_ratio": "Int64", "llm_hidden": "Int64", "measure": "string", "dtype": "string", "batch": "Int64",
+    "encoder": "string",
+    "width_px": "Int64",
+    "height_px": "Int64",
+    "encoding": "string",
+    "packing": "string",
+    "max_slices": "Int64",
+    "scale_resolution_px": "Int64",
+    "compressor": "string",
+    "depth": "Int64",
+    "post_ratio": "Int64",
+    "llm_hidden": "Int64",
+    "measure": "string",
+    "dtype": "string",
+    "batch": "Int64",
     "device": "string",
 }
 """``load()`` columns that describe the point (spec fields, then the settings)."""
@@ -223,11 +245,21 @@ def point_row(point: dict[str, Any]) -> dict[str, Any]:
     """A stored point as ``POINT_COLUMNS`` values (absent several-view fields take their defaults)."""
     spec = VariantSpec.from_dict(point["spec"])
     return {
-        "encoder": spec.encoder, "width_px": spec.size.width, "height_px": spec.size.height,
-        "encoding": spec.encoding, "packing": spec.packing, "max_slices": spec.max_slices,
-        "scale_resolution_px": spec.scale_resolution, "compressor": spec.compressor, "depth": spec.depth,
-        "post_ratio": spec.ratio, "llm_hidden": spec.llm_hidden, "measure": "+".join(point["measure"]),
-        "dtype": point["dtype"], "batch": point["batch"], "device": point["device"],
+        "encoder": spec.encoder,
+        "width_px": spec.size.width,
+        "height_px": spec.size.height,
+        "encoding": spec.encoding,
+        "packing": spec.packing,
+        "max_slices": spec.max_slices,
+        "scale_resolution_px": spec.scale_resolution,
+        "compressor": spec.compressor,
+        "depth": spec.depth,
+        "post_ratio": spec.ratio,
+        "llm_hidden": spec.llm_hidden,
+        "measure": "+".join(point["measure"]),
+        "dtype": point["dtype"],
+        "batch": point["batch"],
+        "device": point["device"],
     }
 
 
@@ -267,23 +299,49 @@ class Record:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Record":
+    def from_json(cls, d: dict[str, Any]) -> Record:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def make_record(point: dict[str, Any], status: str, metrics: dict[str, Any] | None, error: str | None, env: dict[str, Any],
-                recipe_hash: str, recipe_name: str, started_utc: str, duration_s: float) -> dict[str, Any]:
+def make_record(
+    point: dict[str, Any],
+    status: str,
+    metrics: dict[str, Any] | None,
+    error: str | None,
+    env: dict[str, Any],
+    recipe_hash: str,
+    recipe_name: str,
+    started_utc: str,
+    duration_s: float,
+) -> dict[str, Any]:
     """One point's record as the JSON dict the store writes (validated by :class:`Record`)."""
-    return Record(point["point_id"], point["variant_id"], point, status, error, metrics, env, recipe_hash, recipe_name,
-                  started_utc, round(float(duration_s), 6)).to_json()
+    return Record(
+        point["point_id"],
+        point["variant_id"],
+        point,
+        status,
+        error,
+        metrics,
+        env,
+        recipe_hash,
+        recipe_name,
+        started_utc,
+        round(float(duration_s), 6),
+    ).to_json()
 
 
 RECORD_COLUMNS: dict[str, str] = {
-    "point_id": "string", "variant_id": "string", "status": "string", "error": "string",
+    "point_id": "string",
+    "variant_id": "string",
+    "status": "string",
+    "error": "string",
 }
 RUN_COLUMNS: dict[str, str] = {
-    "recipe_hash": "string", "recipe_name": "string", "started_utc": "string", "duration_s": "Float64",
+    "recipe_hash": "string",
+    "recipe_name": "string",
+    "started_utc": "string",
+    "duration_s": "Float64",
 }
 
 
@@ -329,15 +387,27 @@ def upgrade_record_v1(rec: dict[str, Any]) -> dict[str, Any]:
     metrics = rec.get("metrics")
     if metrics is not None:
         metrics = {_V1_METRIC_NAMES.get(k, k): v for k, v in metrics.items() if k not in _V1_DROPPED_METRICS}
-    out = {**rec, "point": point, "point_id": point["point_id"], "variant_id": point["variant_id"],
-           "metrics": metrics, "schema_version": SCHEMA_VERSION}
+    out = {
+        **rec,
+        "point": point,
+        "point_id": point["point_id"],
+        "variant_id": point["variant_id"],
+        "metrics": metrics,
+        "schema_version": SCHEMA_VERSION,
+    }
     return Record.from_json(out).to_json()
 
 
 _V1_BASELINE_LATENCY = {
-    "median_s": "latency_median_s", "p10_s": "latency_p10_s", "p90_s": "latency_p90_s",
-    "iqr_over_median": "latency_iqr_over_median", "n": "latency_n", "samples_s": "latency_samples_s",
-    "noise_flag": "noise_flag", "stop_reason": "stop_reason", "threads": "threads",
+    "median_s": "latency_median_s",
+    "p10_s": "latency_p10_s",
+    "p90_s": "latency_p90_s",
+    "iqr_over_median": "latency_iqr_over_median",
+    "n": "latency_n",
+    "samples_s": "latency_samples_s",
+    "noise_flag": "noise_flag",
+    "stop_reason": "stop_reason",
+    "threads": "threads",
 }
 
 
@@ -356,8 +426,10 @@ def upgrade_baseline_points_v1(points: dict[str, dict[str, Any]]) -> dict[str, d
         point = upgrade_point_v1(entry["point"]) if entry.get("point") else None
         pid = point["point_id"] if point else None
         if pid is None:
-            raise UhdProfileError("a version-1 baseline entry has no point to recompute its id from; regenerate the "
-                                  "baseline with `uhd-profile baseline RUN_DIR --out FILE`")
+            raise UhdProfileError(
+                "a version-1 baseline entry has no point to recompute its id from; regenerate the "
+                "baseline with `uhd-profile baseline RUN_DIR --out FILE`"
+            )
         new = {k: v for k, v in entry.items() if k not in ("counts", "latency", "memory")}
         new.update(point=point, variant_id=point["variant_id"], metrics=metrics)
         out[pid] = new

@@ -26,6 +26,7 @@ the result is :func:`null_telemetry` with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -44,8 +45,8 @@ _REASONS: tuple[tuple[str, str, int], ...] = (
     ("hw_thermal", "HwThermalSlowdown", 0x40),
     ("hw_power_brake", "HwPowerBrakeSlowdown", 0x80),
     ("display_clock_setting", "DisplayClockSetting", 0x100),
-    ("board_limit", "BoardLimit", 0x200),        # only in the deprecated throttle-reason set
-    ("reliability", "Reliability", 0x400),       # idem
+    ("board_limit", "BoardLimit", 0x200),  # only in the deprecated throttle-reason set
+    ("reliability", "Reliability", 0x400),  # idem
 )
 SLOWDOWN_REASONS = ("hw_slowdown", "hw_thermal", "hw_power_brake", "sw_thermal", "sw_power_cap")
 CLOCK_RULE_FRACTION = 0.75
@@ -88,7 +89,7 @@ def decode_reasons(mask: int, bits: dict[str, int]) -> list[str]:
 
 @dataclass(slots=True)
 class TelemetrySample:
-    t_s: float                   # seconds since the window opened
+    t_s: float  # seconds since the window opened
     power_w: float | None
     sm_clock_mhz: int | None
     temp_c: int | None
@@ -99,20 +100,20 @@ class TelemetrySample:
 @dataclass
 class Telemetry:
     available: bool
-    telemetry_reason: str | None     # why not available (or what stopped sampling early)
+    telemetry_reason: str | None  # why not available (or what stopped sampling early)
     gpu_name: str | None
     gpu_uuid: str | None
     samples: list[TelemetrySample]
-    energy_j: float | None           # over the sampled window
-    energy_method: str | None        # "total_energy_counter" or "integrated_power"
-    mean_power_w: float | None       # arithmetic mean of the sampled power readings
+    energy_j: float | None  # over the sampled window
+    energy_method: str | None  # "total_energy_counter" or "integrated_power"
+    mean_power_w: float | None  # arithmetic mean of the sampled power readings
     max_temp_c: int | None
     min_sm_clock_mhz: int | None
     default_sm_clock_mhz: int | None  # default applications clock used for the 75% rule
     throttled_fraction: float | None  # share of samples flagged slowdown
     throttle_reasons_seen: list[str] = field(default_factory=list)
     clocks_locked: bool | None = None  # True only on evidence; None when NVML cannot tell
-    window_s: float | None = None      # length of the sampled window
+    window_s: float | None = None  # length of the sampled window
 
     def energy_per_image_j(self, images: int) -> float | None:
         if images <= 0:
@@ -122,10 +123,21 @@ class Telemetry:
 
 def null_telemetry(reason: str) -> Telemetry:
     return Telemetry(
-        available=False, telemetry_reason=reason, gpu_name=None, gpu_uuid=None, samples=[], energy_j=None,
-        energy_method=None, mean_power_w=None, max_temp_c=None, min_sm_clock_mhz=None,
-        default_sm_clock_mhz=None, throttled_fraction=None, throttle_reasons_seen=[],
-        clocks_locked=None, window_s=None,
+        available=False,
+        telemetry_reason=reason,
+        gpu_name=None,
+        gpu_uuid=None,
+        samples=[],
+        energy_j=None,
+        energy_method=None,
+        mean_power_w=None,
+        max_temp_c=None,
+        min_sm_clock_mhz=None,
+        default_sm_clock_mhz=None,
+        throttled_fraction=None,
+        throttle_reasons_seen=[],
+        clocks_locked=None,
+        window_s=None,
     )
 
 
@@ -156,19 +168,15 @@ def nvml_handle(nvml, device: torch.device):
             index = torch.cuda.current_device()
         by_uuid = getattr(nvml, "nvmlDeviceGetHandleByUUID", None)
         uuid = None
-        try:
+        with contextlib.suppress(Exception):
             uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-        except Exception:
-            pass
         if by_uuid is not None and uuid is not None:
             try:
                 return by_uuid(f"GPU-{uuid}".encode())
             except Exception:
                 pass
-        try:
+        with contextlib.suppress(Exception):
             index = torch.cuda._get_nvml_device_index(index)
-        except Exception:
-            pass
     return nvml.nvmlDeviceGetHandleByIndex(0 if index is None else index)
 
 
@@ -217,7 +225,7 @@ class NvmlSampler:
         fn = getattr(self._nvml, fn_name, None)
         return None if fn is None else functools.partial(fn, self._handle, *args)
 
-    def __enter__(self) -> "NvmlSampler":
+    def __enter__(self) -> NvmlSampler:
         if self._reason is not None:
             return self
         nv = self._nvml
@@ -239,23 +247,25 @@ class NvmlSampler:
         self._idle_bit = self._bits["gpu_idle"]
         self._name = _text(self._static("nvmlDeviceGetName"))
         self._uuid = _text(self._static("nvmlDeviceGetUUID"))
-        default = self._static("nvmlDeviceGetClock", clock_sm,
-                               getattr(nv, "NVML_CLOCK_ID_APP_CLOCK_DEFAULT", _NVML_CLOCK_ID_APP_CLOCK_DEFAULT))
+        default = self._static(
+            "nvmlDeviceGetClock", clock_sm, getattr(nv, "NVML_CLOCK_ID_APP_CLOCK_DEFAULT", _NVML_CLOCK_ID_APP_CLOCK_DEFAULT)
+        )
         if default is None:  # deprecated, still the only call on older drivers
             default = self._static("nvmlDeviceGetDefaultApplicationsClock", clock_sm)
         self._default_clock = int(default) if default else None
-        target = self._static("nvmlDeviceGetClock", clock_sm,
-                              getattr(nv, "NVML_CLOCK_ID_APP_CLOCK_TARGET", _NVML_CLOCK_ID_APP_CLOCK_TARGET))
+        target = self._static(
+            "nvmlDeviceGetClock", clock_sm, getattr(nv, "NVML_CLOCK_ID_APP_CLOCK_TARGET", _NVML_CLOCK_ID_APP_CLOCK_TARGET)
+        )
         if target is None:
             target = self._static("nvmlDeviceGetApplicationsClock", clock_sm)
         self._app_target_clock = int(target) if target else None
 
         self._read_power = self._bind("nvmlDeviceGetPowerUsage")
         self._read_clock = self._bind("nvmlDeviceGetClockInfo", clock_sm)
-        self._read_temp = self._bind("nvmlDeviceGetTemperature",
-                                     getattr(nv, "NVML_TEMPERATURE_GPU", _NVML_TEMPERATURE_GPU))
-        self._read_reasons = (self._bind("nvmlDeviceGetCurrentClocksEventReasons")
-                              or self._bind("nvmlDeviceGetCurrentClocksThrottleReasons"))
+        self._read_temp = self._bind("nvmlDeviceGetTemperature", getattr(nv, "NVML_TEMPERATURE_GPU", _NVML_TEMPERATURE_GPU))
+        self._read_reasons = self._bind("nvmlDeviceGetCurrentClocksEventReasons") or self._bind(
+            "nvmlDeviceGetCurrentClocksThrottleReasons"
+        )
         self._read_energy = self._bind("nvmlDeviceGetTotalEnergyConsumption")
 
         self._samples = []
@@ -290,14 +300,18 @@ class NvmlSampler:
         temp = self._read("_read_temp")
         mask = self._read("_read_reasons")
         slow = False
-        if mask is not None and mask & self._slow_mask:
+        if (
+            mask is not None
+            and mask & self._slow_mask
+            or (
+                clock is not None
+                and self._default_clock
+                and not (mask is not None and mask & self._idle_bit)
+                and clock < CLOCK_RULE_FRACTION * self._default_clock
+            )
+        ):
             slow = True
-        elif (clock is not None and self._default_clock
-              and not (mask is not None and mask & self._idle_bit)
-              and clock < CLOCK_RULE_FRACTION * self._default_clock):
-            slow = True
-        self._samples.append(TelemetrySample(
-            t, None if mw is None else mw / 1000.0, clock, temp, mask, slow))
+        self._samples.append(TelemetrySample(t, None if mw is None else mw / 1000.0, clock, temp, mask, slow))
 
     def _safe_sample(self) -> bool:
         try:
@@ -317,10 +331,8 @@ class NvmlSampler:
     def _shutdown(self) -> None:
         if self._initialised:
             self._initialised = False
-            try:
+            with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
-            except Exception:
-                pass
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if not self._entered:
@@ -373,13 +385,19 @@ class NvmlSampler:
             locked = True  # application clocks were set away from the default
 
         return Telemetry(
-            available=True, telemetry_reason=self._thread_error, gpu_name=self._name, gpu_uuid=self._uuid,
-            samples=samples, energy_j=energy, energy_method=method,
+            available=True,
+            telemetry_reason=self._thread_error,
+            gpu_name=self._name,
+            gpu_uuid=self._uuid,
+            samples=samples,
+            energy_j=energy,
+            energy_method=method,
             mean_power_w=sum(powers) / len(powers) if powers else None,
             max_temp_c=max(temps) if temps else None,
             min_sm_clock_mhz=min(clocks) if clocks else None,
             default_sm_clock_mhz=self._default_clock,
             throttled_fraction=sum(s.slowdown for s in samples) / len(samples) if samples else None,
             throttle_reasons_seen=decode_reasons(seen, self._bits),
-            clocks_locked=locked, window_s=window,
+            clocks_locked=locked,
+            window_s=window,
         )

@@ -32,13 +32,13 @@ import bisect
 import math
 import numbers
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
-from uhd_profile.measure.devices import resolve_device
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure.devices import resolve_device
 
 NOISY_AT = 0.10
 """IQR/median at or above which a measurement is flagged ``"noisy"``."""
@@ -102,14 +102,11 @@ class TimingSettings:
         if self.max_time_s <= 0:
             raise _bad("max_time_s", self.max_time_s, "must be > 0 seconds")
         if self.min_time_s > self.max_time_s:
-            raise _bad("min_time_s", self.min_time_s,
-                       f"must be <= max_time_s ({self.max_time_s!r})")
+            raise _bad("min_time_s", self.min_time_s, f"must be <= max_time_s ({self.max_time_s!r})")
         if self.max_samples < self.min_samples:
-            raise _bad("max_samples", self.max_samples,
-                       f"must be >= min_samples ({self.min_samples!r})")
+            raise _bad("max_samples", self.max_samples, f"must be >= min_samples ({self.min_samples!r})")
         if not _is_real(self.target_iqr) or math.isnan(self.target_iqr) or self.target_iqr <= 0:
-            raise _bad("target_iqr", self.target_iqr,
-                       "must be a number > 0 (a fraction, e.g. 0.05 for 5%)")
+            raise _bad("target_iqr", self.target_iqr, "must be a number > 0 (a fraction, e.g. 0.05 for 5%)")
         if not isinstance(self.l2_flush, bool):
             raise _bad("l2_flush", self.l2_flush, "must be True or False")
 
@@ -204,8 +201,7 @@ class LatencyStats:
 
 
 def _stop_reason(srt: list[float], n: int, elapsed_s: float, s: TimingSettings) -> str | None:
-    if (n >= s.min_samples and elapsed_s >= s.min_time_s
-            and _iqr_over_median_sorted(srt) < s.target_iqr):
+    if n >= s.min_samples and elapsed_s >= s.min_time_s and _iqr_over_median_sorted(srt) < s.target_iqr:
         return "target_iqr"
     if n >= s.max_samples:
         return "max_samples"
@@ -226,16 +222,34 @@ def _unmet(srt: list[float], n: int, elapsed_s: float, s: TimingSettings) -> str
     return "; ".join(unmet)
 
 
-def _result(samples: list[float], srt: list[float], elapsed_s: float, reason: str,
-            s: TimingSettings, first_call_s: float, warmup_iters: int, warmup_s: float,
-            timer: str, cache: str) -> LatencyStats:
+def _result(
+    samples: list[float],
+    srt: list[float],
+    elapsed_s: float,
+    reason: str,
+    s: TimingSettings,
+    first_call_s: float,
+    warmup_iters: int,
+    warmup_s: float,
+    timer: str,
+    cache: str,
+) -> LatencyStats:
     st = summarize(samples)
     return LatencyStats(
-        latency_samples_s=samples, latency_median_s=st["median"], latency_p10_s=st["p10"], latency_p90_s=st["p90"],
-        latency_iqr_over_median=st["iqr_over_median"], latency_n=st["n"], stop_reason=reason,
+        latency_samples_s=samples,
+        latency_median_s=st["median"],
+        latency_p10_s=st["p10"],
+        latency_p90_s=st["p90"],
+        latency_iqr_over_median=st["iqr_over_median"],
+        latency_n=st["n"],
+        stop_reason=reason,
         latency_unmet=None if reason == "target_iqr" else _unmet(srt, len(srt), elapsed_s, s),
-        noise_flag=noise_flag(st["iqr_over_median"]), first_call_s=first_call_s,
-        warmup_iters=warmup_iters, warmup_s=warmup_s, timer=timer, cache=cache,
+        noise_flag=noise_flag(st["iqr_over_median"]),
+        first_call_s=first_call_s,
+        warmup_iters=warmup_iters,
+        warmup_s=warmup_s,
+        timer=timer,
+        cache=cache,
     )
 
 
@@ -243,10 +257,13 @@ def _result(samples: list[float], srt: list[float], elapsed_s: float, reason: st
 # Probes
 
 
-def time_forward(fn: Callable[[], object], device: torch.device | str = "cpu",
-                 settings: TimingSettings = TimingSettings(),
-                 clock_ns: Callable[[], int] | None = None,
-                 sync: Callable[[], None] | None = None) -> LatencyStats:
+def time_forward(
+    fn: Callable[[], object],
+    device: torch.device | str = "cpu",
+    settings: TimingSettings = TimingSettings(),
+    clock_ns: Callable[[], int] | None = None,
+    sync: Callable[[], None] | None = None,
+) -> LatencyStats:
     """Time ``fn()`` (no arguments; close over the model and inputs) on ``device``.
 
     ``clock_ns`` (default ``time.perf_counter_ns``) is the host clock in integer nanoseconds: it
@@ -268,8 +285,9 @@ def time_forward(fn: Callable[[], object], device: torch.device | str = "cpu",
     return _time_cuda(fn, dev, settings, clock, sync)
 
 
-def _time_host(fn: Callable[[], object], s: TimingSettings, clock: Callable[[], int],
-               sync: Callable[[], None] | None) -> LatencyStats:
+def _time_host(
+    fn: Callable[[], object], s: TimingSettings, clock: Callable[[], int], sync: Callable[[], None] | None
+) -> LatencyStats:
     if sync is not None:
         sync()
     t0 = clock()
@@ -312,8 +330,7 @@ def _time_host(fn: Callable[[], object], s: TimingSettings, clock: Callable[[], 
         reason = _stop_reason(srt, len(srt), elapsed, s)
         if reason is not None:
             break
-    return _result(samples, srt, elapsed, reason, s, first_call_s, k, warmup_s,
-                   timer="perf_counter_ns", cache="hot")
+    return _result(samples, srt, elapsed, reason, s, first_call_s, k, warmup_s, timer="perf_counter_ns", cache="hot")
 
 
 def _l2_bytes(dev: torch.device) -> int:
@@ -321,12 +338,15 @@ def _l2_bytes(dev: torch.device) -> int:
     return int(size) if size and size > 0 else L2_FALLBACK_BYTES
 
 
-def _time_cuda(fn: Callable[[], object], dev: torch.device, s: TimingSettings,
-               clock: Callable[[], int], sync: Callable[[], None] | None) -> LatencyStats:
+def _time_cuda(
+    fn: Callable[[], object], dev: torch.device, s: TimingSettings, clock: Callable[[], int], sync: Callable[[], None] | None
+) -> LatencyStats:
     with torch.cuda.device(dev):
         if sync is None:
+
             def sync() -> None:
                 torch.cuda.synchronize(dev)
+
         flush = None
         if s.l2_flush:
             # Like nvbench: overwrite an L2-sized buffer before each iteration, outside the
@@ -368,8 +388,7 @@ def _time_cuda(fn: Callable[[], object], dev: torch.device, s: TimingSettings,
         elapsed = 0.0
         while True:
             chunk = max(1, int(CHECK_INTERVAL_S / per_iter))
-            chunk = min(chunk, s.max_samples - len(samples),
-                        max(1, math.ceil((s.max_time_s - elapsed) / per_iter)))
+            chunk = min(chunk, s.max_samples - len(samples), max(1, math.ceil((s.max_time_s - elapsed) / per_iter)))
             while len(starts) < chunk:  # events are reused across chunks after each sync
                 starts.append(torch.cuda.Event(enable_timing=True))
                 ends.append(torch.cuda.Event(enable_timing=True))
@@ -391,5 +410,6 @@ def _time_cuda(fn: Callable[[], object], dev: torch.device, s: TimingSettings,
             if reason is not None:
                 break
             per_iter = max((now - t_chunk) / 1e9 / chunk, 1e-9)
-    return _result(samples, srt, elapsed, reason, s, first_call_s, k, warmup_s,
-                   timer="cuda_events", cache="cold" if s.l2_flush else "hot")
+    return _result(
+        samples, srt, elapsed, reason, s, first_call_s, k, warmup_s, timer="cuda_events", cache="cold" if s.l2_flush else "hot"
+    )

@@ -9,15 +9,14 @@ concatenates a window's four tokens in that order into one 4d vector, windows ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from uhd_profile.errors import UhdProfileError
-
 
 # --------------------------------------------------------------------------------------------
 # Grid helpers (pure data movement: no arithmetic)
@@ -255,7 +254,14 @@ class CrossAttnMerge(nn.Module):
         return h + self.fc2(self.act(self.fc1(self.norm2(h))))
 
     def reuse_(self, parts: LayerParts) -> None:
-        pairs = [(self.q, parts.q), (self.k, parts.k), (self.v, parts.v), (self.o, parts.o), (self.fc1, parts.fc1), (self.fc2, parts.fc2)]
+        pairs = [
+            (self.q, parts.q),
+            (self.k, parts.k),
+            (self.v, parts.v),
+            (self.o, parts.o),
+            (self.fc1, parts.fc1),
+            (self.fc2, parts.fc2),
+        ]
         for mine, theirs in pairs:
             _copy_(mine.weight, theirs.weight)
             _copy_(mine.bias, theirs.bias)
@@ -317,24 +323,45 @@ def _avg(g: Geometry) -> nn.Module:
     return AvgPool()
 
 
-@_register("pixel-unshuffle-mlp", "unshuffle -> LN(4d) -> Linear(4d,4d) -> GELU -> Linear(4d,d) + mean; random init", "Pixel-Unshuffle MLP", reuse=False)
+@_register(
+    "pixel-unshuffle-mlp",
+    "unshuffle -> LN(4d) -> Linear(4d,4d) -> GELU -> Linear(4d,d) + mean; random init",
+    "Pixel-Unshuffle MLP",
+    reuse=False,
+)
 def _pu(g: Geometry) -> nn.Module:
     return FusionMLP(g.d, 4 * g.d, _gelu_exact, nn.LayerNorm(4 * g.d, eps=g.eps))
 
 
-@_register("reused-mlp", "unshuffle -> norm(4d) -> Linear(4d,4m) -> act -> Linear(4m,d) + mean; from layer k's FFN", "Reused MLP", reuse=True)
+@_register(
+    "reused-mlp",
+    "unshuffle -> norm(4d) -> Linear(4d,4m) -> act -> Linear(4m,d) + mean; from layer k's FFN",
+    "Reused MLP",
+    reuse=True,
+)
 def _reused(g: Geometry) -> nn.Module:
     return FusionMLP(g.d, 4 * g.m, g.act, _norm_like(g.norm_template, 4 * g.d, g.eps), gated=g.gated, reusable=True)
 
 
-@_register("cross-attn-topleft", "window top-left token queries its 4 tokens, then FFN (structure inferred)", "Cross-Attn (top-left query)", reuse=True)
+@_register(
+    "cross-attn-topleft",
+    "window top-left token queries its 4 tokens, then FFN (structure inferred)",
+    "Cross-Attn (top-left query)",
+    reuse=True,
+)
 def _xtl(g: Geometry) -> nn.Module:
-    return CrossAttnMerge(g.d, g.heads, g.m, g.act, _norm_like(g.norm_template, g.d, g.eps), _norm_like(g.norm_template, g.d, g.eps), "topleft")
+    return CrossAttnMerge(
+        g.d, g.heads, g.m, g.act, _norm_like(g.norm_template, g.d, g.eps), _norm_like(g.norm_template, g.d, g.eps), "topleft"
+    )
 
 
-@_register("cross-attn-mean", "window mean queries its 4 tokens, then FFN (structure inferred)", "Cross-Attn (mean query)", reuse=True)
+@_register(
+    "cross-attn-mean", "window mean queries its 4 tokens, then FFN (structure inferred)", "Cross-Attn (mean query)", reuse=True
+)
 def _xmean(g: Geometry) -> nn.Module:
-    return CrossAttnMerge(g.d, g.heads, g.m, g.act, _norm_like(g.norm_template, g.d, g.eps), _norm_like(g.norm_template, g.d, g.eps), "mean")
+    return CrossAttnMerge(
+        g.d, g.heads, g.m, g.act, _norm_like(g.norm_template, g.d, g.eps), _norm_like(g.norm_template, g.d, g.eps), "mean"
+    )
 
 
 @_register("window-attn-mlp", "2x2 window attention (from layer k) + pixel-unshuffle MLP (random)", "Win-Attn w/ MLP", reuse=True)
@@ -342,7 +369,12 @@ def _wmlp(g: Geometry) -> nn.Module:
     return Sequential2(_win_attn(g), FusionMLP(g.d, 4 * g.d, _gelu_exact, nn.LayerNorm(4 * g.d, eps=g.eps)))
 
 
-@_register("window-attn-reused-mlp", "2x2 window attention + reused MLP, both from layer k (LLaVA-UHD v4's D)", "Win-Attn w/ Reused MLP (LLaVA-UHD v4)", reuse=True)
+@_register(
+    "window-attn-reused-mlp",
+    "2x2 window attention + reused MLP, both from layer k (LLaVA-UHD v4's D)",
+    "Win-Attn w/ Reused MLP (LLaVA-UHD v4)",
+    reuse=True,
+)
 def _wreused(g: Geometry) -> nn.Module:
     mlp = FusionMLP(g.d, 4 * g.m, g.act, _norm_like(g.norm_template, 4 * g.d, g.eps), gated=g.gated, reusable=True)
     return Sequential2(_win_attn(g), mlp)
@@ -392,9 +424,7 @@ class Connector(nn.Module):
     def __init__(self, d: int, out: int, ratio: int):
         super().__init__()
         stages = {4: 1, 16: 2}[ratio]
-        self.stages = nn.ModuleList(
-            DownsampleMLP(d, out if i == stages - 1 else d) for i in range(stages)
-        )
+        self.stages = nn.ModuleList(DownsampleMLP(d, out if i == stages - 1 else d) for i in range(stages))
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         for stage in self.stages:

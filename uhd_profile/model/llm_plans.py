@@ -39,7 +39,9 @@ class DropStage:
 
     def __post_init__(self) -> None:
         if not _is_int(self.after_layer) or self.after_layer < 0:
-            raise UhdProfileError(f"drop stage after_layer = {self.after_layer!r}: must be an integer >= 0 (a 0-based layer index)")
+            raise UhdProfileError(
+                f"drop stage after_layer = {self.after_layer!r}: must be an integer >= 0 (a 0-based layer index)"
+            )
         if isinstance(self.keep, bool) or not isinstance(self.keep, (int, float)) or not 0 < self.keep <= 1:
             raise UhdProfileError(f"drop stage keep = {self.keep!r}: must be a fraction in (0, 1] of the visual tokens")
 
@@ -65,11 +67,13 @@ class DropPlan:
                 raise UhdProfileError(f"drop plan stage {s!r}: must be a DropStage(after_layer, keep)")
         for a, b in zip(stages, stages[1:]):
             if b.after_layer <= a.after_layer:
-                raise UhdProfileError(f"drop plan stages after layers {a.after_layer} then {b.after_layer}: "
-                                      "layers must strictly increase")
+                raise UhdProfileError(
+                    f"drop plan stages after layers {a.after_layer} then {b.after_layer}: layers must strictly increase"
+                )
             if b.keep > a.keep:
-                raise UhdProfileError(f"drop plan keeps {a.keep} then {b.keep}: a later stage cannot keep more "
-                                      "visual tokens than an earlier one")
+                raise UhdProfileError(
+                    f"drop plan keeps {a.keep} then {b.keep}: a later stage cannot keep more visual tokens than an earlier one"
+                )
         if self.select not in SELECT_CHOICES:
             raise UhdProfileError(f"drop plan select = {self.select!r}; valid: {', '.join(SELECT_CHOICES)}")
 
@@ -77,12 +81,16 @@ class DropPlan:
         """Every stage must leave layers after it, and rank from a softmax-attention layer."""
         for s in self.stages:
             if s.after_layer > spec.layers - 2:
-                raise UhdProfileError(f"drop stage after layer {s.after_layer} on {spec.name}: must be 0..{spec.layers - 2} "
-                                      f"(0-based; {spec.layers} layers, and a later layer must remain)")
+                raise UhdProfileError(
+                    f"drop stage after layer {s.after_layer} on {spec.name}: must be 0..{spec.layers - 2} "
+                    f"(0-based; {spec.layers} layers, and a later layer must remain)"
+                )
             if s.after_layer not in spec.attention_layers:
                 valid = ", ".join(str(i) for i in spec.attention_layers if i <= spec.layers - 2)
-                raise UhdProfileError(f"drop stage after layer {s.after_layer} on {spec.name}: ranking needs attention weights, "
-                                      f"and that layer is linear attention; valid layers: {valid}")
+                raise UhdProfileError(
+                    f"drop stage after layer {s.after_layer} on {spec.name}: ranking needs attention weights, "
+                    f"and that layer is linear attention; valid layers: {valid}"
+                )
 
     def schedule(self, spec: LlmSpec, visual: int) -> tuple[tuple[int, ...], tuple[tuple[int, int, int], ...]]:
         """(visual tokens each layer runs on, active stages as (layer, visual before, after)).
@@ -122,8 +130,11 @@ def pyramid_drop(layers: Sequence[int], ratio: float, select: str = "attention")
 
 
 def check_tokens(visual_tokens, prompt_tokens, decode_tokens) -> None:
-    for name, v, low in (("visual_tokens", visual_tokens, 0), ("prompt_tokens", prompt_tokens, 0),
-                         ("decode_tokens", decode_tokens, 0)):
+    for name, v, low in (
+        ("visual_tokens", visual_tokens, 0),
+        ("prompt_tokens", prompt_tokens, 0),
+        ("decode_tokens", decode_tokens, 0),
+    ):
         if not _is_int(v) or v < low:
             raise UhdProfileError(f"{name} = {v!r}: must be an integer >= {low}")
     if visual_tokens + prompt_tokens < 1:

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -122,27 +122,44 @@ class LlmSpec:
         cls = getattr(transformers, FAMILIES[self.family][0])
         rope = {"rope_type": "default", "rope_theta": self.rope_theta}
         kw = dict(
-            vocab_size=self.vocab, hidden_size=self.hidden, intermediate_size=self.mlp,
-            num_hidden_layers=self.layers, num_attention_heads=self.heads,
-            num_key_value_heads=self.kv_heads, head_dim=self.head_dim, hidden_act="silu",
-            rms_norm_eps=self.rms_norm_eps, max_position_embeddings=self.max_positions,
-            tie_word_embeddings=self.tied_embeddings, attention_bias=False,
+            vocab_size=self.vocab,
+            hidden_size=self.hidden,
+            intermediate_size=self.mlp,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.kv_heads,
+            head_dim=self.head_dim,
+            hidden_act="silu",
+            rms_norm_eps=self.rms_norm_eps,
+            max_position_embeddings=self.max_positions,
+            tie_word_embeddings=self.tied_embeddings,
+            attention_bias=False,
         )
         if self.family == "qwen3_5":
             rope["partial_rotary_factor"] = self.partial_rotary
             if self.mrope_section:
                 rope["mrope_section"] = list(self.mrope_section)
-            kw.update(layer_types=list(self.types), linear_conv_kernel_dim=self.conv_kernel,
-                      linear_key_head_dim=self.linear_k_dim, linear_value_head_dim=self.linear_v_dim,
-                      linear_num_key_heads=self.linear_k_heads, linear_num_value_heads=self.linear_v_heads)
+            kw.update(
+                layer_types=list(self.types),
+                linear_conv_kernel_dim=self.conv_kernel,
+                linear_key_head_dim=self.linear_k_dim,
+                linear_value_head_dim=self.linear_v_dim,
+                linear_num_key_heads=self.linear_k_heads,
+                linear_num_value_heads=self.linear_v_heads,
+            )
         if self.family == "qwen2":
             kw.pop("attention_bias")  # Qwen2 hard-codes its q/k/v biases
         cfg = cls(rope_parameters=rope, **kw)
         cfg._attn_implementation = attn
         return cfg
 
-    def build(self, device: str | torch.device = "cpu", weights: str | os.PathLike | None = None,
-              attn: str = "sdpa", dtype: torch.dtype | None = None) -> torch.nn.Module:
+    def build(
+        self,
+        device: str | torch.device = "cpu",
+        weights: str | os.PathLike | None = None,
+        attn: str = "sdpa",
+        dtype: torch.dtype | None = None,
+    ) -> torch.nn.Module:
         """The causal LM in eval mode on ``device`` (``"meta"``: shapes only), random weights from
         ``config()``, or a local checkpoint (``weights``) whose geometry must match this spec (a
         reduced-depth spec loads only its first ``layers`` layers). ``dtype`` defaults to fp32."""
@@ -156,35 +173,40 @@ class LlmSpec:
         check_attn(attn)
         path = check_weights_dir(weights)
         if torch.device(device).type == "meta":
-            raise UhdProfileError(f"weights={path!r} with device='meta': counting needs no weights; "
-                                  "drop weights or pick a real device")
+            raise UhdProfileError(
+                f"weights={path!r} with device='meta': counting needs no weights; drop weights or pick a real device"
+            )
         found = llm_spec_from_config(path)
         diff = geometry_differences(found, self, depth=False)
-        if not diff and found.types[:self.layers] != self.types:
+        if not diff and found.types[: self.layers] != self.types:
             diff = "layer types differ"
         if not diff and found.layers != (self.full_layers or self.layers):
             diff = f"layers {found.layers} != {self.full_layers or self.layers}"
         if diff:
-            raise UhdProfileError(f"checkpoint {path!r} does not have {self.name}'s geometry ({diff}); "
-                                  f"use llm_spec_from_config({path!r}) to count it as it is")
+            raise UhdProfileError(
+                f"checkpoint {path!r} does not have {self.name}'s geometry ({diff}); "
+                f"use llm_spec_from_config({path!r}) to count it as it is"
+            )
         override = {"num_hidden_layers": self.layers}
         if self.layer_types:
             override["layer_types"] = list(self.types)
         try:
-            model = cls.from_pretrained(path, local_files_only=True, attn_implementation=attn,
-                                        dtype=dtype or torch.float32, **override)
+            model = cls.from_pretrained(
+                path, local_files_only=True, attn_implementation=attn, dtype=dtype or torch.float32, **override
+            )
         except (OSError, ValueError) as exc:
-            raise UhdProfileError(f"weights {path!r} could not be loaded as {cls.__name__}: "
-                                  f"{str(exc).splitlines()[0]}") from None
+            raise UhdProfileError(f"weights {path!r} could not be loaded as {cls.__name__}: {str(exc).splitlines()[0]}") from None
         return model.to(device).eval()
 
-    def reduced(self, n: int) -> "LlmSpec":
+    def reduced(self, n: int) -> LlmSpec:
         """A copy with only the first ``n`` decoder layers (embeddings, final norm and LM head
         kept), for timing on a CPU; ``full_layers`` remembers the original depth."""
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.layers:
             raise UhdProfileError(f"reduced depth {n!r} for {self.name}: must be an integer from 1 to {self.layers}")
         return dataclasses.replace(
-            self, name=f"{self.name}[:{n}]", layers=n,
+            self,
+            name=f"{self.name}[:{n}]",
+            layers=n,
             layer_types=self.types[:n] if self.layer_types else (),
             full_layers=self.full_layers or self.layers,
         )
@@ -219,9 +241,25 @@ def _default_dtype(dtype: torch.dtype | None) -> Iterator[None]:
         torch.set_default_dtype(old)
 
 
-_GEOMETRY_FIELDS = ("family", "layers", "layer_types", "hidden", "mlp", "heads", "kv_heads", "head_dim", "vocab",
-                    "qkv_bias", "qk_norm", "attn_output_gate", "linear_k_heads",
-                    "linear_v_heads", "linear_k_dim", "linear_v_dim", "conv_kernel")
+_GEOMETRY_FIELDS = (
+    "family",
+    "layers",
+    "layer_types",
+    "hidden",
+    "mlp",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "vocab",
+    "qkv_bias",
+    "qk_norm",
+    "attn_output_gate",
+    "linear_k_heads",
+    "linear_v_heads",
+    "linear_k_dim",
+    "linear_v_dim",
+    "conv_kernel",
+)
 
 
 def geometry_differences(a: LlmSpec, b: LlmSpec, depth: bool = True) -> str:
@@ -239,8 +277,7 @@ def geometry_differences(a: LlmSpec, b: LlmSpec, depth: bool = True) -> str:
     return "; ".join(dict.fromkeys(out))
 
 
-_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3_5_text": "qwen3_5",
-                "qwen2_5_vl_text": "qwen2"}
+_MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3_5_text": "qwen3_5", "qwen2_5_vl_text": "qwen2"}
 
 
 def llm_spec_from_config(path: str | os.PathLike, name: str | None = None) -> LlmSpec:
@@ -256,29 +293,46 @@ def llm_spec_from_config(path: str | os.PathLike, name: str | None = None) -> Ll
     text = getattr(cfg, "text_config", None) or cfg
     family = _MODEL_TYPES.get(getattr(text, "model_type", None))
     if family is None:
-        raise UhdProfileError(f"{p!r}: text model type {getattr(text, 'model_type', None)!r} is not supported; "
-                              f"supported: {', '.join(_MODEL_TYPES)}")
+        raise UhdProfileError(
+            f"{p!r}: text model type {getattr(text, 'model_type', None)!r} is not supported; supported: {', '.join(_MODEL_TYPES)}"
+        )
     rope = dict(getattr(text, "rope_parameters", None) or {})
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     types = tuple(getattr(text, "layer_types", None) or ())
     kw = {}
     if family == "qwen3_5":
-        kw = dict(layer_types=types, linear_k_heads=text.linear_num_key_heads,
-                  linear_v_heads=text.linear_num_value_heads, linear_k_dim=text.linear_key_head_dim,
-                  linear_v_dim=text.linear_value_head_dim, conv_kernel=text.linear_conv_kernel_dim,
-                  partial_rotary=float(rope.get("partial_rotary_factor", 1.0)),
-                  mrope_section=tuple(rope.get("mrope_section", ()) or ()))
+        kw = dict(
+            layer_types=types,
+            linear_k_heads=text.linear_num_key_heads,
+            linear_v_heads=text.linear_num_value_heads,
+            linear_k_dim=text.linear_key_head_dim,
+            linear_v_dim=text.linear_value_head_dim,
+            conv_kernel=text.linear_conv_kernel_dim,
+            partial_rotary=float(rope.get("partial_rotary_factor", 1.0)),
+            mrope_section=tuple(rope.get("mrope_section", ()) or ()),
+        )
     tied = bool(getattr(cfg, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False))
     return LlmSpec(
-        name=name or os.path.basename(os.path.normpath(p)), family=family,
-        layers=text.num_hidden_layers, hidden=text.hidden_size, mlp=text.intermediate_size,
-        heads=heads, kv_heads=getattr(text, "num_key_value_heads", None) or heads, head_dim=head_dim,
-        vocab=text.vocab_size, description=f"read from {p}/config.json", sources=f"{p}/config.json",
-        tied_embeddings=tied, qkv_bias=family == "qwen2", qk_norm=family in ("qwen3", "qwen3_5"),
-        attn_output_gate=family == "qwen3_5", rms_norm_eps=float(getattr(text, "rms_norm_eps", 1e-6)),
+        name=name or os.path.basename(os.path.normpath(p)),
+        family=family,
+        layers=text.num_hidden_layers,
+        hidden=text.hidden_size,
+        mlp=text.intermediate_size,
+        heads=heads,
+        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+        head_dim=head_dim,
+        vocab=text.vocab_size,
+        description=f"read from {p}/config.json",
+        sources=f"{p}/config.json",
+        tied_embeddings=tied,
+        qkv_bias=family == "qwen2",
+        qk_norm=family in ("qwen3", "qwen3_5"),
+        attn_output_gate=family == "qwen3_5",
+        rms_norm_eps=float(getattr(text, "rms_norm_eps", 1e-6)),
         rope_theta=float(rope.get("rope_theta", 10000.0)),
-        max_positions=int(getattr(text, "max_position_embeddings", 32768)), **kw,
+        max_positions=int(getattr(text, "max_position_embeddings", 32768)),
+        **kw,
     )
 
 
@@ -289,24 +343,51 @@ def _hybrid_types(layers: int, every: int) -> tuple[str, ...]:
 
 _PRESETS = [
     LlmSpec(
-        "qwen3-8b", "qwen3", 36, 4096, 12288, 32, 8, 128, 151936,
+        "qwen3-8b",
+        "qwen3",
+        36,
+        4096,
+        12288,
+        32,
+        8,
+        128,
+        151936,
         "Qwen3-8B: the LLaVA-UHD v4 paper's LLM (GQA 32/8, qk-norm, untied LM head) (default)",
         "Qwen/Qwen3-8B config.json: hidden_size 4096, intermediate_size 12288, num_hidden_layers 36, "
         "num_attention_heads 32, num_key_value_heads 8, head_dim 128, vocab_size 151936, "
         "tie_word_embeddings false, rope_theta 1e6, rms_norm_eps 1e-6, max_position_embeddings 40960; "
         "qk-norm is part of the Qwen3 architecture (q_norm/k_norm in Qwen3Attention)",
-        qk_norm=True, rope_theta=1e6, max_positions=40960,
+        qk_norm=True,
+        rope_theta=1e6,
+        max_positions=40960,
     ),
     LlmSpec(
-        "llama-2-7b", "llama", 32, 4096, 11008, 32, 32, 128, 32000,
+        "llama-2-7b",
+        "llama",
+        32,
+        4096,
+        11008,
+        32,
+        32,
+        128,
+        32000,
         "Llama-2-7B geometry = Vicuna-7B v1.5, LLaVA-1.5-7B's LLM (MHA, untied LM head)",
         "meta-llama/Llama-2-7b-hf and lmsys/vicuna-7b-v1.5 config.json: hidden_size 4096, "
         "intermediate_size 11008, 32 layers, 32 heads, 32 key/value heads, vocab_size 32000, "
         "rms_norm_eps 1e-5, max_position_embeddings 4096, untied",
-        rms_norm_eps=1e-5, max_positions=4096,
+        rms_norm_eps=1e-5,
+        max_positions=4096,
     ),
     LlmSpec(
-        "qwen2.5-7b", "qwen2", 28, 3584, 18944, 28, 4, 128, 152064,
+        "qwen2.5-7b",
+        "qwen2",
+        28,
+        3584,
+        18944,
+        28,
+        4,
+        128,
+        152064,
         "Qwen2.5-7B, the LLM of Qwen2.5-VL-7B (GQA 28/4, q/k/v biases, untied LM head); "
         "1-D RoPE in place of M-RoPE (same ops per token)",
         "Qwen/Qwen2.5-VL-7B-Instruct config.json (text fields): hidden_size 3584, intermediate_size "
@@ -314,10 +395,20 @@ _PRESETS = [
         "rope_theta 1e6, rms_norm_eps 1e-6, untied; q/k/v biases are part of the Qwen2 architecture. "
         "The released model's M-RoPE (mrope_section [16, 24, 24]) only changes which position each "
         "rotary frequency reads; built here as Qwen2ForCausalLM with 1-D RoPE",
-        qkv_bias=True, rope_theta=1e6, max_positions=128000,
+        qkv_bias=True,
+        rope_theta=1e6,
+        max_positions=128000,
     ),
     LlmSpec(
-        "minicpm-v-4.6-llm", "qwen3_5", 32, 4096, 12288, 16, 4, 256, 248320,
+        "minicpm-v-4.6-llm",
+        "qwen3_5",
+        32,
+        4096,
+        12288,
+        16,
+        4,
+        256,
+        248320,
         "the text model transformers' MiniCPMV4_6Config ships by default: Qwen3.5 hybrid, 24 gated-"
         "delta-net linear-attention layers + 8 full-attention layers (every 4th), gated attention "
         "output, qk-norm, partial RoPE 0.25. NOT the released MiniCPM-V 4.6 LLM (a ~0.8B Qwen3.5 "
@@ -328,20 +419,52 @@ _PRESETS = [
         "128, conv kernel 4, rope_theta 1e4, partial_rotary_factor 0.25, untied. Released checkpoint "
         "(openbmb/MiniCPM-V-4.6 config.json): text hidden_size 1024, intermediate_size 3584, head_dim "
         "256, same 3:1 layer pattern, tie_word_embeddings true",
-        qk_norm=True, attn_output_gate=True, layer_types=_hybrid_types(32, 4), linear_k_heads=16,
-        linear_v_heads=32, linear_k_dim=128, linear_v_dim=128, conv_kernel=4, partial_rotary=0.25,
+        qk_norm=True,
+        attn_output_gate=True,
+        layer_types=_hybrid_types(32, 4),
+        linear_k_heads=16,
+        linear_v_heads=32,
+        linear_k_dim=128,
+        linear_v_dim=128,
+        conv_kernel=4,
+        partial_rotary=0.25,
     ),
     LlmSpec(
-        "tiny-llm", "qwen3", 3, 64, 128, 4, 2, 16, 512,
+        "tiny-llm",
+        "qwen3",
+        3,
+        64,
+        128,
+        4,
+        2,
+        16,
+        512,
         "tiny Qwen3-style LLM for tests (3 layers, d 64, GQA 4/2, qk-norm)",
-        "made up for tests", qk_norm=True,
+        "made up for tests",
+        qk_norm=True,
     ),
     LlmSpec(
-        "tiny-hybrid-llm", "qwen3_5", 4, 64, 128, 4, 2, 32, 512,
+        "tiny-hybrid-llm",
+        "qwen3_5",
+        4,
+        64,
+        128,
+        4,
+        2,
+        32,
+        512,
         "tiny Qwen3.5-style hybrid LLM for tests (linear, full, linear, full attention)",
-        "made up for tests", qk_norm=True, attn_output_gate=True, layer_types=_hybrid_types(4, 2),
-        linear_k_heads=2, linear_v_heads=4, linear_k_dim=16, linear_v_dim=16, conv_kernel=4,
-        partial_rotary=0.25, mrope_section=(2, 1, 1),
+        "made up for tests",
+        qk_norm=True,
+        attn_output_gate=True,
+        layer_types=_hybrid_types(4, 2),
+        linear_k_heads=2,
+        linear_v_heads=4,
+        linear_k_dim=16,
+        linear_v_dim=16,
+        conv_kernel=4,
+        partial_rotary=0.25,
+        mrope_section=(2, 1, 1),
     ),
 ]
 

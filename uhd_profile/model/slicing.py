@@ -76,17 +76,25 @@ def _positive_int(name: str, value) -> int:
 def check_image_size(w, h) -> Size:
     """``Size(w, h)`` of positive ints, or a one-line UhdProfileError naming the bad side."""
     if isinstance(w, bool) or isinstance(h, bool) or not isinstance(w, int) or not isinstance(h, int) or w < 1 or h < 1:
-        raise UhdProfileError(f"image size {w!r}x{h!r} (width x height) is not valid; both sides must be positive integers (pixels)")
+        raise UhdProfileError(
+            f"image size {w!r}x{h!r} (width x height) is not valid; both sides must be positive integers (pixels)"
+        )
     return Size(w, h)
 
 
 def check_params(max_slice_nums, scale_resolution, align) -> None:
     """Validate the policy parameters (one-line UhdProfileError naming the value and the rule)."""
     if isinstance(max_slice_nums, bool) or not isinstance(max_slice_nums, int) or max_slice_nums < 1:
-        raise UhdProfileError(f"max slices {max_slice_nums!r} is not valid; it must be an integer >= 1 (default {MAX_SLICE_NUMS})")
+        raise UhdProfileError(
+            f"max slices {max_slice_nums!r} is not valid; it must be an integer >= 1 (default {MAX_SLICE_NUMS})"
+        )
     _positive_int("alignment", align)
-    if isinstance(scale_resolution, bool) or not isinstance(scale_resolution, int) or scale_resolution < 1 \
-            or scale_resolution % align:
+    if (
+        isinstance(scale_resolution, bool)
+        or not isinstance(scale_resolution, int)
+        or scale_resolution < 1
+        or scale_resolution % align
+    ):
         raise UhdProfileError(
             f"scale resolution {scale_resolution!r} is not valid; it must be a positive multiple of the alignment "
             f"{align} px (e.g. {8 * align} or {6 * align}; default {SCALE_RESOLUTION})"
@@ -117,8 +125,9 @@ def best_resize(w: float, h: float, scale_resolution: int, align: int, upscale: 
     return Size(round_to(w, align), round_to(h, align))
 
 
-def best_grid(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS,
-              scale_resolution: int = SCALE_RESOLUTION) -> tuple[int, int] | None:
+def best_grid(
+    w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS, scale_resolution: int = SCALE_RESOLUTION
+) -> tuple[int, int] | None:
     """(cols, rows) of the slice grid, or None when one view (the thumbnail) is enough.
 
     Slice counts n in {cnt-1, cnt, cnt+1} (cnt = ceil(area / S^2) capped at M; n = 1 and n > M
@@ -149,8 +158,9 @@ def best_grid(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS,
 # --------------------------------------------------------------------------------------------
 
 
-def slice_image(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS, scale_resolution: int = SCALE_RESOLUTION,
-                align: int = ALIGN) -> Slicing:
+def slice_image(
+    w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS, scale_resolution: int = SCALE_RESOLUTION, align: int = ALIGN
+) -> Slicing:
     """The thumbnail and slices of a w x h image (docs/paper.md §5). Sizes are (width, height) px.
 
     >>> s = slice_image(1920, 1080)
@@ -166,12 +176,24 @@ def slice_image(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS, scale_reso
     cols, rows = grid
     refine_w, refine_h = round_to(w, cols), round_to(h, rows)
     cell = best_resize(refine_w / cols, refine_h / rows, scale_resolution, align, upscale=True)
-    return Slicing(image=Size(w, h), thumbnail=thumbnail, grid=grid, slice_size=cell,
-                   refine_size=Size(cell.width * cols, cell.height * rows), slices=(cell,) * (cols * rows))
+    return Slicing(
+        image=Size(w, h),
+        thumbnail=thumbnail,
+        grid=grid,
+        slice_size=cell,
+        refine_size=Size(cell.width * cols, cell.height * rows),
+        slices=(cell,) * (cols * rows),
+    )
 
 
-def global_resize(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS, scale_resolution: int = SCALE_RESOLUTION,
-                  align: int = ALIGN, upscale: bool = False) -> GlobalView:
+def global_resize(
+    w: int,
+    h: int,
+    max_slice_nums: int = MAX_SLICE_NUMS,
+    scale_resolution: int = SCALE_RESOLUTION,
+    align: int = ALIGN,
+    upscale: bool = False,
+) -> GlobalView:
     """The whole image in one view of at most about ``max_slice_nums * scale_resolution^2`` px
     (docs/paper.md §6): ``best_resize`` with S replaced by S * sqrt(M). Smaller images keep their size
     (only aligned) unless ``upscale``. Rounding to ``align`` may move the area a little either way.
@@ -181,8 +203,14 @@ def global_resize(w: int, h: int, max_slice_nums: int = MAX_SLICE_NUMS, scale_re
     return GlobalView(image=Size(w, h), size=best_resize(w, h, scale_resolution * math.sqrt(max_slice_nums), align, upscale))
 
 
-def views_of(w: int, h: int, encoding: str, max_slice_nums: int = MAX_SLICE_NUMS,
-             scale_resolution: int = SCALE_RESOLUTION, align: int = ALIGN) -> tuple[Size, ...]:
+def views_of(
+    w: int,
+    h: int,
+    encoding: str,
+    max_slice_nums: int = MAX_SLICE_NUMS,
+    scale_resolution: int = SCALE_RESOLUTION,
+    align: int = ALIGN,
+) -> tuple[Size, ...]:
     """The view sizes (width, height) of a w x h image under ``encoding`` ("sliced" or "global")."""
     if encoding == "sliced":
         return slice_image(w, h, max_slice_nums, scale_resolution, align).views

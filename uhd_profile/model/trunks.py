@@ -21,8 +21,8 @@ import os
 import torch
 from torch import nn
 
-from uhd_profile.model.compressors import Geometry, LayerParts
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.model.compressors import Geometry, LayerParts
 
 
 def tag(module: nn.Module, paper: str) -> nn.Module:
@@ -49,7 +49,9 @@ def from_config_or_weights(model_cls, config, weights: str | None, attn: str):
     try:
         return model_cls.from_pretrained(path, local_files_only=True, attn_implementation=attn)
     except (OSError, ValueError) as exc:
-        raise UhdProfileError(f"--weights {path!r} could not be loaded as {model_cls.__name__}: {str(exc).splitlines()[0]}") from None
+        raise UhdProfileError(
+            f"--weights {path!r} could not be loaded as {model_cls.__name__}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 class Trunk(nn.Module):
@@ -80,8 +82,15 @@ class Trunk(nn.Module):
     def geometry(self, k: int) -> Geometry:
         parts = self.layer_parts(k)
         s = self.spec
-        return Geometry(d=s.hidden, m=s.mlp, heads=s.heads, eps=parts.eps, act=parts.act,
-                        norm_template=parts.norm1, gated=parts.gate is not None)
+        return Geometry(
+            d=s.hidden,
+            m=s.mlp,
+            heads=s.heads,
+            eps=parts.eps,
+            act=parts.act,
+            norm_template=parts.norm1,
+            gated=parts.gate is not None,
+        )
 
 
 class PreNormTrunk(Trunk):
@@ -91,7 +100,7 @@ class PreNormTrunk(Trunk):
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         h, w = pixels.shape[-2:]
-        native = (h == w == self.spec.image_size)
+        native = h == w == self.spec.image_size
         return self.embed(pixels, interpolate_pos_encoding=not native)
 
     def run_layer(self, i: int, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -101,9 +110,16 @@ class PreNormTrunk(Trunk):
         layer = self.layers[k]
         a = layer.self_attn
         return LayerParts(
-            norm1=layer.layer_norm1, q=a.q_proj, k=a.k_proj, v=a.v_proj, o=a.out_proj,
-            norm2=layer.layer_norm2, fc1=layer.mlp.fc1, fc2=layer.mlp.fc2,
-            act=layer.mlp.activation_fn, eps=layer.layer_norm1.eps,
+            norm1=layer.layer_norm1,
+            q=a.q_proj,
+            k=a.k_proj,
+            v=a.v_proj,
+            o=a.out_proj,
+            norm2=layer.layer_norm2,
+            fc1=layer.mlp.fc1,
+            fc2=layer.mlp.fc2,
+            act=layer.mlp.activation_fn,
+            eps=layer.layer_norm1.eps,
         )
 
 
@@ -116,16 +132,21 @@ class SiglipTrunk(PreNormTrunk):
         from transformers import SiglipVisionConfig, SiglipVisionModel
 
         cfg = SiglipVisionConfig(
-            hidden_size=spec.hidden, intermediate_size=spec.mlp, num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads, image_size=spec.image_size, patch_size=spec.patch,
-            hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False,
+            hidden_size=spec.hidden,
+            intermediate_size=spec.mlp,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            image_size=spec.image_size,
+            patch_size=spec.patch,
+            hidden_act="gelu_pytorch_tanh",
+            layer_norm_eps=1e-6,
+            vision_use_head=False,
         )
         hf = from_config_or_weights(SiglipVisionModel, cfg, weights, attn)
         self.set_hf(hf)
         self.embed = tag(hf.embeddings, "macs_only")
         self.layers = hf.encoder.layers
         self.post_norm = tag(hf.post_layernorm, "exclude")
-
 
 
 def minicpm_model(spec, weights: str | None = None, attn: str = "sdpa"):
@@ -135,8 +156,12 @@ def minicpm_model(spec, weights: str | None = None, attn: str = "sdpa"):
     from transformers.models.minicpmv4_6.modeling_minicpmv4_6 import MiniCPMV4_6VisionModel
 
     cfg = MiniCPMV4_6VisionConfig(
-        hidden_size=spec.hidden, intermediate_size=spec.mlp, num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads, image_size=spec.image_size, patch_size=spec.patch,
+        hidden_size=spec.hidden,
+        intermediate_size=spec.mlp,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch,
         insert_layer_id=6,
     )
     model = from_config_or_weights(MiniCPMV4_6VisionModel, cfg, weights, attn)
@@ -202,9 +227,14 @@ class ClipTrunk(PreNormTrunk):
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
         cfg = CLIPVisionConfig(
-            hidden_size=spec.hidden, intermediate_size=spec.mlp, num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads, image_size=spec.image_size, patch_size=spec.patch,
-            hidden_act="quick_gelu", layer_norm_eps=1e-5,
+            hidden_size=spec.hidden,
+            intermediate_size=spec.mlp,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            image_size=spec.image_size,
+            patch_size=spec.patch,
+            hidden_act="quick_gelu",
+            layer_norm_eps=1e-5,
         )
         hf = from_config_or_weights(CLIPVisionModel, cfg, weights, attn)
         self.set_hf(hf)
@@ -236,10 +266,19 @@ class InternVitTrunk(Trunk):
 
         # the values of OpenGVLab's InternViT-300M-448px as converted to transformers
         cfg = InternVLVisionConfig(
-            hidden_size=spec.hidden, intermediate_size=spec.mlp, num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads, image_size=spec.image_size, patch_size=spec.patch,
-            hidden_act="gelu", attention_bias=True, use_qk_norm=False, norm_type="layer_norm",
-            layer_norm_eps=1e-6, layer_scale_init_value=0.1, use_mean_pooling=True,
+            hidden_size=spec.hidden,
+            intermediate_size=spec.mlp,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            image_size=spec.image_size,
+            patch_size=spec.patch,
+            hidden_act="gelu",
+            attention_bias=True,
+            use_qk_norm=False,
+            norm_type="layer_norm",
+            layer_norm_eps=1e-6,
+            layer_scale_init_value=0.1,
+            use_mean_pooling=True,
             use_absolute_position_embeddings=True,
         )
         hf = from_config_or_weights(InternVLVisionModel, cfg, weights, attn)
@@ -262,11 +301,16 @@ class InternVitTrunk(Trunk):
         layer = self.layers[k]
         a = layer.attention
         return LayerParts(
-            norm1=layer.layernorm_before, q=a.q_proj, k=a.k_proj, v=a.v_proj,
+            norm1=layer.layernorm_before,
+            q=a.q_proj,
+            k=a.k_proj,
+            v=a.v_proj,
             o=_linear_copy(a.projection_layer, scale=layer.lambda_1),
-            norm2=layer.layernorm_after, fc1=layer.mlp.fc1,
+            norm2=layer.layernorm_after,
+            fc1=layer.mlp.fc1,
             fc2=_linear_copy(layer.mlp.fc2, scale=layer.lambda_2),
-            act=layer.mlp.activation_fn, eps=layer.layernorm_before.eps,
+            act=layer.mlp.activation_fn,
+            eps=layer.layernorm_before.eps,
         )
 
 
@@ -333,9 +377,16 @@ class Qwen25VlTrunk(Trunk):
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
         cfg = Qwen2_5_VLVisionConfig(
-            depth=spec.layers, hidden_size=spec.hidden, intermediate_size=spec.mlp, num_heads=spec.heads,
-            patch_size=spec.patch, temporal_patch_size=2, spatial_merge_size=2, window_size=112,
-            fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu",
+            depth=spec.layers,
+            hidden_size=spec.hidden,
+            intermediate_size=spec.mlp,
+            num_heads=spec.heads,
+            patch_size=spec.patch,
+            temporal_patch_size=2,
+            spatial_merge_size=2,
+            window_size=112,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            hidden_act="silu",
             out_hidden_size=spec.hidden,  # the merger is never run; keep it small
         )
         hf = from_config_or_weights(Qwen2_5_VisionTransformerPretrainedModel, cfg, weights, attn)
@@ -407,8 +458,16 @@ class Qwen25VlTrunk(Trunk):
         d = self.spec.hidden
         q, k_, v = (_linear_copy(a.qkv, rows=slice(j * d, (j + 1) * d)) for j in range(3))
         return LayerParts(
-            norm1=layer.norm1, q=q, k=k_, v=v, o=a.proj, norm2=layer.norm2,
-            fc1=mlp.up_proj, fc2=mlp.down_proj, gate=mlp.gate_proj, act=mlp.act_fn,
+            norm1=layer.norm1,
+            q=q,
+            k=k_,
+            v=v,
+            o=a.proj,
+            norm2=layer.norm2,
+            fc1=mlp.up_proj,
+            fc2=mlp.down_proj,
+            gate=mlp.gate_proj,
+            act=mlp.act_fn,
             eps=layer.norm1.variance_epsilon,
         )
 
@@ -465,9 +524,15 @@ class Siglip2NaflexTrunk(PreNormTrunk):
         from transformers import Siglip2VisionConfig, Siglip2VisionModel
 
         cfg = Siglip2VisionConfig(
-            hidden_size=spec.hidden, intermediate_size=spec.mlp, num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads, patch_size=spec.patch, num_patches=256,
-            hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False,
+            hidden_size=spec.hidden,
+            intermediate_size=spec.mlp,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            patch_size=spec.patch,
+            num_patches=256,
+            hidden_act="gelu_pytorch_tanh",
+            layer_norm_eps=1e-6,
+            vision_use_head=False,
         )
         hf = from_config_or_weights(Siglip2VisionModel, cfg, weights, attn)
         self.set_hf(hf)
@@ -484,4 +549,3 @@ class Siglip2NaflexTrunk(PreNormTrunk):
         # integer bookkeeping stays on the CPU (the counter keeps it real on meta runs)
         spatial_shapes = torch.tensor([[h, w]] * b, dtype=torch.long)
         return self.embed(patches, spatial_shapes)
-

@@ -16,19 +16,25 @@ Both execute the same arithmetic, so they count the same FLOPs.
 from __future__ import annotations
 
 import contextvars
-from functools import partial
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.compressors import COMPRESSORS, Connector, check_grid, get_compressor, reuse_init_
 from uhd_profile.model.encoders import DEFAULT_ENCODER, ENCODERS, EncoderSpec, get_encoder
-from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.slicing import (
-    MAX_SLICE_NUMS, SCALE_RESOLUTION, GlobalView, Slicing, check_params, global_resize, slice_image,
+    MAX_SLICE_NUMS,
+    SCALE_RESOLUTION,
+    GlobalView,
+    Slicing,
+    check_params,
+    global_resize,
+    slice_image,
 )
 from uhd_profile.units import Size, parse_resolution
 
@@ -83,8 +89,10 @@ class VariantSpec:
         size = self.size
         if self.encoding == "view":
             if self.packing != "batched":
-                raise UhdProfileError(f"packing {self.packing!r} applies to several views; use encoding global or sliced, "
-                                      f"or packing batched for one view")
+                raise UhdProfileError(
+                    f"packing {self.packing!r} applies to several views; use encoding global or sliced, "
+                    f"or packing batched for one view"
+                )
             if (self.max_slices, self.scale_resolution) != (MAX_SLICE_NUMS, SCALE_RESOLUTION):
                 raise UhdProfileError("max_slices and scale_resolution apply to encoding global or sliced, not to one view")
             self._check_view(size, f"resolution {size}")
@@ -102,7 +110,9 @@ class VariantSpec:
             if self.depth is None:
                 raise UhdProfileError(f"compressor {self.compressor!r} needs a depth (0..{enc.layers - 1})")
             if not 0 <= self.depth < enc.layers:
-                raise UhdProfileError(f"depth {self.depth} is out of range for {self.encoder}: valid depths are 0..{enc.layers - 1}")
+                raise UhdProfileError(
+                    f"depth {self.depth} is out of range for {self.encoder}: valid depths are 0..{enc.layers - 1}"
+                )
             for grid in dict.fromkeys(self.view_grids):
                 check_grid(grid, f"compressor {self.compressor} at {size}")
         elif self.depth is not None:
@@ -111,7 +121,8 @@ class VariantSpec:
             raise UhdProfileError(f"post-ratio {self.post_ratio} is not valid; valid: {', '.join(map(str, POST_RATIOS))}")
         if enc.released and self.compressor not in (None, V4_COMPRESSOR):
             raise UhdProfileError(
-                f"{self.encoder} is the released model: it has only its own merger ({V4_COMPRESSOR}); use --variant baseline or v4"
+                f"{self.encoder} is the released model: it has only its own merger ({V4_COMPRESSOR}); "
+                "use --variant baseline or v4"
             )
         if self.llm_hidden <= 0:
             raise UhdProfileError(f"llm_hidden {self.llm_hidden} must be positive")
@@ -279,19 +290,35 @@ class VariantSpec:
         ``scale_resolution_px`` where they differ from the defaults (so one-view ids stay stable).
         ``from_dict`` inverts it."""
         w, h = self.size
-        d: dict[str, Any] = {"encoder": self.encoder, "width_px": w, "height_px": h, "compressor": self.compressor,
-                             "depth": self.depth, "post_ratio": self.ratio, "llm_hidden": self.llm_hidden,
-                             "encoding": self.encoding}
+        d: dict[str, Any] = {
+            "encoder": self.encoder,
+            "width_px": w,
+            "height_px": h,
+            "compressor": self.compressor,
+            "depth": self.depth,
+            "post_ratio": self.ratio,
+            "llm_hidden": self.llm_hidden,
+            "encoding": self.encoding,
+        }
         for attr, default in SLICING_DEFAULTS.items():
             if getattr(self, attr) != default:
                 d[_DICT_KEY.get(attr, attr)] = getattr(self, attr)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VariantSpec":
+    def from_dict(cls, d: dict[str, Any]) -> VariantSpec:
         """The spec of a ``to_dict`` mapping (unknown keys refused)."""
-        keys = {"encoder", "width_px", "height_px", "compressor", "depth", "post_ratio", "llm_hidden", "encoding",
-                *(_DICT_KEY.get(a, a) for a in SLICING_DEFAULTS)}
+        keys = {
+            "encoder",
+            "width_px",
+            "height_px",
+            "compressor",
+            "depth",
+            "post_ratio",
+            "llm_hidden",
+            "encoding",
+            *(_DICT_KEY.get(a, a) for a in SLICING_DEFAULTS),
+        }
         extra = set(d) - keys
         if extra:
             raise UhdProfileError(f"variant spec has unknown fields {sorted(extra)}; valid: {sorted(keys)}")
@@ -308,7 +335,7 @@ class VariantSpec:
         return d
 
     @classmethod
-    def alias(cls, name: str, depth: int | None = None, **kw: Any) -> "VariantSpec":
+    def alias(cls, name: str, depth: int | None = None, **kw: Any) -> VariantSpec:
         """``baseline`` (post-ViT 16x) or ``v4`` (window-attn-reused-mlp at depth 6, or ``depth``, then 4x)."""
         if name == "baseline":
             if depth is not None:
@@ -318,7 +345,7 @@ class VariantSpec:
             return cls(compressor=V4_COMPRESSOR, depth=V4_DEPTH if depth is None else depth, **kw)
         raise UhdProfileError(f"unknown variant {name!r}; valid variants: {', '.join(ALIASES)} (or --compressor NAME --depth K)")
 
-    def with_(self, **kw: Any) -> "VariantSpec":
+    def with_(self, **kw: Any) -> VariantSpec:
         return replace(self, **kw)
 
 
@@ -339,8 +366,18 @@ def packable_encoders() -> list[str]:
     return [e.name for e in ENCODERS.values() if e.trunk in PACKABLE_TRUNKS or e.released]
 
 
-def segmented_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                        is_causal: bool | None = None, backend: str = "sdpa", **kwargs):
+def segmented_attention(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    backend: str = "sdpa",
+    **kwargs,
+):
     """A ``transformers`` attention function for packed sequences: q/k/v (B, heads, L, hd), the L
     tokens being the views of ``_SEGMENTS``; each view attends only within itself.
 
@@ -355,7 +392,7 @@ def segmented_attention(module, query, key, value, attention_mask, dropout: floa
     seg = _SEGMENTS.get() or (length,)
     if sum(seg) != length:
         raise ValueError(f"packed views hold {sum(seg)} tokens but the sequence has {length}")
-    scale = hd ** -0.5 if scaling is None else scaling
+    scale = hd**-0.5 if scaling is None else scaling
     runs: list[list[int]] = []
     for n in seg:
         if runs and runs[-1][0] == n:
@@ -364,8 +401,10 @@ def segmented_attention(module, query, key, value, attention_mask, dropout: floa
             runs.append([n, 1])
     outs, start = [], 0
     for n, c in runs:
-        def views(t):  # (B, H, c*n, hd) -> (B*c, H, n, hd)
-            return t[:, :, start:start + c * n].reshape(b, h, c, n, hd).transpose(1, 2).reshape(b * c, h, n, hd)
+
+        def views(t: torch.Tensor, start: int = start, c: int = c, n: int = n) -> torch.Tensor:
+            # (B, H, c*n, hd) -> (B*c, H, n, hd)
+            return t[:, :, start : start + c * n].reshape(b, h, c, n, hd).transpose(1, 2).reshape(b * c, h, n, hd)
 
         q, k, v = views(query), views(key), views(value)
         if backend == "sdpa":
@@ -399,7 +438,7 @@ def _split_groups(x: torch.Tensor, lengths: list[int], counts: list[int]) -> lis
     """Inverse of ``_cat_groups``: (B, L, C) -> per group (B*k, n, C)."""
     b, out, start = x.shape[0], [], 0
     for n, k in zip(lengths, counts):
-        out.append(x[:, start:start + k * n].reshape(b * k, n, x.shape[-1]))
+        out.append(x[:, start : start + k * n].reshape(b * k, n, x.shape[-1]))
         start += k * n
     return out
 
@@ -476,8 +515,9 @@ class VariantModel(nn.Module):
             _SEGMENTS.reset(token)
         x = t.post_norm(x)
         if self.connector is not None:
-            x = _cat_groups([self.connector(part[:, p:], grid)
-                             for part, grid in zip(_split_groups(x, lengths(), counts), grids)], b)
+            x = _cat_groups(
+                [self.connector(part[:, p:], grid) for part, grid in zip(_split_groups(x, lengths(), counts), grids)], b
+            )
         return x
 
 
@@ -532,14 +572,15 @@ class ReleasedVariantModel(nn.Module):
         for g, grid in zip(groups, grids):
             after = self.spec._after_vit(grid)
             n_tok = g.shape[0] * after[0] * after[1]
-            y = x[0, start:start + n_tok].reshape(g.shape[0], after[0] * after[1], x.shape[-1])
+            y = x[0, start : start + n_tok].reshape(g.shape[0], after[0] * after[1], x.shape[-1])
             start += n_tok
             outs.append(self.connector(y, after) if self.connector is not None else y)
         return outs
 
 
-def build_variant(spec: VariantSpec, device: str | torch.device = "cpu", weights: str | None = None,
-                  attn: str = "sdpa", reuse_init: bool = True) -> nn.Module:
+def build_variant(
+    spec: VariantSpec, device: str | torch.device = "cpu", weights: str | None = None, attn: str = "sdpa", reuse_init: bool = True
+) -> nn.Module:
     """Build the runnable module for ``spec`` on ``device`` (``"meta"``: shapes only, no memory).
 
     In-ViT compressors whose design reuses layer k are initialised from it (docs/paper.md §7) when
@@ -564,11 +605,13 @@ def build_variant(spec: VariantSpec, device: str | torch.device = "cpu", weights
     return model.eval()
 
 
-def example_input(spec: VariantSpec, batch: int = 1, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor | list[torch.Tensor]:
+def example_input(
+    spec: VariantSpec, batch: int = 1, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.Tensor | list[torch.Tensor]:
     """A (batch, 3, H, W) pixel tensor for ``spec`` (empty on meta, random elsewhere); for
     global/sliced encoding a list of (batch * k, 3, H, W) tensors, one per group of ``spec.groups``
     (views of one image next to each other: image b's slices are rows b*k .. b*k+k-1)."""
+
     def make(n: int, size: Size) -> torch.Tensor:
         shape = (n, 3, size.height, size.width)
         if torch.device(device).type == "meta":

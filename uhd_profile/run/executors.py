@@ -8,7 +8,7 @@ written by one writer only, in completion order.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from uhd_profile.errors import UhdProfileError, first_line
 
@@ -40,8 +40,14 @@ def _ray():
     return ray
 
 
-def run_ray(points: list[dict], run_point: Callable[[dict], dict], on_record: Callable[[dict], None],
-            address: str | None = None, gpus_per_task: float | None = None, max_in_flight: int | None = None) -> None:
+def run_ray(
+    points: list[dict],
+    run_point: Callable[[dict], dict],
+    on_record: Callable[[dict], None],
+    address: str | None = None,
+    gpus_per_task: float | None = None,
+    max_in_flight: int | None = None,
+) -> None:
     """Run each point as a Ray task on the cluster at ``address`` (None: start a local one).
 
     A point measured on a GPU asks for ``gpus_per_task`` (default 1) GPUs, so Ray gives each task a

@@ -209,12 +209,17 @@ def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
         for p in _expand(where, gkey, block, timing, concrete):
             pid = p.point_id
             if pid in seen:
-                raise where.error(gkey, f"duplicate point {p.spec.id} ({'+'.join(p.measure)}, {p.dtype}, batch {p.batch}), "
-                                        f"already in {seen[pid]}", "each point once across all [[grid]] blocks")
+                raise where.error(
+                    gkey,
+                    f"duplicate point {p.spec.id} ({'+'.join(p.measure)}, {p.dtype}, batch {p.batch}), already in {seen[pid]}",
+                    "each point once across all [[grid]] blocks",
+                )
             seen[pid] = gkey
             points.append(p)
     if not points:
-        raise where.error("grid", f"expands to no points on a {kind} device", "at least one [[grid]] block for 'any' or that device")
+        raise where.error(
+            "grid", f"expands to no points on a {kind} device", "at least one [[grid]] block for 'any' or that device"
+        )
     digest = hashlib.sha256("\n".join(sorted(seen)).encode()).hexdigest()[:16]
     return Recipe(name=name, path=str(path), description=description, hash=digest, text=text, points=points, device=kind)
 
@@ -244,7 +249,9 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
         try:
             canonical.append(parse_dtype(dt))
         except UhdProfileError:
-            raise where.error(f"{gkey}.dtypes", f"{dt!r} is not valid", ", ".join(DTYPES) + " (or float32, bfloat16, float16)") from None
+            raise where.error(
+                f"{gkey}.dtypes", f"{dt!r} is not valid", ", ".join(DTYPES) + " (or float32, bfloat16, float16)"
+            ) from None
     lists["dtypes"] = canonical
     for b in lists["batches"]:
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
@@ -268,8 +275,14 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
     point_device = device if measured else "meta"
     out: list[Point] = []
     for enc, res, encoding, comp, pr, dt, b in itertools.product(
-            lists["encoders"], lists["resolutions"], lists["encodings"], lists["compressors"], lists["post_ratios"],
-            lists["dtypes"], lists["batches"]):
+        lists["encoders"],
+        lists["resolutions"],
+        lists["encodings"],
+        lists["compressors"],
+        lists["post_ratios"],
+        lists["dtypes"],
+        lists["batches"],
+    ):
         info = ENCODERS[enc]
         size = _resolution(where, f"{gkey}.resolutions", res)
         if comp == "none":
@@ -280,10 +293,20 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
             depths = lists["depths"]
         for d in depths:
             try:
-                spec = VariantSpec(encoder=enc, resolution=size, compressor=None if comp == "none" else comp, depth=d,
-                                   post_ratio=None if pr == "auto" else pr, llm_hidden=llm_hidden, encoding=encoding)
+                spec = VariantSpec(
+                    encoder=enc,
+                    resolution=size,
+                    compressor=None if comp == "none" else comp,
+                    depth=d,
+                    post_ratio=None if pr == "auto" else pr,
+                    llm_hidden=llm_hidden,
+                    encoding=encoding,
+                )
             except UhdProfileError as exc:
                 raise where.error(gkey, str(exc)) from None
-            out.append(Point(spec=spec, measure=measure_t, dtype=dt, batch=b, device=point_device,
-                             timing=dict(timing) if measured else {}))
+            out.append(
+                Point(
+                    spec=spec, measure=measure_t, dtype=dt, batch=b, device=point_device, timing=dict(timing) if measured else {}
+                )
+            )
     return out

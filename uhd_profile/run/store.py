@@ -20,9 +20,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uhd_profile.version import __version__
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.schema import SCHEMA_VERSION, columns, make_record, record_row, upgrade_record_v1
+from uhd_profile.version import __version__
 
 SCHEMA = "uhd-profile/results"
 READABLE_VERSIONS = (1, SCHEMA_VERSION)
@@ -32,13 +32,28 @@ RECIPE_FILE = "recipe.toml"
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["RECIPE_FILE", "RESULTS_FILE", "SCHEMA", "SCHEMA_VERSION", "ResultStore", "load", "make_record", "merge",
-           "read_header", "records"]
+__all__ = [
+    "RECIPE_FILE",
+    "RESULTS_FILE",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "ResultStore",
+    "load",
+    "make_record",
+    "merge",
+    "read_header",
+    "records",
+]
 
 
 def _header(recipe_hash: str, recipe_name: str) -> dict:
-    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "recipe_hash": recipe_hash,
-            "recipe_name": recipe_name, "uhd_profile_version": __version__}
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "recipe_hash": recipe_hash,
+        "recipe_name": recipe_name,
+        "uhd_profile_version": __version__,
+    }
 
 
 def read_header(run_dir: str | os.PathLike) -> dict:
@@ -55,9 +70,11 @@ def read_header(run_dir: str | os.PathLike) -> dict:
     if not isinstance(head, dict) or head.get("schema") != SCHEMA:
         raise UhdProfileError(f"{path}: the first line is not a {SCHEMA} header; this is not a uhd-profile results file")
     if head.get("schema_version") not in READABLE_VERSIONS:
-        raise UhdProfileError(f"{path}: schema version {head.get('schema_version')!r} is not supported; "
-                              f"this uhd-profile reads versions {', '.join(map(str, READABLE_VERSIONS))} "
-                              "(a newer uhd-profile wrote it: upgrade uhd-profile)")
+        raise UhdProfileError(
+            f"{path}: schema version {head.get('schema_version')!r} is not supported; "
+            f"this uhd-profile reads versions {', '.join(map(str, READABLE_VERSIONS))} "
+            "(a newer uhd-profile wrote it: upgrade uhd-profile)"
+        )
     return head
 
 
@@ -96,8 +113,9 @@ class ResultStore:
     refuses a directory written for another recipe (a different point set).
     """
 
-    def __init__(self, run_dir: str | os.PathLike, recipe_hash: str, recipe_name: str, recipe_text: str | None = None,
-                 resume: bool = False):
+    def __init__(
+        self, run_dir: str | os.PathLike, recipe_hash: str, recipe_name: str, recipe_text: str | None = None, resume: bool = False
+    ):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / RESULTS_FILE
         self.recipe_hash, self.recipe_name = recipe_hash, recipe_name
@@ -107,15 +125,19 @@ class ResultStore:
                 raise UhdProfileError(
                     f"{self.run_dir} holds schema-{head.get('schema_version')} results (an older uhd-profile); they are "
                     f"read as they are, but a sweep appends schema {SCHEMA_VERSION} only: convert it with "
-                    f"`uhd-profile merge {self.run_dir} --out NEW_DIR`, or choose another --out")
+                    f"`uhd-profile merge {self.run_dir} --out NEW_DIR`, or choose another --out"
+                )
             if not resume:
-                raise UhdProfileError(f"{self.run_dir} already holds results of recipe {head.get('recipe_name')!r}; "
-                                      "add --resume to continue it, or choose another --out")
+                raise UhdProfileError(
+                    f"{self.run_dir} already holds results of recipe {head.get('recipe_name')!r}; "
+                    "add --resume to continue it, or choose another --out"
+                )
             if head.get("recipe_hash") != recipe_hash:
                 raise UhdProfileError(
                     f"{self.run_dir} holds recipe {head.get('recipe_name')!r} (hash {head.get('recipe_hash')}), "
                     f"not {recipe_name!r} (hash {recipe_hash}); --resume continues only the same recipe on the same "
-                    "device kind: choose another --out")
+                    "device kind: choose another --out"
+                )
             self._records = _read_records(self.path, repair=True)
         else:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -137,8 +159,10 @@ class ResultStore:
     def append(self, record: dict) -> None:
         """Write one record, whole, flushed and fsynced; a point already recorded is refused."""
         if record.get("recipe_hash") != self.recipe_hash:
-            raise UhdProfileError(f"record for {record.get('point_id')} belongs to recipe hash "
-                                  f"{record.get('recipe_hash')}, this run directory to {self.recipe_hash}")
+            raise UhdProfileError(
+                f"record for {record.get('point_id')} belongs to recipe hash "
+                f"{record.get('recipe_hash')}, this run directory to {self.recipe_hash}"
+            )
         pid = record["point_id"]
         if pid in self._ids:
             raise UhdProfileError(f"point {pid} ({record.get('variant_id')}) is already recorded in {self.path}")
@@ -172,6 +196,7 @@ def records(run_dir: str | os.PathLike) -> list[dict]:
 # DataFrame view
 # --------------------------------------------------------------------------------------------
 
+
 def load(run_dir: str | os.PathLike) -> pd.DataFrame:
     """A pandas DataFrame of a run directory's records: one row per point, typed columns, units in
     the names (``uhd_profile.measure.schema.columns()``: the record's ids and status, the point, every
@@ -197,8 +222,10 @@ def merge(run_dirs: list[str], out_dir: str) -> int:
     first_dir, first = heads[0]
     for d, h in heads[1:]:
         if h["recipe_hash"] != first["recipe_hash"]:
-            raise UhdProfileError(f"{d} holds recipe {h['recipe_name']!r} (hash {h['recipe_hash']}), {first_dir} holds "
-                                  f"{first['recipe_name']!r} (hash {first['recipe_hash']}); merge only shards of one recipe")
+            raise UhdProfileError(
+                f"{d} holds recipe {h['recipe_name']!r} (hash {h['recipe_hash']}), {first_dir} holds "
+                f"{first['recipe_name']!r} (hash {first['recipe_hash']}); merge only shards of one recipe"
+            )
     if Path(out_dir, RESULTS_FILE).exists():
         raise UhdProfileError(f"{out_dir} already holds results; merge into a new directory")
     seen: dict[str, str] = {}
@@ -206,8 +233,10 @@ def merge(run_dirs: list[str], out_dir: str) -> int:
     for d, _ in heads:
         for r in records(d):
             if r["point_id"] in seen:
-                raise UhdProfileError(f"duplicate point {r['point_id']} ({r['variant_id']}) in {seen[r['point_id']]} and {d}; "
-                                      "each point may come from one run directory only")
+                raise UhdProfileError(
+                    f"duplicate point {r['point_id']} ({r['variant_id']}) in {seen[r['point_id']]} and {d}; "
+                    "each point may come from one run directory only"
+                )
             seen[r["point_id"]] = d
             merged.append(r)
     recipe_text = None

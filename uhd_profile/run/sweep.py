@@ -18,11 +18,12 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -55,8 +56,14 @@ def measure_point(point: dict) -> dict:
     p = Point.from_dict(point)
     if not p.measured:
         return count_metrics(count_flops(p.spec, batch=p.batch))
-    settings = BenchSettings(device=p.device, dtype=p.dtype, batch=p.batch, timing=TimingSettings(**p.timing),
-                             telemetry="energy" in p.measure, memory="memory" in p.measure)
+    settings = BenchSettings(
+        device=p.device,
+        dtype=p.dtype,
+        batch=p.batch,
+        timing=TimingSettings(**p.timing),
+        telemetry="energy" in p.measure,
+        memory="memory" in p.measure,
+    )
     return bench(p.spec, settings).metrics
 
 
@@ -119,15 +126,18 @@ def run_point_isolated(point: dict, recipe_hash: str = "", recipe_name: str = ""
     with tempfile.TemporaryDirectory(prefix="uhd-point-") as tmp:
         job, result = Path(tmp, "point.json"), Path(tmp, "record.json")
         job.write_text(json.dumps({"point": point, "recipe_hash": recipe_hash, "recipe_name": recipe_name}))
-        proc = subprocess.run([sys.executable, "-m", "uhd_profile.run.sweep", str(job), str(result)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "uhd_profile.run.sweep", str(job), str(result)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         if proc.returncode == 0 and result.exists():
             return json.loads(result.read_text())
     tail = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
     msg = f"measuring process {_describe_exit(proc.returncode)}" + (f": {tail[-1].strip()}" if tail else "")
-    return make_record(point, "error", None, msg, fingerprint("cpu"), recipe_hash, recipe_name, started,
-                       time.perf_counter() - t0)
+    return make_record(point, "error", None, msg, fingerprint("cpu"), recipe_hash, recipe_name, started, time.perf_counter() - t0)
 
 
 def _child_main(job_path: str, result_path: str) -> None:
@@ -217,15 +227,25 @@ class SweepSummary:
         return self.counts.get("oom", 0) + self.counts.get("error", 0)
 
 
-def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int] | None = None,
-              executor: str = "local", ray_address: str | None = None, only: str | None = None,
-              progress: Progress | None = None, runner: Callable[..., dict] = run_point_isolated) -> SweepSummary:
+def run_sweep(
+    recipe,
+    out_dir: str,
+    resume: bool = False,
+    shard: tuple[int, int] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    only: str | None = None,
+    progress: Progress | None = None,
+    runner: Callable[..., dict] = run_point_isolated,
+) -> SweepSummary:
     """Run ``recipe``'s points into ``out_dir`` (see module docstring); ``progress`` hears of each
     point as it starts and as its record is written."""
     check_executor(executor)
     points = select([p.to_dict() for p in recipe.points], shard, only)
     if not points:
-        raise UhdProfileError(f"no points to run: {recipe.name} has {len(recipe.points)}, none in shard {shard} matching {only!r}")
+        raise UhdProfileError(
+            f"no points to run: {recipe.name} has {len(recipe.points)}, none in shard {shard} matching {only!r}"
+        )
     store = ResultStore(out_dir, recipe.hash, recipe.name, recipe_text=recipe.text, resume=resume)
     done = store.completed_ids()
     todo = [p for p in points if p["point_id"] not in done]
@@ -236,8 +256,9 @@ def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int]
 
     def on_record(rec: dict) -> None:
         if "recipe_hash" not in rec or "env" not in rec:  # a bare error record from the executor
-            rec = make_record(rec["point"], rec["status"], rec.get("metrics"), rec.get("error"), {},
-                              recipe.hash, recipe.name, _utc_now(), 0.0)
+            rec = make_record(
+                rec["point"], rec["status"], rec.get("metrics"), rec.get("error"), {}, recipe.hash, recipe.name, _utc_now(), 0.0
+            )
         store.append(rec)
         summary.records.append(rec)
         summary.counts[rec["status"]] = summary.counts.get(rec["status"], 0) + 1
@@ -248,6 +269,7 @@ def run_sweep(recipe, out_dir: str, resume: bool = False, shard: tuple[int, int]
         if executor == "ray":
             run_ray(todo, work, on_record, address=ray_address)
         else:
+
             def guarded(point: dict) -> dict:
                 bar.current(point)
                 try:

@@ -19,12 +19,35 @@ Sections leave out what the run holds no data for, with a sentence saying so.
 from uhd_profile.analyse.report.render import FORMATS, REPORT_DIR, parse_formats, render_html, render_markdown, write_report
 from uhd_profile.analyse.report.sections import Report, build_report
 from uhd_profile.analyse.report.tables import (
-    breakdown, breakdown_summary, depth_table, encoding_table, headline, measurement_table, pareto_front, pareto_table,
-    prepare, reproduction_table,
+    breakdown,
+    breakdown_summary,
+    depth_table,
+    encoding_table,
+    headline,
+    measurement_table,
+    pareto_front,
+    pareto_table,
+    prepare,
+    reproduction_table,
 )
 
 __all__ = [
-    "FORMATS", "REPORT_DIR", "Report", "breakdown", "breakdown_summary", "build_report", "depth_table", "encoding_table",
-    "headline", "measurement_table", "pareto_front", "pareto_table", "parse_formats", "prepare", "render_html",
-    "render_markdown", "reproduction_table", "write_report",
+    "FORMATS",
+    "REPORT_DIR",
+    "Report",
+    "breakdown",
+    "breakdown_summary",
+    "build_report",
+    "depth_table",
+    "encoding_table",
+    "headline",
+    "measurement_table",
+    "pareto_front",
+    "pareto_table",
+    "parse_formats",
+    "prepare",
+    "render_html",
+    "render_markdown",
+    "reproduction_table",
+    "write_report",
 ]

@@ -12,13 +12,30 @@ from typing import Any
 import pandas as pd
 
 from uhd_profile.analyse.report.format import (
-    CATEGORIES, CATEGORY_COLOURS, FIGURE_CONVENTION, FLAG_MARK, OKABE_ITO, STYLE, count_column, style_of, unit_of,
+    CATEGORIES,
+    CATEGORY_COLOURS,
+    FIGURE_CONVENTION,
+    FLAG_MARK,
+    OKABE_ITO,
+    STYLE,
+    count_column,
+    style_of,
+    unit_of,
 )
 
 #: matplotlib settings of every report figure (applied per figure, never to the global rcParams)
-RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "svg.fonttype": "none",
-      "svg.hashsalt": "uhd-profile", "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-      "axes.spines.right": False}
+RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "svg.fonttype": "none",
+    "svg.hashsalt": "uhd-profile",
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 
 def styled(fn):
@@ -93,9 +110,17 @@ def _label_points(ax, xs, ys, labels, fontsize=7, lines: list | None = None) -> 
             choice = (1, 0.0, (px + 6 * k, py - h / 2, px + 6 * k + w, py + h / 2))
         side, dy, r = choice
         taken.append(r)
-        ax.annotate(text, xy, xytext=(6 * side, dy / k), textcoords="offset points", fontsize=fontsize,
-                    color="#333333", ha="left" if side == 1 else "right", va="center",
-                    arrowprops=dict(arrowstyle="-", lw=0.5, color="#888888", shrinkA=0, shrinkB=3) if abs(dy) > 0 else None)
+        ax.annotate(
+            text,
+            xy,
+            xytext=(6 * side, dy / k),
+            textcoords="offset points",
+            fontsize=fontsize,
+            color="#333333",
+            ha="left" if side == 1 else "right",
+            va="center",
+            arrowprops=dict(arrowstyle="-", lw=0.5, color="#888888", shrinkA=0, shrinkB=3) if abs(dy) > 0 else None,
+        )
 
 
 def _legend_outside(ax) -> None:
@@ -115,8 +140,17 @@ def _legend_outside(ax) -> None:
 
 def _mark_flagged(ax, xs, ys) -> None:
     if len(xs):
-        ax.scatter(xs, ys, s=230, facecolors="none", edgecolors=OKABE_ITO["vermillion"], linewidths=1.5,
-                   linestyles="--", zorder=4, label=f"{FLAG_MARK} flagged latency (noisy, throttled or slow outlier)")
+        ax.scatter(
+            xs,
+            ys,
+            s=230,
+            facecolors="none",
+            edgecolors=OKABE_ITO["vermillion"],
+            linewidths=1.5,
+            linestyles="--",
+            zorder=4,
+            label=f"{FLAG_MARK} flagged latency (noisy, throttled or slow outlier)",
+        )
 
 
 @styled
@@ -136,9 +170,17 @@ def pareto_figure(table: pd.DataFrame, y: str, convention: str = FIGURE_CONVENTI
         g = table[table["panel"] == panel]
         for comp, gc in g.groupby("compressor", sort=False):
             colour, marker = style_of(comp)
-            ax.scatter(gc["_x"], gc["_y"], color=colour, marker=marker, s=46, zorder=3,
-                       edgecolors=["black" if f else "white" for f in gc["on_front"]],
-                       linewidths=[1.4 if f else 0.5 for f in gc["on_front"]], label=comp)
+            ax.scatter(
+                gc["_x"],
+                gc["_y"],
+                color=colour,
+                marker=marker,
+                s=46,
+                zorder=3,
+                edgecolors=["black" if f else "white" for f in gc["on_front"]],
+                linewidths=[1.4 if f else 0.5 for f in gc["on_front"]],
+                label=comp,
+            )
         flagged = g[g["flagged"].astype(bool)]
         _mark_flagged(ax, flagged["_x"], flagged["_y"])
         _log_if_wide(ax, "x", g["_x"])
@@ -194,20 +236,33 @@ def depth_figure(table: pd.DataFrame, convention: str = FIGURE_CONVENTION):
             for comp, gc in g[g["compressor"] != "none"].groupby("compressor", sort=False):
                 gc = gc.sort_values("depth")
                 colour, marker = style_of(comp)
-                ax.plot(gc["depth"].astype(int), gc[ycol].astype(float) / scale, color=colour, marker=marker, ms=4,
-                        ls=dashes[si % 4], lw=1.3, label=f"{comp} | {setting}" if len(settings) > 1 or ycol != col else comp)
+                ax.plot(
+                    gc["depth"].astype(int),
+                    gc[ycol].astype(float) / scale,
+                    color=colour,
+                    marker=marker,
+                    ms=4,
+                    ls=dashes[si % 4],
+                    lw=1.3,
+                    label=f"{comp} | {setting}" if len(settings) > 1 or ycol != col else comp,
+                )
                 fl = gc[gc["flagged"].astype(bool)]
                 _mark_flagged(ax, fl["depth"].astype(int), fl[ycol].astype(float) / scale)
             for _, b in g[g["compressor"] == "none"].iterrows():
-                ax.axhline(float(b[ycol]) / scale, color=OKABE_ITO["black"], ls=dashes[si % 4], lw=1.0, alpha=0.7,
-                           label=f"post-ViT baseline | {setting}" if len(settings) > 1 or ycol != col else "post-ViT baseline")
+                ax.axhline(
+                    float(b[ycol]) / scale,
+                    color=OKABE_ITO["black"],
+                    ls=dashes[si % 4],
+                    lw=1.0,
+                    alpha=0.7,
+                    label=f"post-ViT baseline | {setting}" if len(settings) > 1 or ycol != col else "post-ViT baseline",
+                )
         ax.set_xlabel("compressor depth k (0-based encoder layer after which it runs)")
         ax.set_ylabel(ylabel)
         _log_if_wide(ax, "y", d[ycol].astype(float))
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles))
-        ax.legend(uniq.values(), uniq.keys(), fontsize=7, framealpha=0.9, loc="upper center",
-                  bbox_to_anchor=(0.5, -0.14), ncol=1)
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7, framealpha=0.9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     return fig
 
 
@@ -228,11 +283,25 @@ def breakdown_figure(parts: dict[str, pd.DataFrame], convention: str = FIGURE_CO
             vals = [float(bd.loc[(bd["block"] == b) & (bd["category"] == cat), convention].sum()) / f for b in blocks]
             if not any(vals):
                 continue
-            ax.bar(range(len(blocks)), vals, bottom=bottom, color=CATEGORY_COLOURS[cat], label=cat, width=0.8,
-                   edgecolor="#333333", linewidth=0.3)
+            ax.bar(
+                range(len(blocks)),
+                vals,
+                bottom=bottom,
+                color=CATEGORY_COLOURS[cat],
+                label=cat,
+                width=0.8,
+                edgecolor="#333333",
+                linewidth=0.3,
+            )
             bottom = [b + v for b, v in zip(bottom, vals)]
-        ticks = [b.replace("layer ", "") .replace("embedding", "emb").replace("compressor", "comp")
-                 .replace("post-norm", "norm").replace("connector", "conn") for b in blocks]
+        ticks = [
+            b.replace("layer ", "")
+            .replace("embedding", "emb")
+            .replace("compressor", "comp")
+            .replace("post-norm", "norm")
+            .replace("connector", "conn")
+            for b in blocks
+        ]
         ax.set_xticks(range(len(blocks)), ticks, fontsize=7, rotation=90)
         ax.set_xlim(-0.7, len(blocks) - 0.3)
         ax.set_title(f"{label}: {sum(bottom):,.1f} {unit} in total", loc="left")
@@ -272,8 +341,15 @@ def encoding_figure(table: pd.DataFrame, convention: str = FIGURE_CONVENTION):
                 g = g.sort_values("megapixels")
                 colour, marker = style_of(comp)
                 how = label.split(" [")[1].rstrip("]") if " [" in label else enc  # "sliced" or "sliced, packed"
-                ax.plot(g["megapixels"], g[ycol].astype(float) / scale, color=colour, marker=marker, ms=5,
-                        ls="-" if enc == "global" else "--", label=f"{how}: {label.split(' [')[0]}")
+                ax.plot(
+                    g["megapixels"],
+                    g[ycol].astype(float) / scale,
+                    color=colour,
+                    marker=marker,
+                    ms=5,
+                    ls="-" if enc == "global" else "--",
+                    label=f"{how}: {label.split(' [')[0]}",
+                )
                 fl = g[g["flagged"].astype(bool)]
                 _mark_flagged(ax, fl["megapixels"], fl[ycol].astype(float) / scale)
             ax.set_title(f"aspect {aspect} (W:H)" if aspect != "all" else "all aspect ratios", loc="left")

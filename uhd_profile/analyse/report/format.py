@@ -20,8 +20,14 @@ FIGURE_CONVENTION = "paper"
 
 #: Okabe & Ito (2008), the colour-blind-safe qualitative palette
 OKABE_ITO = {
-    "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
-    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
 }
 
 
@@ -40,8 +46,11 @@ STYLE = {
 
 #: display category -> colour (the engine's categories, grouped for the breakdown: see tables.breakdown)
 CATEGORY_COLOURS = {
-    "attention matmuls": OKABE_ITO["blue"], "linear layers": OKABE_ITO["sky"], "element-wise": OKABE_ITO["yellow"],
-    "compressor": OKABE_ITO["vermillion"], "connector": OKABE_ITO["purple"],
+    "attention matmuls": OKABE_ITO["blue"],
+    "linear layers": OKABE_ITO["sky"],
+    "element-wise": OKABE_ITO["yellow"],
+    "compressor": OKABE_ITO["vermillion"],
+    "connector": OKABE_ITO["purple"],
 }
 
 

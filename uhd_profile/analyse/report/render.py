@@ -38,12 +38,20 @@ def render_markdown(rep: Report) -> str:
     out = [f"# {rep.title}", ""]
     for b in rep.blocks:
         if isinstance(b, Table):
-            out += [table_markdown(b.shown), "", (f"*{b.caption}* " if b.caption else "")
-                    + f"Data: [tables/{b.name}.csv](tables/{b.name}.csv)", ""]
+            out += [
+                table_markdown(b.shown),
+                "",
+                (f"*{b.caption}* " if b.caption else "") + f"Data: [tables/{b.name}.csv](tables/{b.name}.csv)",
+                "",
+            ]
         elif isinstance(b, Figure):
-            out += [f"![{b.name}](figures/{b.name}.png)", "",
-                    f"*{b.caption}* Data: [figures/{b.name}.csv](figures/{b.name}.csv), vector: "
-                    f"[figures/{b.name}.svg](figures/{b.name}.svg)", ""]
+            out += [
+                f"![{b.name}](figures/{b.name}.png)",
+                "",
+                f"*{b.caption}* Data: [figures/{b.name}.csv](figures/{b.name}.csv), vector: "
+                f"[figures/{b.name}.svg](figures/{b.name}.svg)",
+                "",
+            ]
         elif b[0] == "h":
             out += ["#" * b[1] + " " + b[2], ""]
         else:
@@ -67,14 +75,20 @@ border:1px solid #eee}figcaption,.caption{font-size:.88em;color:#444}code{backgr
 
 def render_html(rep: Report, images: dict[str, bytes]) -> str:
     """A self-contained page: every figure embedded as a base64 SVG data URI."""
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{html.escape(rep.title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{html.escape(rep.title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(rep.title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(rep.title)}</h1>",
+    ]
     for b in rep.blocks:
         if isinstance(b, Table):
-            rows = ["<table><thead><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in b.shown.columns)
-                    + "</tr></thead><tbody>"]
+            rows = [
+                "<table><thead><tr>"
+                + "".join(f"<th>{html.escape(str(c))}</th>" for c in b.shown.columns)
+                + "</tr></thead><tbody>"
+            ]
             for row in b.shown.itertuples(index=False):
                 cells = []
                 for v in row:
@@ -82,12 +96,18 @@ def render_html(rep: Report, images: dict[str, bytes]) -> str:
                     cells.append(f"<td>{s.replace(FLAG_MARK, f'<span class=flag>{FLAG_MARK}</span>')}</td>")
                 rows.append("<tr>" + "".join(cells) + "</tr>")
             rows.append("</tbody></table>")
-            out.append(f'<div class="table" id="table-{b.name}">' + "".join(rows)
-                       + (f'<p class="caption">{_inline(b.caption)}</p>' if b.caption else "") + "</div>")
+            out.append(
+                f'<div class="table" id="table-{b.name}">'
+                + "".join(rows)
+                + (f'<p class="caption">{_inline(b.caption)}</p>' if b.caption else "")
+                + "</div>"
+            )
         elif isinstance(b, Figure):
             data = base64.b64encode(images[b.name]).decode()
-            out.append(f'<figure id="fig-{b.name}"><img alt="{html.escape(b.name)}" src="data:image/svg+xml;base64,{data}">'
-                       f"<figcaption>{_inline(b.caption)}</figcaption></figure>")
+            out.append(
+                f'<figure id="fig-{b.name}"><img alt="{html.escape(b.name)}" src="data:image/svg+xml;base64,{data}">'
+                f"<figcaption>{_inline(b.caption)}</figcaption></figure>"
+            )
         elif b[0] == "h":
             out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
         else:
@@ -108,8 +128,9 @@ def parse_formats(formats: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                 formats: Any = FORMATS, recount: bool = True) -> dict[str, str]:
+def write_report(
+    run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, formats: Any = FORMATS, recount: bool = True
+) -> dict[str, str]:
     """Build the report of ``run_dir`` and write it to ``out_dir`` (default ``RUN_DIR/report``):
     report.md / report.html (``formats``), figures as PNG + SVG + CSV, tables as CSV.
 

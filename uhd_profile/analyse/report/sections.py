@@ -14,12 +14,36 @@ import pandas as pd
 
 from uhd_profile.analyse.report.figures import breakdown_figure, depth_figure, encoding_figure, pareto_figure
 from uhd_profile.analyse.report.format import (
-    CATEGORIES, FIGURE_CONVENTION, FLAG_MARK, PAPER_ENCODER, PAPER_SIZE, conv_note, count_column, flag_text,
-    fmt_count, fmt_pct, fmt_s, isna, resolution_label,
+    CATEGORIES,
+    FIGURE_CONVENTION,
+    FLAG_MARK,
+    PAPER_ENCODER,
+    PAPER_SIZE,
+    conv_note,
+    count_column,
+    flag_text,
+    fmt_count,
+    fmt_pct,
+    fmt_s,
+    isna,
+    resolution_label,
 )
 from uhd_profile.analyse.report.tables import (
-    SLOW_OUTLIER_FACTOR, breakdown, breakdown_summary, counted_rows, depth_table, encoding_table, env_table,
-    failures_table, headline, headline_pairs, measured_rows, measurement_table, ok_rows, pareto_table, prepare,
+    SLOW_OUTLIER_FACTOR,
+    breakdown,
+    breakdown_summary,
+    counted_rows,
+    depth_table,
+    encoding_table,
+    env_table,
+    failures_table,
+    headline,
+    headline_pairs,
+    measured_rows,
+    measurement_table,
+    ok_rows,
+    pareto_table,
+    prepare,
     reproduction_table,
 )
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
@@ -28,6 +52,7 @@ from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.schema import Point
 from uhd_profile.model.variants import V4_COMPRESSOR, V4_DEPTH, VariantSpec
 from uhd_profile.run import store
+
 
 @dataclass
 class Figure:
@@ -84,12 +109,14 @@ def build_report(run_dir: str | os.PathLike, recount: bool = True) -> Report:
     rep = Report(title=f"uhd-profile report: {name}" + ("" if run_dir.name == name else f" ({run_dir.name})"))
     ok = ok_rows(df)
     n_meas = len(measured_rows(df))
-    rep.p(f"Run directory `{run_dir.name}`: recipe `{head.get('recipe_name')}` (hash {head.get('recipe_hash')}), "
-          f"{len(df)} points ({len(ok)} ok, {len(df) - len(ok)} failed), {len(counted_rows(df))} distinct counted "
-          f"configurations, {n_meas} measured on a device. Every number below is taken from the run's records or "
-          f"counted by running uhd-profile's FLOPs counter (on the meta device: shapes only); the paper's numbers "
-          f"appear only as the reference. {FLAG_MARK} marks a flagged latency (noisy, throttled or a slow outlier; see section 6) wherever it appears. "
-          f"FLOP counts are per view (one image of the stated size, batch 1) unless said otherwise.")
+    rep.p(
+        f"Run directory `{run_dir.name}`: recipe `{head.get('recipe_name')}` (hash {head.get('recipe_hash')}), "
+        f"{len(df)} points ({len(ok)} ok, {len(df) - len(ok)} failed), {len(counted_rows(df))} distinct counted "
+        f"configurations, {n_meas} measured on a device. Every number below is taken from the run's records or "
+        f"counted by running uhd-profile's FLOPs counter (on the meta device: shapes only); the paper's numbers "
+        f"appear only as the reference. {FLAG_MARK} marks a flagged latency (noisy, throttled or a slow outlier; see section 6) wherever it appears. "
+        f"FLOP counts are per view (one image of the stated size, batch 1) unless said otherwise."
+    )
     _headline_section(rep, df)
     _reproduction_section(rep, df, recount)
     _pareto_section(rep, df)
@@ -104,40 +131,62 @@ def _headline_section(rep: Report, df: pd.DataFrame) -> None:
     hl = headline(df)
     hp = headline_pairs(df)
     if hl.empty:
-        rep.p(f"Not available: the run holds no pair of the post-ViT baseline (compressor none) and v4's compressor "
-              f"({V4_COMPRESSOR}) at the same encoder, resolution and post-ViT ratio.")
+        rep.p(
+            f"Not available: the run holds no pair of the post-ViT baseline (compressor none) and v4's compressor "
+            f"({V4_COMPRESSOR}) at the same encoder, resolution and post-ViT ratio."
+        )
         return
     depth = hp["depth"]
-    intro = (f"v4 = {V4_COMPRESSOR} at depth {depth}" + ("" if depth == V4_DEPTH else
-             f" (the run holds no depth-{V4_DEPTH} point; the paper's v4 uses depth {V4_DEPTH})")
-             + "; baseline = no in-ViT compression, the same post-ViT ratio. Reduction = 1 - v4 / baseline.")
+    intro = (
+        f"v4 = {V4_COMPRESSOR} at depth {depth}"
+        + ("" if depth == V4_DEPTH else f" (the run holds no depth-{V4_DEPTH} point; the paper's v4 uses depth {V4_DEPTH})")
+        + "; baseline = no in-ViT compression, the same post-ViT ratio. Reduction = 1 - v4 / baseline."
+    )
     rep.p(intro)
-    shown = pd.DataFrame({
-        "quantity": hl["quantity"], "resolution": hl["resolution"], "source": hl["device"],
-        "baseline": [fmt_s(v) if c == "seconds" else fmt_count(v, c) for v, c in zip(hl["baseline"], hl["convention"])],
-        "v4": [fmt_s(v) if c == "seconds" else fmt_count(v, c) for v, c in zip(hl["v4"], hl["convention"])],
-        "reduction": [flag_text(f, fmt_pct(r)) for r, f in zip(hl["reduction"], hl["flagged"])],
-        "paper's reduction": [fmt_pct(p, 1) if not isna(p) else "—" for p in hl["paper_reduction"]],
-    })
-    rep.blocks.append(Table("headline", shown, hl, f"paper's reduction: what the paper prints for {PAPER_ENCODER} at "
-                                                    f"{PAPER_SIZE[0]} px, the ViT alone (55.8%; text 55.75%)."))
+    shown = pd.DataFrame(
+        {
+            "quantity": hl["quantity"],
+            "resolution": hl["resolution"],
+            "source": hl["device"],
+            "baseline": [fmt_s(v) if c == "seconds" else fmt_count(v, c) for v, c in zip(hl["baseline"], hl["convention"])],
+            "v4": [fmt_s(v) if c == "seconds" else fmt_count(v, c) for v, c in zip(hl["v4"], hl["convention"])],
+            "reduction": [flag_text(f, fmt_pct(r)) for r, f in zip(hl["reduction"], hl["flagged"])],
+            "paper's reduction": [fmt_pct(p, 1) if not isna(p) else "—" for p in hl["paper_reduction"]],
+        }
+    )
+    rep.blocks.append(
+        Table(
+            "headline",
+            shown,
+            hl,
+            f"paper's reduction: what the paper prints for {PAPER_ENCODER} at "
+            f"{PAPER_SIZE[0]} px, the ViT alone (55.8%; text 55.75%).",
+        )
+    )
     flops_rows = hl[hl["convention"] == "paper"]
     lat_rows = hl[hl["convention"] == "seconds"]
     sent = []
     if len(flops_rows):
         r = flops_rows.iloc[0]
-        ref = (f"paper: {PAPER_REDUCTION:.1%}" if not isna(r["paper_reduction"]) else
-               f"the paper's {PAPER_REDUCTION:.1%} is for {PAPER_ENCODER} at {PAPER_SIZE[0]} px, the ViT alone: not this setting")
-        sent.append(f"Counted at {r['resolution']} ({r['encoder']}), v4 cuts visual-encoding compute by "
-                    f"{fmt_pct(r['reduction'])} in the paper's convention ({ref})")
+        ref = (
+            f"paper: {PAPER_REDUCTION:.1%}"
+            if not isna(r["paper_reduction"])
+            else f"the paper's {PAPER_REDUCTION:.1%} is for {PAPER_ENCODER} at {PAPER_SIZE[0]} px, the ViT alone: not this setting"
+        )
+        sent.append(
+            f"Counted at {r['resolution']} ({r['encoder']}), v4 cuts visual-encoding compute by "
+            f"{fmt_pct(r['reduction'])} in the paper's convention ({ref})"
+        )
         m = hl[(hl["convention"] == "macs") & (hl["resolution"] == r["resolution"])]
         if len(m):
             sent[-1] += f" and by {fmt_pct(m.iloc[0]['reduction'])} in MACs as executed (window attention counted as windowed)"
     for _, r in lat_rows.iterrows():
         word = "lower" if r["reduction"] >= 0 else "higher"
-        sent.append(f"measured at {r['resolution']} on {r['device']}, its median latency is "
-                    f"{fmt_pct(abs(r['reduction']))} {word} ({fmt_s(r['baseline'])} -> {fmt_s(r['v4'])})"
-                    + (f" {FLAG_MARK} ({r['note']})" if r["flagged"] else ""))
+        sent.append(
+            f"measured at {r['resolution']} on {r['device']}, its median latency is "
+            f"{fmt_pct(abs(r['reduction']))} {word} ({fmt_s(r['baseline'])} -> {fmt_s(r['v4'])})"
+            + (f" {FLAG_MARK} ({r['note']})" if r["flagged"] else "")
+        )
     if not len(lat_rows):
         sent.append("the run measured no latency of a baseline/v4 pair at the same resolution and post-ViT ratio")
     rep.p("; ".join(sent) + ".")
@@ -148,52 +197,89 @@ def _reproduction_section(rep: Report, df: pd.DataFrame, recount: bool) -> None:
     rep.h(2, "2. Reproduction of the paper's FLOPs figures")
     t = reproduction_table(df, recount=recount)
     n_run, n_re = int((t["source"] == "run").sum()), int((t["source"] == "recounted").sum())
-    shown = pd.DataFrame({
-        "figure": t["figure"],
-        "paper (GFLOPs)": [f"{v / 1e9:,.1f}" for v in t["paper_flops"]],
-        "counted, paper conv. (GFLOPs)": [f"{v / 1e9:,.2f}" if not isna(v) else "n/a" for v in t["counted_paper_flops"]],
-        "rel. err": [fmt_pct(v, 4, sign=True) for v in t["rel_err"]],
-        "0.1%": ["n/a" if isna(o) else ("pass" if o else "FAIL") for o in t["ok"]],
-        "as executed (GMACs)": [f"{v / 1e9:,.2f}" if not isna(v) else "n/a" for v in t["executed_macs"]],
-        "source": t["source"],
-    })
+    shown = pd.DataFrame(
+        {
+            "figure": t["figure"],
+            "paper (GFLOPs)": [f"{v / 1e9:,.1f}" for v in t["paper_flops"]],
+            "counted, paper conv. (GFLOPs)": [f"{v / 1e9:,.2f}" if not isna(v) else "n/a" for v in t["counted_paper_flops"]],
+            "rel. err": [fmt_pct(v, 4, sign=True) for v in t["rel_err"]],
+            "0.1%": ["n/a" if isna(o) else ("pass" if o else "FAIL") for o in t["ok"]],
+            "as executed (GMACs)": [f"{v / 1e9:,.2f}" if not isna(v) else "n/a" for v in t["executed_macs"]],
+            "source": t["source"],
+        }
+    )
     rep.blocks.append(Table("reproduction", shown, t))
     judged = t[t["ok"].notna()]
-    verdict = (f"{int(judged['ok'].astype(bool).sum())} of {len(t)} figures within {REL_TOL:.1%}" if len(judged) else "no figure judged")
-    rep.p(f"Per 980 px view (70x70 patches), SigLIP2-so400m/14, the ViT alone. {verdict}. Source: `run` = the run's "
-          f"record of that configuration ({n_run} figures); `recounted` = not in this run, counted now with "
-          f"`count_flops` ({n_re} figures)" + ("" if recount else "; `not in run` = not in this run and not recounted")
-          + f". Counted column: {conv_note('paper')}. As executed: macs, window attention counted as windowed.")
+    verdict = (
+        f"{int(judged['ok'].astype(bool).sum())} of {len(t)} figures within {REL_TOL:.1%}" if len(judged) else "no figure judged"
+    )
+    rep.p(
+        f"Per 980 px view (70x70 patches), SigLIP2-so400m/14, the ViT alone. {verdict}. Source: `run` = the run's "
+        f"record of that configuration ({n_run} figures); `recounted` = not in this run, counted now with "
+        f"`count_flops` ({n_re} figures)"
+        + ("" if recount else "; `not in run` = not in this run and not recounted")
+        + f". Counted column: {conv_note('paper')}. As executed: macs, window attention counted as windowed."
+    )
 
 
 def _pareto_section(rep: Report, df: pd.DataFrame) -> None:
     rep.h(2, "3. Pareto fronts")
     conv = FIGURE_CONVENTION
-    for y, name, what in (("latency_median_s", "pareto_latency", "latency"),
-                          ("tokens_llm", "pareto_tokens", "tokens reaching the LLM")):
+    for y, name, what in (
+        ("latency_median_s", "pareto_latency", "latency"),
+        ("tokens_llm", "pareto_tokens", "tokens reaching the LLM"),
+    ):
         t = pareto_table(df, y)
         if t.empty:
-            why = ("no latency was measured (a counts-only run)" if y == "latency_median_s" and measured_rows(df).empty
-                   else "no single-view point has both (global/sliced points are compared in section 5)")
+            why = (
+                "no latency was measured (a counts-only run)"
+                if y == "latency_median_s" and measured_rows(df).empty
+                else "no single-view point has both (global/sliced points are compared in section 5)"
+            )
             rep.p(f"FLOPs vs {what}: left out, {why}.")
             continue
         fig = pareto_figure(t, y)
         lower = "lower latency" if y == "latency_median_s" else "fewer tokens"
-        rep.blocks.append(Figure(name, fig, t, (
-            f"Visual-encoding compute vs {what}, every variant of the run ({conv} convention: {get_convention(conv).meaning}). "
-            f"Single-view points; one panel per setting (encoder, resolution{', device, dtype' if y == 'latency_median_s' else ''}). "
-            f"The dashed line is each setting's Pareto front, the boundary of the region its outlined points dominate: "
-            f"no other point of that setting has both fewer FLOPs and {lower}. Task accuracy is not measured here." + (
-                f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)." if t["flagged"].any() else ""))))
+        rep.blocks.append(
+            Figure(
+                name,
+                fig,
+                t,
+                (
+                    f"Visual-encoding compute vs {what}, every variant of the run ({conv} convention: {get_convention(conv).meaning}). "
+                    f"Single-view points; one panel per setting (encoder, resolution{', device, dtype' if y == 'latency_median_s' else ''}). "
+                    f"The dashed line is each setting's Pareto front, the boundary of the region its outlined points dominate: "
+                    f"no other point of that setting has both fewer FLOPs and {lower}. Task accuracy is not measured here."
+                    + (
+                        f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)."
+                        if t["flagged"].any()
+                        else ""
+                    )
+                ),
+            )
+        )
     rep.h(3, "Depth sweep")
     t = depth_table(df)
     if t.empty:
         rep.p("Left out: the run holds no compressor at two or more depths of one setting.")
         return
-    rep.blocks.append(Figure("depth_sweep", depth_figure(t), t, (
-        f"Insertion depth k of the in-ViT compressor vs compute ({conv} convention) and, where measured, median latency; "
-        f"horizontal lines: the post-ViT baseline of the same setting. Deeper insertion keeps more layers at full "
-        f"token count." + (f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)." if t["flagged"].any() else ""))))
+    rep.blocks.append(
+        Figure(
+            "depth_sweep",
+            depth_figure(t),
+            t,
+            (
+                f"Insertion depth k of the in-ViT compressor vs compute ({conv} convention) and, where measured, median latency; "
+                f"horizontal lines: the post-ViT baseline of the same setting. Deeper insertion keeps more layers at full "
+                f"token count."
+                + (
+                    f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)."
+                    if t["flagged"].any()
+                    else ""
+                )
+            ),
+        )
+    )
 
 
 def _breakdown_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> None:
@@ -213,17 +299,28 @@ def _breakdown_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> None:
         bd = breakdown(spec)
         parts[name] = bd
         total = int(bd["paper"].sum())
-        checks.append(f"{name}: {fmt_count(total)} recounted, {fmt_count(row['paper_flops'])} in the run"
-                      + ("" if total == int(row["paper_flops"]) else " (MISMATCH: the counter or model code changed since the run?)"))
+        checks.append(
+            f"{name}: {fmt_count(total)} recounted, {fmt_count(row['paper_flops'])} in the run"
+            + ("" if total == int(row["paper_flops"]) else " (MISMATCH: the counter or model code changed since the run?)")
+        )
     data = pd.concat([bd.assign(variant=name) for name, bd in parts.items()], ignore_index=True)
     conv = FIGURE_CONVENTION
-    rep.blocks.append(Figure("breakdown", breakdown_figure(parts), data, (
-        f"{resolution_label(b)}, {b['encoder']}, post-ViT ratio {int(b['post_ratio'])}: compute per block, stacked by category "
-        f"({conv} convention: {get_convention(conv).meaning}). Recounted now with count_flops on the meta device (the store "
-        f"keeps totals only). Linear layers include the patch-embedding convolution; attention matmuls are QK^T and AV; "
-        f"element-wise: norms, activations, residual adds, softmax and score scaling; compressor: everything inside "
-        f"the in-ViT compressor (its window attention charged densely in this convention). Totals: "
-        + "; ".join(checks) + ".")))
+    rep.blocks.append(
+        Figure(
+            "breakdown",
+            breakdown_figure(parts),
+            data,
+            (
+                f"{resolution_label(b)}, {b['encoder']}, post-ViT ratio {int(b['post_ratio'])}: compute per block, stacked by category "
+                f"({conv} convention: {get_convention(conv).meaning}). Recounted now with count_flops on the meta device (the store "
+                f"keeps totals only). Linear layers include the patch-embedding convolution; attention matmuls are QK^T and AV; "
+                f"element-wise: norms, activations, residual adds, softmax and score scaling; compressor: everything inside "
+                f"the in-ViT compressor (its window attention charged densely in this convention). Totals: "
+                + "; ".join(checks)
+                + "."
+            ),
+        )
+    )
     s = breakdown_summary(parts, conv)
     shown = s.pivot(index="category", columns="variant", values=conv).reindex(list(CATEGORIES) + ["total"])
     shares = s.pivot(index="category", columns="variant", values="share").reindex(list(CATEGORIES) + ["total"])
@@ -237,24 +334,42 @@ def _encoding_section(rep: Report, df: pd.DataFrame) -> None:
     rep.h(2, "5. Global vs sliced encoding")
     t = encoding_table(df)
     if t.empty:
-        rep.p("Left out: the run holds no global- or sliced-encoding points (every point encodes one view, "
-              "encoding `view`); run a recipe with `encodings = [\"global\", \"sliced\"]` to fill this section.")
+        rep.p(
+            "Left out: the run holds no global- or sliced-encoding points (every point encodes one view, "
+            'encoding `view`); run a recipe with `encodings = ["global", "sliced"]` to fill this section.'
+        )
         return
     conv = FIGURE_CONVENTION
-    rep.blocks.append(Figure("global_vs_sliced", encoding_figure(t), t, (
-        f"Cost of encoding a whole image vs its size: `global` resizes it to one view, `sliced` encodes the "
-        f"slices (and thumbnail) the slicing rule picks. Compute per image ({conv} convention: "
-        f"{get_convention(conv).meaning})" + (", median latency per image where measured" if t["latency_median_s"].notna().any()
-                                       else "") + "." + (f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)."
-                                                          if t["flagged"].any() else ""))))
-    shown = pd.DataFrame({
-        "encoding": t["encoding"], "variant": [lab.split(" [")[0] for lab in t["label"]],
-        "packing": t["packing"],
-        "image": [f"{int(w)}x{int(h)}" for h, w in zip(t["height_px"], t["width_px"])],
-        "compute": [fmt_count(x, conv) for x in t[count_column(conv)]],
-        "tokens to LLM": [("n/a" if isna(x) else f"{int(x):,}") for x in t["tokens_llm"]],
-        "latency": [flag_text(f, fmt_s(x)) if not isna(x) else "n/a" for x, f in zip(t["latency_median_s"], t["flagged"])],
-    })
+    rep.blocks.append(
+        Figure(
+            "global_vs_sliced",
+            encoding_figure(t),
+            t,
+            (
+                f"Cost of encoding a whole image vs its size: `global` resizes it to one view, `sliced` encodes the "
+                f"slices (and thumbnail) the slicing rule picks. Compute per image ({conv} convention: "
+                f"{get_convention(conv).meaning})"
+                + (", median latency per image where measured" if t["latency_median_s"].notna().any() else "")
+                + "."
+                + (
+                    f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)."
+                    if t["flagged"].any()
+                    else ""
+                )
+            ),
+        )
+    )
+    shown = pd.DataFrame(
+        {
+            "encoding": t["encoding"],
+            "variant": [lab.split(" [")[0] for lab in t["label"]],
+            "packing": t["packing"],
+            "image": [f"{int(w)}x{int(h)}" for h, w in zip(t["height_px"], t["width_px"])],
+            "compute": [fmt_count(x, conv) for x in t[count_column(conv)]],
+            "tokens to LLM": [("n/a" if isna(x) else f"{int(x):,}") for x in t["tokens_llm"]],
+            "latency": [flag_text(f, fmt_s(x)) if not isna(x) else "n/a" for x, f in zip(t["latency_median_s"], t["flagged"])],
+        }
+    )
     if t["latency_median_s"].isna().all():
         shown = shown.drop(columns=["latency"])
     rep.blocks.append(Table("global_vs_sliced", shown, t))
@@ -264,47 +379,67 @@ def _measurement_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> Non
     rep.h(2, "6. Measurement quality")
     q = measurement_table(df)
     if q.empty:
-        rep.p("No latency was measured in this run (FLOP counts only), so there is no timing noise or throttling to "
-              "report. Counts are exact functions of the executed module graph.")
+        rep.p(
+            "No latency was measured in this run (FLOP counts only), so there is no timing noise or throttling to "
+            "report. Counts are exact functions of the executed module graph."
+        )
     else:
         n_flag = int(q["flagged"].sum())
         reasons = {(r.get("metrics") or {}).get("telemetry_reason") for r in recs if r.get("metrics")} - {None}
-        thr = ("throttling: " + ("not observable (" + "; ".join(sorted(reasons)) + ")" if q["throttled_fraction"].isna().all()
-                                 else f"fraction of samples with clocks slowed, max {q['throttled_fraction'].max():.1%}"))
-        rep.p(f"{len(q)} measured points, {n_flag} flagged {FLAG_MARK}: noise flag `noisy` (IQR/median >= 10%) or "
-              f"`unreliable` (>= 25%); throttled_fraction > 0; or a slow outlier, whose throughput (flops convention "
-              f"/ median latency) is more than {SLOW_OUTLIER_FACTOR:g}x below the median of its peers (same device, "
-              f"dtype, encoder, batch): a steady slowdown from outside the process (another job on the machine, a "
-              f"throttled or shared host) that lasts the whole measurement, so the sample spread cannot show it. "
-              f"{thr}.")
-        shown = pd.DataFrame({
-            "variant": q["label"], "res.": q["resolution"], "device": q["device"] + " " + q["dtype"],
-            "median": [fmt_s(x) for x in q["latency_median_s"]],
-            "p10 / p90": [f"{fmt_s(a)} / {fmt_s(b)}" for a, b in zip(q["latency_p10_s"], q["latency_p90_s"])],
-            "IQR/median": [fmt_pct(x, 1) for x in q["latency_iqr_over_median"]],
-            "n": [str(int(x)) if not isna(x) else "n/a" for x in q["latency_n"]],
-            "stop rule": q["stop_reason"].fillna("n/a"),
-            "noise": [str(x) if not isna(x) else "n/a" for x in q["noise_flag"]],
-            "throttled": [fmt_pct(x, 1) for x in q["throttled_fraction"]],
-            "GFLOP/s": [f"{x / 1e9:,.0f}" if not isna(x) else "n/a" for x in q["throughput_flops_per_s"]],
-            "flag": [f"{FLAG_MARK} {r}" if f else "" for f, r in zip(q["flagged"], q["flag_reason"])],
-            "env": q["env_key"].fillna("n/a"),
-        })
+        thr = "throttling: " + (
+            "not observable (" + "; ".join(sorted(reasons)) + ")"
+            if q["throttled_fraction"].isna().all()
+            else f"fraction of samples with clocks slowed, max {q['throttled_fraction'].max():.1%}"
+        )
+        rep.p(
+            f"{len(q)} measured points, {n_flag} flagged {FLAG_MARK}: noise flag `noisy` (IQR/median >= 10%) or "
+            f"`unreliable` (>= 25%); throttled_fraction > 0; or a slow outlier, whose throughput (flops convention "
+            f"/ median latency) is more than {SLOW_OUTLIER_FACTOR:g}x below the median of its peers (same device, "
+            f"dtype, encoder, batch): a steady slowdown from outside the process (another job on the machine, a "
+            f"throttled or shared host) that lasts the whole measurement, so the sample spread cannot show it. "
+            f"{thr}."
+        )
+        shown = pd.DataFrame(
+            {
+                "variant": q["label"],
+                "res.": q["resolution"],
+                "device": q["device"] + " " + q["dtype"],
+                "median": [fmt_s(x) for x in q["latency_median_s"]],
+                "p10 / p90": [f"{fmt_s(a)} / {fmt_s(b)}" for a, b in zip(q["latency_p10_s"], q["latency_p90_s"])],
+                "IQR/median": [fmt_pct(x, 1) for x in q["latency_iqr_over_median"]],
+                "n": [str(int(x)) if not isna(x) else "n/a" for x in q["latency_n"]],
+                "stop rule": q["stop_reason"].fillna("n/a"),
+                "noise": [str(x) if not isna(x) else "n/a" for x in q["noise_flag"]],
+                "throttled": [fmt_pct(x, 1) for x in q["throttled_fraction"]],
+                "GFLOP/s": [f"{x / 1e9:,.0f}" if not isna(x) else "n/a" for x in q["throughput_flops_per_s"]],
+                "flag": [f"{FLAG_MARK} {r}" if f else "" for f, r in zip(q["flagged"], q["flag_reason"])],
+                "env": q["env_key"].fillna("n/a"),
+            }
+        )
         rep.blocks.append(Table("measurement_quality", shown, q))
         e = env_table(recs)
         if len(e.columns) > 1:
             rep.h(3, "Environment fingerprint")
-            rep.p("Fields of the fingerprint recorded with each measured point (one column per distinct fingerprint "
-                  "key; equal keys mean comparable timings). Hostname and timestamps are left out.")
+            rep.p(
+                "Fields of the fingerprint recorded with each measured point (one column per distinct fingerprint "
+                "key; equal keys mean comparable timings). Hostname and timestamps are left out."
+            )
             rep.blocks.append(Table("environment", e, e))
     fails = failures_table(df)
     if len(fails):
         rep.h(3, "Points that did not run")
         rep.blocks.append(Table("failures", fails.fillna(""), fails))
     rep.h(3, "Conventions")
-    conv_t = pd.DataFrame({"convention": list(CONVENTIONS), "meaning": [c.meaning for c in CONVENTIONS.values()],
-                           "column": [c.column for c in CONVENTIONS.values()]})
+    conv_t = pd.DataFrame(
+        {
+            "convention": list(CONVENTIONS),
+            "meaning": [c.meaning for c in CONVENTIONS.values()],
+            "column": [c.column for c in CONVENTIONS.values()],
+        }
+    )
     rep.blocks.append(Table("conventions", conv_t, conv_t))
-    rep.p(f"Figures are drawn in the {FIGURE_CONVENTION} convention; G = 1e9, M = 1e6. Latency is the median of the "
-          f"recorded forward passes (one batch per pass); resolutions are W x H pixels of the view (of the image, "
-          f"for global/sliced encoding).")
+    rep.p(
+        f"Figures are drawn in the {FIGURE_CONVENTION} convention; G = 1e9, M = 1e6. Latency is the median of the "
+        f"recorded forward passes (one batch per pass); resolutions are W x H pixels of the view (of the image, "
+        f"for global/sliced encoding)."
+    )

@@ -12,7 +12,14 @@ from typing import Any
 import pandas as pd
 
 from uhd_profile.analyse.report.format import (
-    CATEGORIES, FIGURE_CONVENTION, PAPER_ENCODER, PAPER_SIZE, count_column, isna, resolution_label, variant_label,
+    CATEGORIES,
+    FIGURE_CONVENTION,
+    PAPER_ENCODER,
+    PAPER_SIZE,
+    count_column,
+    isna,
+    resolution_label,
+    variant_label,
 )
 from uhd_profile.count.flops import ZERO, Cost, FlopCount, count_flops
 from uhd_profile.count.paper import PAPER_FIGURES, PAPER_REDUCTION, REL_TOL
@@ -84,8 +91,7 @@ def measured_rows(df: pd.DataFrame) -> pd.DataFrame:
     return d[d["latency_median_s"].notna()]
 
 
-_GEOM = ["encoder", "height_px", "width_px", "encoding", "packing", "max_slices", "scale_resolution_px",
-         "post_ratio", "batch"]
+_GEOM = ["encoder", "height_px", "width_px", "encoding", "packing", "max_slices", "scale_resolution_px", "post_ratio", "batch"]
 
 
 def _v4_depth(df: pd.DataFrame) -> int | None:
@@ -112,14 +118,24 @@ def _pairs(d: pd.DataFrame, keys: list[str], depth: int) -> list[tuple[pd.Series
 def _paper_geometry_first(pair: tuple[pd.Series, pd.Series]) -> tuple:
     b = pair[0]
     paper = b["encoder"] == PAPER_ENCODER and (int(b["height_px"]), int(b["width_px"])) == PAPER_SIZE
-    return (not paper, b["encoding"] != "view", int(b["post_ratio"]) != 1, int(b["batch"]) != 1,
-            -int(b["height_px"]) * int(b["width_px"]))
+    return (
+        not paper,
+        b["encoding"] != "view",
+        int(b["post_ratio"]) != 1,
+        int(b["batch"]) != 1,
+        -int(b["height_px"]) * int(b["width_px"]),
+    )
 
 
 def is_paper_geometry(row: Any) -> bool:
     """The paper's figures' setting: so400m/14, one 980 px view, the ViT alone, batch 1."""
-    return (row["encoder"] == PAPER_ENCODER and (int(row["height_px"]), int(row["width_px"])) == PAPER_SIZE
-            and row["encoding"] == "view" and int(row["post_ratio"]) == 1 and int(row["batch"]) == 1)
+    return (
+        row["encoder"] == PAPER_ENCODER
+        and (int(row["height_px"]), int(row["width_px"])) == PAPER_SIZE
+        and row["encoding"] == "view"
+        and int(row["post_ratio"]) == 1
+        and int(row["batch"]) == 1
+    )
 
 
 def headline_pairs(df: pd.DataFrame) -> dict:
@@ -153,11 +169,21 @@ def _count_rows(b: pd.Series, v: pd.Series, suffix: str, paper_ref: bool) -> lis
         col = count_column(conv)
         if isna(b[col]) or isna(v[col]):
             continue
-        rows.append({"quantity": what + suffix, "convention": conv, "resolution": resolution_label(b), "encoder": b["encoder"],
-                     "device": "counted", "baseline": int(b[col]), "v4": int(v[col]),
-                     "reduction": 1 - int(v[col]) / int(b[col]),
-                     "paper_reduction": PAPER_REDUCTION if paper_ref and conv == "paper" else None, "flagged": False,
-                     "note": f"{b['variant_id']} vs {v['variant_id']}"})
+        rows.append(
+            {
+                "quantity": what + suffix,
+                "convention": conv,
+                "resolution": resolution_label(b),
+                "encoder": b["encoder"],
+                "device": "counted",
+                "baseline": int(b[col]),
+                "v4": int(v[col]),
+                "reduction": 1 - int(v[col]) / int(b[col]),
+                "paper_reduction": PAPER_REDUCTION if paper_ref and conv == "paper" else None,
+                "flagged": False,
+                "note": f"{b['variant_id']} vs {v['variant_id']}",
+            }
+        )
     return rows
 
 
@@ -177,15 +203,34 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
             rows += _count_rows(b, v, " (at the measured resolution)", paper_ref=False)
         bl, vl = float(b["latency_median_s"]), float(v["latency_median_s"])
         thr = None if isna(b["threads"]) else int(b["threads"])
-        rows.append({
-            "quantity": "latency, median of forward passes", "convention": "seconds", "resolution": resolution_label(b),
-            "encoder": b["encoder"],
-            "device": f"{b['device']} ({b['dtype']}, batch {int(b['batch'])}" + (f", {thr} threads" if thr else "") + ")",
-            "baseline": bl, "v4": vl, "reduction": 1 - vl / bl, "paper_reduction": None,
-            "flagged": bool(b["flagged"] or v["flagged"]),
-            "note": "; ".join(f"{n}: {r}" for n, r in (("baseline", b["flag_reason"]), ("v4", v["flag_reason"])) if r)})
-    cols = ["quantity", "convention", "resolution", "encoder", "device", "baseline", "v4", "reduction",
-            "paper_reduction", "flagged", "note"]
+        rows.append(
+            {
+                "quantity": "latency, median of forward passes",
+                "convention": "seconds",
+                "resolution": resolution_label(b),
+                "encoder": b["encoder"],
+                "device": f"{b['device']} ({b['dtype']}, batch {int(b['batch'])}" + (f", {thr} threads" if thr else "") + ")",
+                "baseline": bl,
+                "v4": vl,
+                "reduction": 1 - vl / bl,
+                "paper_reduction": None,
+                "flagged": bool(b["flagged"] or v["flagged"]),
+                "note": "; ".join(f"{n}: {r}" for n, r in (("baseline", b["flag_reason"]), ("v4", v["flag_reason"])) if r),
+            }
+        )
+    cols = [
+        "quantity",
+        "convention",
+        "resolution",
+        "encoder",
+        "device",
+        "baseline",
+        "v4",
+        "reduction",
+        "paper_reduction",
+        "flagged",
+        "note",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -219,9 +264,18 @@ def reproduction_table(df: pd.DataFrame, recount: bool = True) -> pd.DataFrame:
             counted, executed, source = None, None, "not in run"
         paper = fig.paper_gflops * 1e9
         rel = None if counted is None else (counted - paper) / paper
-        rows.append({"figure": fig.figure, "variant_id": spec.id, "paper_flops": paper, "counted_paper_flops": counted,
-                     "rel_err": rel, "ok": None if rel is None else abs(rel) <= REL_TOL,
-                     "executed_macs": executed, "source": source})
+        rows.append(
+            {
+                "figure": fig.figure,
+                "variant_id": spec.id,
+                "paper_flops": paper,
+                "counted_paper_flops": counted,
+                "rel_err": rel,
+                "ok": None if rel is None else abs(rel) <= REL_TOL,
+                "executed_macs": executed,
+                "source": source,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -263,8 +317,22 @@ def pareto_table(df: pd.DataFrame, y: str, convention: str = FIGURE_CONVENTION) 
         d = counted_rows(d)
         with_device = False
     d = d[d[col].notna() & d[y].notna() & (d["encoding"] == "view")]
-    cols = ["panel", "setting", "label", "variant_id", "compressor", "depth", "post_ratio", "height_px",
-            "width_px", col, y, "flagged", "flag_reason", "on_front"]
+    cols = [
+        "panel",
+        "setting",
+        "label",
+        "variant_id",
+        "compressor",
+        "depth",
+        "post_ratio",
+        "height_px",
+        "width_px",
+        col,
+        y,
+        "flagged",
+        "flag_reason",
+        "on_front",
+    ]
     if not len(d):
         return pd.DataFrame(columns=cols)
     d = d.assign(setting=[_setting(r, with_device) for _, r in d.iterrows()])
@@ -285,8 +353,19 @@ def depth_table(df: pd.DataFrame, convention: str = FIGURE_CONVENTION) -> pd.Dat
     d = prepare(df) if "label" not in df else df
     d = ok_rows(d)
     col = count_column(convention)
-    cols = ["series", "setting", "compressor", "depth", col, "latency_median_s", "device", "dtype", "flagged",
-            "flag_reason", "variant_id"]
+    cols = [
+        "series",
+        "setting",
+        "compressor",
+        "depth",
+        col,
+        "latency_median_s",
+        "device",
+        "dtype",
+        "flagged",
+        "flag_reason",
+        "variant_id",
+    ]
     d = d[d[col].notna()]
     if not len(d):
         return pd.DataFrame(columns=cols)
@@ -310,13 +389,33 @@ def encoding_table(df: pd.DataFrame, convention: str = FIGURE_CONVENTION) -> pd.
     d = ok_rows(d)
     d = d[d["encoding"].isin(["global", "sliced"])]
     col = count_column(convention)
-    cols = ["encoding", "packing", "label", "compressor", "encoder", "height_px", "width_px", "aspect",
-            "megapixels", col, "macs",
-            "tokens_in", "tokens_llm", "latency_median_s", "device", "dtype", "flagged", "flag_reason", "variant_id"]
+    cols = [
+        "encoding",
+        "packing",
+        "label",
+        "compressor",
+        "encoder",
+        "height_px",
+        "width_px",
+        "aspect",
+        "megapixels",
+        col,
+        "macs",
+        "tokens_in",
+        "tokens_llm",
+        "latency_median_s",
+        "device",
+        "dtype",
+        "flagged",
+        "flag_reason",
+        "variant_id",
+    ]
     if not len(d):
         return pd.DataFrame(columns=cols)
-    d = d.assign(megapixels=d["height_px"].astype(float) * d["width_px"].astype(float) / 1e6,
-                 aspect=[_aspect(int(w), int(h)) for h, w in zip(d["height_px"], d["width_px"])])
+    d = d.assign(
+        megapixels=d["height_px"].astype(float) * d["width_px"].astype(float) / 1e6,
+        aspect=[_aspect(int(w), int(h)) for h, w in zip(d["height_px"], d["width_px"])],
+    )
     return d.sort_values(["encoding", "label", "aspect", "megapixels"])[cols].reset_index(drop=True)
 
 
@@ -331,22 +430,64 @@ def measurement_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every measured point: latency spread, noise flag, stop rule, throttling, environment key."""
     d = prepare(df) if "label" not in df else df
     d = measured_rows(d)
-    cols = ["label", "resolution", "device", "dtype", "latency_median_s", "latency_p10_s", "latency_p90_s",
-            "latency_iqr_over_median", "latency_n", "stop_reason", "noise_flag", "throttled_fraction",
-            "throughput_flops_per_s", "slowdown", "flagged", "flag_reason", "env_key", "variant_id"]
+    cols = [
+        "label",
+        "resolution",
+        "device",
+        "dtype",
+        "latency_median_s",
+        "latency_p10_s",
+        "latency_p90_s",
+        "latency_iqr_over_median",
+        "latency_n",
+        "stop_reason",
+        "noise_flag",
+        "throttled_fraction",
+        "throughput_flops_per_s",
+        "slowdown",
+        "flagged",
+        "flag_reason",
+        "env_key",
+        "variant_id",
+    ]
     if not len(d):
         return pd.DataFrame(columns=cols)
-    d = d.assign(resolution=[resolution_label(r) for _, r in d.iterrows()],
-                 throughput_flops_per_s=d["flops"].astype(float) / (d["latency_median_s"].astype(float)
-                                                                    * d["batch"].astype(float).clip(lower=1)))
+    d = d.assign(
+        resolution=[resolution_label(r) for _, r in d.iterrows()],
+        throughput_flops_per_s=d["flops"].astype(float)
+        / (d["latency_median_s"].astype(float) * d["batch"].astype(float).clip(lower=1)),
+    )
     return d[cols].reset_index(drop=True)
 
 
-ENV_FIELDS = ("device", "cpu_model", "cpu_cores_physical", "cpu_cores_logical", "cpu_affinity", "torch_threads",
-              "gpu_name", "gpu_count", "gpu_driver", "cuda_runtime", "cudnn", "ecc_mode", "mig_mode",
-              "persistence_mode", "float32_matmul_precision", "tf32_matmul", "tf32_cudnn", "cudnn_benchmark",
-              "torch", "transformers", "python", "platform", "uhd_profile_version", "git_commit", "git_dirty",
-              "nvml_error")
+ENV_FIELDS = (
+    "device",
+    "cpu_model",
+    "cpu_cores_physical",
+    "cpu_cores_logical",
+    "cpu_affinity",
+    "torch_threads",
+    "gpu_name",
+    "gpu_count",
+    "gpu_driver",
+    "cuda_runtime",
+    "cudnn",
+    "ecc_mode",
+    "mig_mode",
+    "persistence_mode",
+    "float32_matmul_precision",
+    "tf32_matmul",
+    "tf32_cudnn",
+    "cudnn_benchmark",
+    "torch",
+    "transformers",
+    "python",
+    "platform",
+    "uhd_profile_version",
+    "git_commit",
+    "git_dirty",
+    "nvml_error",
+)
 
 
 def env_table(records: list[dict]) -> pd.DataFrame:
@@ -374,8 +515,13 @@ def failures_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 #: the FLOPs engine's categories (``uhd_profile.count.flops.CATEGORIES``) as the breakdown groups them
-DISPLAY_CATEGORY = {"linear": "linear layers", "matmul": "attention matmuls", "attention": "attention matmuls",
-                    "attention_scores": "element-wise", "elementwise": "element-wise"}
+DISPLAY_CATEGORY = {
+    "linear": "linear layers",
+    "matmul": "attention matmuls",
+    "attention": "attention matmuls",
+    "attention_scores": "element-wise",
+    "elementwise": "element-wise",
+}
 _BLOCK_NAMES = {"embed": "embedding", "post_norm": "post-norm", "": "other"}
 
 
@@ -402,8 +548,10 @@ def breakdown(spec: VariantSpec) -> pd.DataFrame:
         order.setdefault(block, len(order))
         key = (block, block if block in ("compressor", "connector") else DISPLAY_CATEGORY[cat])
         acc[key] = acc.get(key, ZERO) + cost
-    rows = [{"order": order[b], "block": b, "category": cat, "macs": c.macs, "flops": c.flops, "paper": c.paper}
-            for (b, cat), c in acc.items()]
+    rows = [
+        {"order": order[b], "block": b, "category": cat, "macs": c.macs, "flops": c.flops, "paper": c.paper}
+        for (b, cat), c in acc.items()
+    ]
     out = pd.DataFrame(rows, columns=["order", "block", "category", "macs", "flops", "paper"])
     return out.sort_values(["order", "category"]).reset_index(drop=True)
 

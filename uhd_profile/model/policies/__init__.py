@@ -15,9 +15,16 @@ from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.policies import internvl, llava_1_5, llava_next, minicpm_v, qwen2_5_vl
 from uhd_profile.model.policies.base import Extra, ImageViews, Param, Policy, View
 
-POLICIES: dict[str, Policy] = {p.name: p for p in (
-    minicpm_v.POLICY, qwen2_5_vl.POLICY, llava_next.POLICY, internvl.POLICY, llava_1_5.POLICY,
-)}
+POLICIES: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        minicpm_v.POLICY,
+        qwen2_5_vl.POLICY,
+        llava_next.POLICY,
+        internvl.POLICY,
+        llava_1_5.POLICY,
+    )
+}
 DEFAULT_POLICY = "minicpm-v-4.6"
 
 

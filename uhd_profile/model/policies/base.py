@@ -126,6 +126,7 @@ class ImageViews:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (sizes as [width, height], grids as [cols, rows]) with the totals."""
+
         def pair(p):
             return None if p is None else list(p)
 
@@ -135,10 +136,21 @@ class ImageViews:
             "grid": pair(self.grid),
             "canvas": pair(self.canvas),
             "content": pair(self.content),
-            "views": [{"role": v.role, "size": pair(v.size), "patches": pair(v.patches), "vit_tokens": v.vit_tokens,
-                       "llm_tokens": v.llm_tokens, "position": pair(v.position)} for v in self.views],
-            "extras": [{"name": e.name, "count": e.count, "kind": e.kind, "added_by": e.added_by,
-                        "description": e.description} for e in self.extras],
+            "views": [
+                {
+                    "role": v.role,
+                    "size": pair(v.size),
+                    "patches": pair(v.patches),
+                    "vit_tokens": v.vit_tokens,
+                    "llm_tokens": v.llm_tokens,
+                    "position": pair(v.position),
+                }
+                for v in self.views
+            ],
+            "extras": [
+                {"name": e.name, "count": e.count, "kind": e.kind, "added_by": e.added_by, "description": e.description}
+                for e in self.extras
+            ],
             "params": {k: ([list(x) for x in v] if k == "grid_pinpoints" else v) for k, v in self.params.items()},
             "notes": list(self.notes),
             "vit_tokens": self.vit_tokens,
@@ -223,15 +235,15 @@ def tower(encoder: str) -> tuple[int, int]:
 def make_view(role: str, size: Size, patch: int, prefix: int, llm_tokens: int, position: Grid | None = None) -> View:
     """A ``View`` whose patch grid and ViT tokens follow from its size, the patch and class tokens."""
     cols, rows = size[0] // patch, size[1] // patch
-    return View(role=role, size=size, patches=(cols, rows), vit_tokens=cols * rows + prefix,
-                llm_tokens=llm_tokens, position=position)
+    return View(
+        role=role, size=size, patches=(cols, rows), vit_tokens=cols * rows + prefix, llm_tokens=llm_tokens, position=position
+    )
 
 
 def need_int(policy: str, name: str, value, low: int = 1, rule: str | None = None) -> int:
     """``value`` as an int >= ``low`` (bools refused), else a one-line UhdProfileError."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UhdProfileError(f"{policy} parameter {name} {value!r} is not valid; "
-                              f"{rule or f'it must be an integer >= {low}'}")
+        raise UhdProfileError(f"{policy} parameter {name} {value!r} is not valid; {rule or f'it must be an integer >= {low}'}")
     return value
 
 
@@ -247,6 +259,7 @@ def parse_int(name: str) -> Callable[[str], int]:
             return int(str(text).replace("_", ""))
         except ValueError:
             raise UhdProfileError(f"parameter {name} {text!r} is not valid; it must be an integer") from None
+
     return parse
 
 
@@ -258,20 +271,24 @@ def parse_bool(name: str) -> Callable[[str], bool]:
         if t in ("0", "false", "no", "off"):
             return False
         raise UhdProfileError(f"parameter {name} {text!r} is not valid; it must be true or false")
+
     return parse
 
 
 def parse_sizes(name: str) -> Callable[[str], tuple[Size, ...]]:
     """``"672x336,336x672"`` -> ((672, 336), (336, 672)): width first, like every size here."""
+
     def parse(text: str) -> tuple[Size, ...]:
         out = []
         for item in str(text).split(","):
             w, sep, h = item.strip().lower().partition("x")
             if not sep or not w.isdigit() or not h.isdigit():
-                raise UhdProfileError(f"parameter {name} {text!r} is not valid; "
-                                      f"it must be comma-separated WxH sizes, e.g. 672x336,336x672")
+                raise UhdProfileError(
+                    f"parameter {name} {text!r} is not valid; it must be comma-separated WxH sizes, e.g. 672x336,336x672"
+                )
             out.append((int(w), int(h)))
         return tuple(out)
+
     return parse
 
 

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from uhd_profile.model.encoders import get_encoder
 from uhd_profile.model.policies.base import (
-    Extra, Grid, ImageViews, Param, Policy, make_view, need_int, parse_int, tower,
+    Extra,
+    Grid,
+    ImageViews,
+    Param,
+    Policy,
+    make_view,
+    need_int,
+    parse_int,
+    tower,
 )
 
 NAME = "internvl"
@@ -32,8 +40,7 @@ MAX_TILES = 12  #: processor default (``max_patches``)
 
 def candidate_grids(min_tiles: int, max_tiles: int) -> list[Grid]:
     """(cols, rows) with min_tiles <= cols*rows <= max_tiles, by tile count, fewer columns first."""
-    grids = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1)
-             if min_tiles <= c * r <= max_tiles]
+    grids = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if min_tiles <= c * r <= max_tiles]
     return sorted(grids, key=lambda g: g[0] * g[1])  # stable: keeps fewer columns first within a count
 
 
@@ -56,8 +63,7 @@ def _rule(width: int, height: int, *, min_tiles: int, max_tiles: int) -> ImageVi
     patch, prefix = tower(ENCODER)
     per_view = (TILE // patch) ** 2 // MERGE  # 256
     cols, rows = best_grid(width, height, min_tiles, max_tiles)
-    views = [make_view("tile", (TILE, TILE), patch, prefix, per_view, position=(i % cols, i // cols))
-             for i in range(cols * rows)]
+    views = [make_view("tile", (TILE, TILE), patch, prefix, per_view, position=(i % cols, i // cols)) for i in range(cols * rows)]
     if len(views) > 1:
         views.append(make_view("thumbnail", (TILE, TILE), patch, prefix, per_view))
     extras = (
@@ -66,29 +72,42 @@ def _rule(width: int, height: int, *, min_tiles: int, max_tiles: int) -> ImageVi
     )
     canvas = (cols * TILE, rows * TILE)
     sx, sy = canvas[0] / width, canvas[1] / height
-    note = (f"aspect ratio not kept: squashed to {canvas[0]}x{canvas[1]} (x{sx:.3g} wide, x{sy:.3g} high)"
-            if abs(sx / sy - 1) > 1e-9 else f"aspect ratio kept: scaled x{sx:.3g} to {canvas[0]}x{canvas[1]}")
+    note = (
+        f"aspect ratio not kept: squashed to {canvas[0]}x{canvas[1]} (x{sx:.3g} wide, x{sy:.3g} high)"
+        if abs(sx / sy - 1) > 1e-9
+        else f"aspect ratio kept: scaled x{sx:.3g} to {canvas[0]}x{canvas[1]}"
+    )
     notes = (note + "; nothing is cropped or padded",)
     if len(views) > 1:
         notes += (f"thumbnail: whole image squashed to {TILE}x{TILE}",)
     return ImageViews(
-        policy=NAME, image=(width, height), views=tuple(views), grid=(cols, rows), canvas=canvas, content=None,
-        extras=extras, params={"min_tiles": min_tiles, "max_tiles": max_tiles}, notes=notes,
+        policy=NAME,
+        image=(width, height),
+        views=tuple(views),
+        grid=(cols, rows),
+        canvas=canvas,
+        content=None,
+        extras=extras,
+        params={"min_tiles": min_tiles, "max_tiles": max_tiles},
+        notes=notes,
     )
 
 
 POLICY = Policy(
     name=NAME,
     description="InternVL: 1-12 tiles of 448 px chosen by aspect ratio + a thumbnail, pixel shuffle 0.5 "
-                "(256 LLM tokens per view)",
+    "(256 LLM tokens per view)",
     encoder=ENCODER,
     patch=tower(ENCODER)[0],
     merge=MERGE,
     params=(
-        Param("min_tiles", MIN_TILES, "fewest 448 px tiles (count; the processor's min_patches)",
-              parse_int("min_tiles")),
-        Param("max_tiles", MAX_TILES, "most 448 px tiles, thumbnail not counted (count; the processor's max_patches)",
-              parse_int("max_tiles")),
+        Param("min_tiles", MIN_TILES, "fewest 448 px tiles (count; the processor's min_patches)", parse_int("min_tiles")),
+        Param(
+            "max_tiles",
+            MAX_TILES,
+            "most 448 px tiles, thumbnail not counted (count; the processor's max_patches)",
+            parse_int("max_tiles"),
+        ),
     ),
     rule=_rule,
 )

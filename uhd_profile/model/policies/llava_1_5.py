@@ -34,8 +34,11 @@ def _rule(width: int, height: int, *, pad_to_square: bool) -> ImageViews:
     if pad_to_square:
         side = max(width, height)
         canvas, content = (side, side), ((width, height) if width != height else None)
-        note = (f"aspect ratio kept, nothing lost: centred on a {side}x{side} square of the mean colour, "
-                f"then scaled to {SIDE}x{SIDE}" if content else f"square image scaled to {SIDE}x{SIDE}")
+        note = (
+            f"aspect ratio kept, nothing lost: centred on a {side}x{side} square of the mean colour, then scaled to {SIDE}x{SIDE}"
+            if content
+            else f"square image scaled to {SIDE}x{SIDE}"
+        )
     else:
         canvas, content = short_side_resize(width, height), None
         long_side = max(canvas)
@@ -43,11 +46,20 @@ def _rule(width: int, height: int, *, pad_to_square: bool) -> ImageViews:
             note = f"square image scaled to {SIDE}x{SIDE}"
         else:
             axis = "width" if canvas[0] > canvas[1] else "height"
-            note = (f"aspect ratio kept but cropped: scaled to {canvas[0]}x{canvas[1]}, then the central "
-                    f"{SIDE} of {long_side} px of the {axis} are kept ({SIDE / long_side:.1%}); the ends are lost")
+            note = (
+                f"aspect ratio kept but cropped: scaled to {canvas[0]}x{canvas[1]}, then the central "
+                f"{SIDE} of {long_side} px of the {axis} are kept ({SIDE / long_side:.1%}); the ends are lost"
+            )
     return ImageViews(
-        policy=NAME, image=(width, height), views=(view,), grid=None, canvas=canvas, content=content, extras=(),
-        params={"pad_to_square": pad_to_square}, notes=(note,),
+        policy=NAME,
+        image=(width, height),
+        views=(view,),
+        grid=None,
+        canvas=canvas,
+        content=content,
+        extras=(),
+        params={"pad_to_square": pad_to_square},
+        notes=(note,),
     )
 
 
@@ -58,9 +70,12 @@ POLICY = Policy(
     patch=tower(ENCODER)[0],
     merge=MERGE,
     params=(
-        Param("pad_to_square", False,
-              "pad to a square of the mean colour before resizing instead of centre-cropping (the processor's do_pad)",
-              parse_bool("pad_to_square")),
+        Param(
+            "pad_to_square",
+            False,
+            "pad to a square of the mean colour before resizing instead of centre-cropping (the processor's do_pad)",
+            parse_bool("pad_to_square"),
+        ),
     ),
     rule=_rule,
 )

@@ -27,7 +27,14 @@ import math
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.encoders import get_encoder
 from uhd_profile.model.policies.base import (
-    Extra, ImageViews, Param, Policy, Size, make_view, parse_sizes, tower,
+    Extra,
+    ImageViews,
+    Param,
+    Policy,
+    Size,
+    make_view,
+    parse_sizes,
+    tower,
 )
 
 NAME = "llava-next"
@@ -79,7 +86,8 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
 def _check_pinpoints(pinpoints) -> tuple[Size, ...]:
     error = UhdProfileError(
         f"{NAME} parameter grid_pinpoints {pinpoints!r} is not valid; it must be a non-empty list of "
-        f"(width, height) canvases whose sides are positive multiples of {TILE} px, e.g. 672x336,336x672,672x672")
+        f"(width, height) canvases whose sides are positive multiples of {TILE} px, e.g. 672x336,336x672,672x672"
+    )
     if isinstance(pinpoints, (str, bytes)) or not hasattr(pinpoints, "__iter__"):
         raise error
     pts = []
@@ -108,15 +116,26 @@ def _rule(width: int, height: int, *, grid_pinpoints) -> ImageViews:
     views = [make_view("base", (TILE, TILE), patch, prefix, side * side)]
     for r in range(rows):
         for c in range(cols):
-            kept = (_overlap(c * side, (c + 1) * side, left, right) *
-                    _overlap(r * side, (r + 1) * side, top, bottom))
+            kept = _overlap(c * side, (c + 1) * side, left, right) * _overlap(r * side, (r + 1) * side, top, bottom)
             views.append(make_view("tile", (TILE, TILE), patch, prefix, kept, position=(c, r)))
     kept_rows = bottom - top
-    extras = (Extra("image_newline", kept_rows, "embedding", "processor",
-                    "the model's learned newline vector after each kept row of the tiles' feature map"),)
+    extras = (
+        Extra(
+            "image_newline",
+            kept_rows,
+            "embedding",
+            "processor",
+            "the model's learned newline vector after each kept row of the tiles' feature map",
+        ),
+    )
     pad_x, pad_y = canvas[0] - content[0], canvas[1] - content[1]
-    padding = ("it fills the canvas" if not (pad_x or pad_y) else
-               f"{pad_x} px of zero padding left+right" if pad_x else f"{pad_y} px of zero padding top+bottom")
+    padding = (
+        "it fills the canvas"
+        if not (pad_x or pad_y)
+        else f"{pad_x} px of zero padding left+right"
+        if pad_x
+        else f"{pad_y} px of zero padding top+bottom"
+    )
     notes = (
         f"base view: whole image squashed to {TILE}x{TILE} (aspect ratio not kept)",
         f"tiles: image scaled to {content[0]}x{content[1]} (aspect kept) and centred on the "
@@ -124,8 +143,14 @@ def _rule(width: int, height: int, *, grid_pinpoints) -> ImageViews:
         f"{cols * side}x{rows * side} feature positions",
     )
     return ImageViews(
-        policy=NAME, image=(width, height), views=tuple(views), grid=(cols, rows), canvas=canvas,
-        content=content if content != canvas else None, extras=extras, params={"grid_pinpoints": pinpoints},
+        policy=NAME,
+        image=(width, height),
+        views=tuple(views),
+        grid=(cols, rows),
+        canvas=canvas,
+        content=content if content != canvas else None,
+        extras=extras,
+        params={"grid_pinpoints": pinpoints},
         notes=notes,
     )
 
@@ -133,14 +158,17 @@ def _rule(width: int, height: int, *, grid_pinpoints) -> ImageViews:
 POLICY = Policy(
     name=NAME,
     description="LLaVA-NeXT any-resolution: base view + 336 px tiles of the best pinpoint canvas, "
-                "padding unpadded, a newline per row",
+    "padding unpadded, a newline per row",
     encoder=ENCODER,
     patch=tower(ENCODER)[0],
     merge=MERGE,
     params=(
-        Param("grid_pinpoints", GRID_PINPOINTS,
-              "candidate canvases (width, height) px, sides multiples of 336; earlier wins ties",
-              parse_sizes("grid_pinpoints")),
+        Param(
+            "grid_pinpoints",
+            GRID_PINPOINTS,
+            "candidate canvases (width, height) px, sides multiples of 336; earlier wins ties",
+            parse_sizes("grid_pinpoints"),
+        ),
     ),
     rule=_rule,
 )

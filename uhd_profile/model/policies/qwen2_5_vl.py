@@ -49,12 +49,18 @@ def _rule(width: int, height: int, *, min_pixels: int, max_pixels: int) -> Image
     patch, prefix = tower(ENCODER)
     unit = patch * MERGE_SIDE
     need_int(NAME, "min_pixels", min_pixels, 1, "it must be a positive integer (pixels)")
-    need_int(NAME, "max_pixels", max_pixels, max(min_pixels, unit * unit),
-             f"it must be an integer >= min_pixels ({min_pixels}) and >= {unit * unit} (one {unit}x{unit} merge unit)")
+    need_int(
+        NAME,
+        "max_pixels",
+        max_pixels,
+        max(min_pixels, unit * unit),
+        f"it must be an integer >= min_pixels ({min_pixels}) and >= {unit * unit} (one {unit}x{unit} merge unit)",
+    )
     if max(width, height) / min(width, height) > MAX_ASPECT:
         raise UhdProfileError(
             f"image size {width}x{height} is not valid for {NAME}: its aspect ratio "
-            f"{max(width, height) / min(width, height):.4g}:1 exceeds {MAX_ASPECT}:1, which the processor refuses")
+            f"{max(width, height) / min(width, height):.4g}:1 exceeds {MAX_ASPECT}:1, which the processor refuses"
+        )
     size = native_size(width, height, unit, min_pixels, max_pixels)
     patches = (size[0] // patch) * (size[1] // patch)
     view = make_view("image", size, patch, prefix, patches // MERGE)
@@ -64,24 +70,36 @@ def _rule(width: int, height: int, *, min_pixels: int, max_pixels: int) -> Image
     )
     sx, sy = size[0] / width, size[1] / height
     return ImageViews(
-        policy=NAME, image=(width, height), views=(view,), grid=None, canvas=None, content=None, extras=extras,
+        policy=NAME,
+        image=(width, height),
+        views=(view,),
+        grid=None,
+        canvas=None,
+        content=None,
+        extras=extras,
         params={"min_pixels": min_pixels, "max_pixels": max_pixels},
-        notes=(f"aspect ratio kept approximately: scaled x{sx:.3g} wide, x{sy:.3g} high to multiples of {unit} px; "
-               f"nothing is cropped or padded",),
+        notes=(
+            f"aspect ratio kept approximately: scaled x{sx:.3g} wide, x{sy:.3g} high to multiples of {unit} px; "
+            f"nothing is cropped or padded",
+        ),
     )
 
 
 POLICY = Policy(
     name=NAME,
     description="Qwen2.5-VL: native resolution, sides to multiples of 28 px within [min_pixels, max_pixels], "
-                "2x2 merge to the LLM",
+    "2x2 merge to the LLM",
     encoder=ENCODER,
     patch=tower(ENCODER)[0],
     merge=MERGE,
     params=(
         Param("min_pixels", MIN_PIXELS, "smallest area the image is scaled up to (px)", parse_int("min_pixels")),
-        Param("max_pixels", MAX_PIXELS, "largest area the image is scaled down to (px; 784 px per LLM token)",
-              parse_int("max_pixels")),
+        Param(
+            "max_pixels",
+            MAX_PIXELS,
+            "largest area the image is scaled down to (px; 784 px per LLM token)",
+            parse_int("max_pixels"),
+        ),
     ),
     rule=_rule,
 )
