@@ -504,7 +504,7 @@ def compare(baseline: dict, run_records: list[dict], settings: GateSettings | No
                         "env_key_baseline": b_key,
                         "env_key_run": r_key,
                         "differences": {
-                            k: list(v) for k, v in key_differences(envs.get(b_key) or {}, r.get("env") or {}).items()
+                            k: list(v) for k, v in key_differences(envs.get(b_key or "") or {}, r.get("env") or {}).items()
                         },
                         "points": 0,
                     }

@@ -26,7 +26,7 @@ from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.count.flops import count_flops
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.encoders import DEFAULT_ENCODER, get_encoder
-from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION, check_image_size, check_params
+from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION, Slicing, check_image_size, check_params
 from uhd_profile.model.variants import ALIASES, VariantSpec
 from uhd_profile.units import Size
 
@@ -152,7 +152,9 @@ class ImageCost:
             entry: dict = {}
             if name == "sliced":
                 entry.update(
-                    grid=list(e.grid) if e.grid else None, thumbnail=list(e.thumbnail), slices=[list(s) for s in e.slices]
+                    grid=list(e.grid) if e.grid else None,
+                    thumbnail=list(e.thumbnail) if e.thumbnail else None,
+                    slices=[list(s) for s in e.slices],
                 )
             else:
                 entry["view"] = list(e.views[0].size)
@@ -236,7 +238,7 @@ def cost_image(
             counts=counts,
             variant_ids={p: s.id for p, s in specs.items()},
         )
-        if enc == "sliced":
+        if isinstance(sl, Slicing):
             ec.grid, ec.thumbnail, ec.slices = sl.grid, sl.thumbnail, list(sl.slices)
         out[enc] = ec
     return ImageCost(path=path, size=size, encoder=encoder, plans=plans, encodings=out)

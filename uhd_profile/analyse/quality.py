@@ -56,6 +56,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -674,10 +675,10 @@ def _read_csv(path: Path, problems: list[str]) -> list[_Partial]:
             lines = list(csv.reader(fh))
     except UnicodeDecodeError:
         raise UhdProfileError(f"{path}: not a UTF-8 text file; expected a CSV with a header line") from None
-    lines = [(i + 1, ln) for i, ln in enumerate(lines) if any(c.strip() for c in ln)]
-    if not lines:
+    numbered = [(i + 1, ln) for i, ln in enumerate(lines) if any(c.strip() for c in ln)]
+    if not numbered:
         raise UhdProfileError(f"{path}: empty; expected a header line (key and score columns) and one row per variant")
-    header_line, header = lines[0]
+    header_line, header = numbered[0]
     roles: dict[int, tuple[str, str]] = {}  # column index -> (role, name)
     taken: dict[str, str] = {}
     extras: list[str] = []
@@ -686,6 +687,7 @@ def _read_csv(path: Path, problems: list[str]) -> list[_Partial]:
         if not h:
             raise UhdProfileError(f"{path}: header column {j + 1} is empty; name every column")
         low = h.lower()
+        role: tuple[str, str]
         if low in KEY_COLUMNS:
             role = ("key", low)
         elif low in _META_ALIASES:
@@ -711,21 +713,21 @@ def _read_csv(path: Path, problems: list[str]) -> list[_Partial]:
             f"{path}: column(s) {', '.join(extras)} are not among the eight benchmarks: kept as extra scores, left out of avg"
         )
     out: list[_Partial] = []
-    for lineno, cells in lines[1:]:
+    for lineno, cells in numbered[1:]:
         where = f"{path}:{lineno}"
         if len(cells) != len(header):
             raise UhdProfileError(f"{where}: {len(cells)} cells where the header has {len(header)} columns")
         key, scores, given, meta = {}, {}, None, {}
         for j, raw in enumerate(cells):
-            role, name = roles[j]
-            if role == "key":
+            kind, name = roles[j]
+            if kind == "key":
                 if not raw.strip() and name != "depth":
                     raise UhdProfileError(
                         f"{where}: key column {name} is empty; every row needs its key "
                         "(write none for the post-ViT baseline's compressor)"
                     )
                 key[name] = raw
-            elif role == "meta":
+            elif kind == "meta":
                 meta[name] = raw.strip() or None
             else:
                 v = _number(where, header[j].strip(), raw)
@@ -777,7 +779,7 @@ def _read_lmms(path: Path, tie: str | None, problems: list[str]) -> list[_Partia
             '(results -> task -> "metric,filter": value)'
         )
     results = data["results"]
-    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    config: dict = data["config"] if isinstance(data.get("config"), dict) else {}
     inside = _model_args_tie(config.get("model_args"))
     if tie is not None and inside is not None and tie.strip() != inside:
         raise UhdProfileError(f"{path}: tied to {tie!r} on the command line but model_args says uhd_variant={inside}; give one")
@@ -1107,7 +1109,7 @@ def quality_front(df: pd.DataFrame, cost_col: str, score_col: str) -> pd.DataFra
     front = {i for i in ok if not any(dominates(j, i) for j in ok if j != i)}
     out = df.copy()
     out["pareto"] = pd.array([(i in front) if i in valid else pd.NA for i in df.index], dtype="boolean")
-    dom = []
+    dom: list[Any] = []
     for i in df.index:
         if i in front or i not in valid:
             dom.append(None)

@@ -213,8 +213,8 @@ def list_(what: str, markdown: bool) -> None:
         t = Table(title="counting conventions (--convention; docs/conventions.md)", title_justify="left")
         for col in ("name", "record column", "unit", "meaning"):
             t.add_column(col)
-        for c in CONVENTIONS.values():
-            t.add_row(c.name, c.column, c.unit, c.meaning)
+        for conv in CONVENTIONS.values():
+            t.add_row(conv.name, conv.column, conv.unit, conv.meaning)
         out.print(t)
     elif what == "recipes":
         t = Table(title="shipped recipes (uhd-profile sweep NAME; on this machine's device)", title_justify="left")

@@ -930,7 +930,7 @@ class _FunctionCounter(TorchFunctionMode):
 @contextlib.contextmanager
 def counting(model: torch.nn.Module, shape_only: bool = False) -> Iterator[_Counter]:
     """Context in which every forward through ``model`` is priced. Yields the live state."""
-    names = {}
+    names: dict[int, str] = {}
     for name, mod in model.named_modules(remove_duplicate=False):
         names.setdefault(id(mod), name)
     state = _Counter(names)

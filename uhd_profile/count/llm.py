@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -111,14 +112,15 @@ class _Dropping:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Any,  # a transformers causal LM: its structure is its own
         spec: LlmSpec,
         visual: int,
         prompt: int,
         active: tuple[tuple[int, int, int], ...],
         select: str,
     ):
-        self.model, self.spec, self.visual, self.prompt = model, spec, visual, prompt
+        self.model = model
+        self.spec, self.visual, self.prompt = spec, visual, prompt
         self.n = visual + prompt
         self.start = {k + 1: (k, before, after) for k, before, after in active}
         self.select = select
@@ -126,8 +128,8 @@ class _Dropping:
         self.idx: torch.Tensor | None = None  # original positions of the tokens now running
         self.layer_idx: dict[int, torch.Tensor] = {}
         self.kept: list[tuple[int, ...]] = []  # original positions of the visual tokens each stage kept
-        self.handles = []
-        self.probed = []
+        self.handles: list[Any] = []
+        self.probed: list[tuple[Any, Any]] = []
         layers = self.model.model.layers
         first = min(self.start) if self.start else len(layers)
         for i in range(first, len(layers)):
@@ -331,7 +333,7 @@ class LlmCount:
     cache_after_prefill: CacheSize
     cache_after_decode: CacheSize
     kept: tuple[tuple[int, ...], ...] = ()
-    spec: LlmSpec = field(repr=False, default=None)
+    spec: LlmSpec | None = field(repr=False, default=None)
     seconds: float = 0.0
 
     @property
@@ -432,7 +434,7 @@ def count_llm(
     plan: DropPlan | None = None,
     attn: str = "sdpa",
     shape_only: bool = True,
-    model: torch.nn.Module | None = None,
+    model: Any = None,
     inputs_embeds: torch.Tensor | None = None,
 ) -> LlmCount:
     """Count the LLM stage of one image (batch 1) by running the model.

@@ -225,5 +225,5 @@ def textbook(
     head_tokens = {"none": 0, "last": 1, "all": tokens[-1]}[options.lm_head]
     head = head_tokens * d * spec.vocab
     k = options.flops_per_mac
-    per_layer = tuple(k * x for x in per_layer)
-    return Textbook(sum(per_layer) + k * head, per_layer, k * head, tokens, options)
+    scaled = tuple(k * x for x in per_layer)
+    return Textbook(sum(scaled) + k * head, scaled, k * head, tokens, options)

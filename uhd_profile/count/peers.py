@@ -110,6 +110,8 @@ def run_peer(counter: str, spec: VariantSpec, batch: int = 1) -> PeerCount:
     with torch.no_grad():
         model = build_variant(spec, device="cpu").eval()
         x = example_input(spec, batch, "cpu")
+        if not isinstance(x, torch.Tensor):
+            raise UhdProfileError(f"{spec.id}: the peer counters take one view; count global/sliced encodings with --counter uhd")
         try:
             result = runner(model, x)
         except UhdProfileError:

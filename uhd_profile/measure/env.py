@@ -203,7 +203,7 @@ def _torch_flags() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # GPU via NVML (nvidia-ml-py's `pynvml`)
 
-_GPU_NONE = {
+_GPU_NONE: dict[str, Any] = {
     "gpu_name": None,
     "gpu_uuid": None,
     "gpu_driver": None,
@@ -339,7 +339,7 @@ def git_state() -> tuple[str | None, bool | None]:
         return None, None
     tracked_changes = _git("status", "--porcelain", "--untracked-files=no")
     package_untracked = _git("status", "--porcelain", "--untracked-files=normal", "--", ".")
-    if any(p is None or p.returncode != 0 for p in (tracked_changes, package_untracked)):
+    if tracked_changes is None or package_untracked is None or tracked_changes.returncode or package_untracked.returncode:
         return head.stdout.strip(), None
     dirty = bool(tracked_changes.stdout.strip()) or any(line.startswith("??") for line in package_untracked.stdout.splitlines())
     return head.stdout.strip(), dirty

@@ -423,13 +423,13 @@ def upgrade_baseline_points_v1(points: dict[str, dict[str, Any]]) -> dict[str, d
             if k in _V1_BASELINE_LATENCY:
                 metrics[_V1_BASELINE_LATENCY[k]] = v
         metrics.update(entry.get("memory") or {})
-        point = upgrade_point_v1(entry["point"]) if entry.get("point") else None
-        pid = point["point_id"] if point else None
-        if pid is None:
+        if not entry.get("point"):
             raise UhdProfileError(
                 "a version-1 baseline entry has no point to recompute its id from; regenerate the "
                 "baseline with `uhd-profile baseline RUN_DIR --out FILE`"
             )
+        point = upgrade_point_v1(entry["point"])
+        pid = point["point_id"]
         new = {k: v for k, v in entry.items() if k not in ("counts", "latency", "memory")}
         new.update(point=point, variant_id=point["variant_id"], metrics=metrics)
         out[pid] = new

@@ -196,6 +196,7 @@ class NvmlSampler:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._thread_error: str | None = None
+        self.device: torch.device | None
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as e:
@@ -226,7 +227,7 @@ class NvmlSampler:
         return None if fn is None else functools.partial(fn, self._handle, *args)
 
     def __enter__(self) -> NvmlSampler:
-        if self._reason is not None:
+        if self._reason is not None or self.device is None:
             return self
         nv = self._nvml
         try:
@@ -271,7 +272,7 @@ class NvmlSampler:
         self._samples = []
         self._stop.clear()
         self._thread_error = None
-        self._t_end = None
+        self._t_end: float | None = None
         self._t0 = time.perf_counter()
         self._energy_start = self._read("_read_energy")
         self._entered = True
@@ -334,9 +335,9 @@ class NvmlSampler:
             with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if not self._entered:
-            return False
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.interval_s + 2.0)
@@ -351,7 +352,6 @@ class NvmlSampler:
         self._entered = False
         if self._thread is None:  # never shut NVML down under a thread still inside a call
             self._shutdown()
-        return False
 
     # -- result ---------------------------------------------------------------------------------
 

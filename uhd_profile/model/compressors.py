@@ -265,9 +265,9 @@ class CrossAttnMerge(nn.Module):
         for mine, theirs in pairs:
             _copy_(mine.weight, theirs.weight)
             _copy_(mine.bias, theirs.bias)
-        for mine, theirs in ((self.norm1, parts.norm1), (self.norm2, parts.norm2)):
-            _copy_(getattr(mine, "weight", None), getattr(theirs, "weight", None))
-            _copy_(getattr(mine, "bias", None), getattr(theirs, "bias", None))
+        for norm, their_norm in ((self.norm1, parts.norm1), (self.norm2, parts.norm2)):
+            _copy_(getattr(norm, "weight", None), getattr(their_norm, "weight", None))
+            _copy_(getattr(norm, "bias", None), getattr(their_norm, "bias", None))
 
 
 # --------------------------------------------------------------------------------------------

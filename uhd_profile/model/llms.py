@@ -23,6 +23,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -159,7 +160,7 @@ class LlmSpec:
         weights: str | os.PathLike | None = None,
         attn: str = "sdpa",
         dtype: torch.dtype | None = None,
-    ) -> torch.nn.Module:
+    ) -> Any:
         """The causal LM in eval mode on ``device`` (``"meta"``: shapes only), random weights from
         ``config()``, or a local checkpoint (``weights``) whose geometry must match this spec (a
         reduced-depth spec loads only its first ``layers`` layers). ``dtype`` defaults to fp32."""
@@ -187,7 +188,7 @@ class LlmSpec:
                 f"checkpoint {path!r} does not have {self.name}'s geometry ({diff}); "
                 f"use llm_spec_from_config({path!r}) to count it as it is"
             )
-        override = {"num_hidden_layers": self.layers}
+        override: dict[str, Any] = {"num_hidden_layers": self.layers}
         if self.layer_types:
             override["layer_types"] = list(self.types)
         try:
@@ -291,7 +292,7 @@ def llm_spec_from_config(path: str | os.PathLike, name: str | None = None) -> Ll
     except (OSError, ValueError, KeyError) as exc:
         raise UhdProfileError(f"config of {p!r} could not be read: {str(exc).splitlines()[0]}") from None
     text = getattr(cfg, "text_config", None) or cfg
-    family = _MODEL_TYPES.get(getattr(text, "model_type", None))
+    family = _MODEL_TYPES.get(str(getattr(text, "model_type", "")))
     if family is None:
         raise UhdProfileError(
             f"{p!r}: text model type {getattr(text, 'model_type', None)!r} is not supported; supported: {', '.join(_MODEL_TYPES)}"

@@ -111,7 +111,7 @@ def round_to(x: float, u: int) -> int:
     return max(round(x / u) * u, u)
 
 
-def best_resize(w: float, h: float, scale_resolution: int, align: int, upscale: bool) -> Size:
+def best_resize(w: float, h: float, scale_resolution: float, align: int, upscale: bool) -> Size:
     """About ``scale_resolution``^2 px at the aspect ratio of (w, h) when the area exceeds it or
     ``upscale``; else (w, h) unchanged. Both sides then rounded to multiples of ``align``.
 

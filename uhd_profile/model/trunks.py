@@ -17,6 +17,7 @@ model object itself is kept unregistered in ``hf``.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ from uhd_profile.model.compressors import Geometry, LayerParts
 
 def tag(module: nn.Module, paper: str) -> nn.Module:
     """Mark how the paper convention prices ``module`` (see ``flops`` module docstring)."""
-    module._uhd_paper = paper
+    module._uhd_paper = paper  # a plain attribute: works on transformers modules too
     return module
 
 
@@ -58,8 +59,12 @@ class Trunk(nn.Module):
     """Base class; subclasses set ``embed``, ``layers``, ``post_norm`` and ``hf``."""
 
     prefix_tokens: int = 0
+    # transformers submodules adopted by the subclasses: their structure is the tower's own
+    embed: Any
+    layers: Any
+    post_norm: Any
 
-    def __init__(self, spec):
+    def __init__(self, spec: Any):
         super().__init__()
         self.spec = spec
 
@@ -485,7 +490,10 @@ class _NaflexTableResize(nn.Module):
     towers (the ``macs`` and ``flops`` conventions still count it).
     """
 
-    def __init__(self, embeddings: nn.Module):
+    position_embedding: Any
+    resize: Any
+
+    def __init__(self, embeddings: Any):
         super().__init__()
         self.position_embedding = embeddings.position_embedding
         self.side = embeddings.position_embedding_size
@@ -500,7 +508,10 @@ class _NaflexEmbed(nn.Module):
     """``Siglip2VisionEmbeddings.forward`` (linear patch embedding + resized position table), with
     the table resize split out so the counter can tell it from the patch embedding."""
 
-    def __init__(self, embeddings: nn.Module):
+    patch_embedding: Any
+    position_resize: Any
+
+    def __init__(self, embeddings: Any):
         super().__init__()
         self.patch_embedding = embeddings.patch_embedding
         self.position_resize = tag(_NaflexTableResize(embeddings), "exclude")

@@ -69,7 +69,7 @@ class VariantSpec:
     """
 
     encoder: str = DEFAULT_ENCODER
-    resolution: Size | None = None
+    resolution: Size | int | str | None = None  # normalised to Size | None on construction
     compressor: str | None = None
     depth: int | None = None
     post_ratio: int | None = None
@@ -162,6 +162,7 @@ class VariantSpec:
         """Width x height in pixels: the view, or the whole image for global/sliced encoding."""
         if self.resolution is None:
             return Size.square(self.enc.image_size)
+        assert isinstance(self.resolution, Size)  # normalised by __post_init__
         return self.resolution
 
     @property
@@ -418,7 +419,7 @@ def segmented_attention(
     return out.transpose(1, 2).contiguous(), None
 
 
-def _use_segmented_attention(hf_model: nn.Module, attn: str) -> None:
+def _use_segmented_attention(hf_model: Any, attn: str) -> None:
     """Route the attention of ``hf_model``'s layers through ``segmented_attention``."""
     from transformers import AttentionInterface
 
@@ -451,7 +452,9 @@ class VariantModel(nn.Module):
     views' tokens concatenated in encoding order.
     """
 
-    def __init__(self, spec: VariantSpec, trunk, compressor: nn.Module | None, connector: nn.Module | None):
+    trunk: Any  # the adapter (uhd_profile.model.trunks.Trunk), kept unregistered: its children are adopted
+
+    def __init__(self, spec: VariantSpec, trunk: Any, compressor: nn.Module | None, connector: nn.Module | None):
         super().__init__()
         self.spec = spec
         self.__dict__["trunk"] = trunk  # adopted children below; the adapter itself stays unregistered
@@ -527,7 +530,10 @@ class ReleasedVariantModel(nn.Module):
     global/sliced encoding) go in the model's own packed layout, one call per group (batched) or
     one call for all (packed)."""
 
-    def __init__(self, spec: VariantSpec, model: nn.Module, connector: nn.Module | None):
+    hf: Any  # transformers' MiniCPMV4_6VisionModel, kept unregistered: its parts are registered below
+    compressor: Any
+
+    def __init__(self, spec: VariantSpec, model: Any, connector: nn.Module | None):
         super().__init__()
         self.spec = spec
         self.__dict__["hf"] = model
@@ -590,6 +596,7 @@ def build_variant(
     with torch.device(device):
         built = enc.build(weights=weights, attn=attn)
         connector = Connector(enc.hidden, spec.llm_hidden, spec.ratio) if spec.ratio > 1 else None
+        model: nn.Module
         if enc.released:
             model = ReleasedVariantModel(spec, built, connector)
         else:

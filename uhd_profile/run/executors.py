@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from uhd_profile.errors import UhdProfileError, first_line
 
@@ -58,7 +59,7 @@ def run_ray(
     ray = _ray()
     started_here = False
     if not ray.is_initialized():
-        kwargs = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=True)
+        kwargs: dict[str, Any] = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=True)
         if address is None:
             kwargs.update(num_cpus=os.cpu_count() or 1)
         try:

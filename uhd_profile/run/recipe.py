@@ -285,6 +285,7 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
     ):
         info = ENCODERS[enc]
         size = _resolution(where, f"{gkey}.resolutions", res)
+        depths: list[int | None]
         if comp == "none":
             depths = [None]
         elif lists["depths"] == ["all"]:

@@ -129,7 +129,7 @@ def _legend_outside(ax) -> None:
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
-    out = {}
+    out: dict[str, Any] = {}
     for hd, lb in zip(handles, labels):
         if isinstance(hd, PathCollection) and lb in STYLE:
             colour, marker = style_of(lb)
@@ -307,7 +307,7 @@ def breakdown_figure(parts: dict[str, pd.DataFrame], convention: str = FIGURE_CO
         ax.set_title(f"{label}: {sum(bottom):,.1f} {unit} in total", loc="left")
         ax.set_xlabel("block, in execution order (emb, encoder layer index, comp = in-ViT compressor)")
     axes[0][0].set_ylabel(f"compute per view ({unit}, {convention} convention)")
-    handles = {}
+    handles: dict[str, Any] = {}
     for ax in axes[0]:
         for hd, lb in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lb, hd)

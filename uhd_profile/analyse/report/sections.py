@@ -385,7 +385,7 @@ def _measurement_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> Non
         )
     else:
         n_flag = int(q["flagged"].sum())
-        reasons = {(r.get("metrics") or {}).get("telemetry_reason") for r in recs if r.get("metrics")} - {None}
+        reasons = {str(m["telemetry_reason"]) for r in recs if (m := r.get("metrics") or {}).get("telemetry_reason")}
         thr = "throttling: " + (
             "not observable (" + "; ".join(sorted(reasons)) + ")"
             if q["throttled_fraction"].isna().all()

@@ -197,7 +197,8 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
     hp = headline_pairs(d)
     rows = []
     if hp["flops"] is not None:
-        rows += _count_rows(*hp["flops"], "", paper_ref=is_paper_geometry(hp["flops"][0]))
+        fb, fv = hp["flops"]
+        rows += _count_rows(fb, fv, "", paper_ref=is_paper_geometry(fb))
     for b, v in hp["latency"]:
         if hp["flops"] is None or resolution_label(b) != resolution_label(hp["flops"][0]):
             rows += _count_rows(b, v, " (at the measured resolution)", paper_ref=False)

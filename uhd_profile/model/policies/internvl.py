@@ -77,7 +77,7 @@ def _rule(width: int, height: int, *, min_tiles: int, max_tiles: int) -> ImageVi
         if abs(sx / sy - 1) > 1e-9
         else f"aspect ratio kept: scaled x{sx:.3g} to {canvas[0]}x{canvas[1]}"
     )
-    notes = (note + "; nothing is cropped or padded",)
+    notes: tuple[str, ...] = (note + "; nothing is cropped or padded",)
     if len(views) > 1:
         notes += (f"thumbnail: whole image squashed to {TILE}x{TILE}",)
     return ImageViews(

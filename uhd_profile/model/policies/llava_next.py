@@ -54,6 +54,7 @@ def best_canvas(width: int, height: int, pinpoints: tuple[Size, ...]) -> Size:
         blank = cw * ch - kept
         if kept > best_kept or (kept == best_kept and blank < best_blank):
             best, best_kept, best_blank = (cw, ch), kept, blank
+    assert best is not None  # the pinpoints are never empty (checked when the policy is parsed)
     return best
 
 
