@@ -134,7 +134,7 @@ def test_reproduction_table_takes_the_run_and_recounts_what_it_lacks():
 def test_counts_only_report(counts_report):
     out, written = counts_report
     md = (out / "report.md").read_text()
-    _figures_complete(out, written, {"pareto_tokens", "depth_sweep", "breakdown"})
+    _figures_complete(out, written, {"quality_fronts", "pareto_tokens", "depth_sweep", "breakdown"})
     repro = _csv(out, "tables/reproduction.csv")
     assert len(repro) == 12 and repro["ok"].all() and set(repro["source"]) == {"run"}
     assert "| Win-Attn w/ Reused MLP = LLaVA-UHD v4 (Fig. 2, Tab. 4c, A3) | 1,573.1 | 1,573.09 |" in md
@@ -165,7 +165,7 @@ def test_breakdown_total_equals_the_run(counts_report):
 def test_global_vs_sliced_report_marks_flagged_points_everywhere(sliced_report):
     out, written = sliced_report
     md = (out / "report.md").read_text()
-    _figures_complete(out, written, {"pareto_latency", "pareto_tokens", "global_vs_sliced", "breakdown"})
+    _figures_complete(out, written, {"quality_fronts", "pareto_latency", "pareto_tokens", "global_vs_sliced", "breakdown"})
     gs = _csv(out, "figures/global_vs_sliced.csv")
     assert set(gs["encoding"]) == {"global", "sliced"} and len(gs) == 16 and gs["flagged"].sum() == 1
     # the noisy sliced point carries the mark in the section-5 table and the quality table
@@ -191,7 +191,7 @@ def test_smoke_sweep_report(smoke_report):
     out = run / "report"
     md = (out / "report.md").read_text()
     assert written["md"] == str(out / "report.md") and written["html"] == str(out / "report.html")
-    _figures_complete(out, written, {"pareto_latency", "pareto_tokens", "breakdown"})
+    _figures_complete(out, written, {"quality_fronts", "pareto_latency", "pareto_tokens", "breakdown"})
     hl = _csv(out, "tables/headline.csv")
     # the smoke recipe measures baseline +post16 and v4 +post4: no same-ratio pair to compare latency on
     assert "latency, median of forward passes" not in set(hl["quantity"])
@@ -219,7 +219,7 @@ def test_a_run_with_no_usable_points_still_renders(tmp_path):
 def test_html_is_self_contained(sliced_report):
     out, _ = sliced_report
     page = (out / "report.html").read_text()
-    assert page.count("data:image/svg+xml;base64,") == 4
+    assert page.count("data:image/svg+xml;base64,") == 5
     assert not re.search(r"(src|href)=\"(https?:)?//", page)
     import matplotlib
 
@@ -241,7 +241,7 @@ def test_cli_report(cli, tmp_path):
     code, out, err = cli("report", str(SLICED), "--out", str(tmp_path / "r"), "--format", "md", "--no-recount")
     assert code == 0, err
     assert (tmp_path / "r" / "report.md").exists() and not (tmp_path / "r" / "report.html").exists()
-    assert "4 figures" in out and "report.html" not in out
+    assert "5 figures" in out and "report.html" not in out
 
 
 # -- a real browser ----------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_committed_reference_report_reproduces_the_paper():
 
 
 @pytest.mark.parametrize("which", ["counts_report", "sliced_report", "reference_report"])
-def test_report_renders_in_chromium(browser, which, request):
+def test_report_renders_in_chromium(browser, which, request, tmp_path_factory):
     out, _ = request.getfixturevalue(which)
     browser.get((out / "report.html").resolve().as_uri())
     assert browser.execute_script("return document.readyState") == "complete"
@@ -330,9 +330,139 @@ def test_report_renders_in_chromium(browser, which, request):
             "const i = arguments[0]; return [i.complete, i.naturalWidth, i.getBoundingClientRect().width]", img
         )
         assert ok and width > 300 and shown > 300, img.get_attribute("alt")
+        # a figure wider than the page is shrunk until its text is unreadable: keep it near its own size
+        assert shown >= 0.8 * width, f"{img.get_attribute('alt')}: {width} px wide, shown at {shown:.0f} px"
         assert _visible(img.screenshot_as_png) > 0.02, f"{img.get_attribute('alt')} is blank in the screenshot"
+    # every section: a screenshot of it (kept for a human to look at), nothing wider than the page,
+    # no two text boxes overlapping, and the table of contents points at it
+    page_width = browser.execute_script("return document.documentElement.clientWidth")
+    sections = browser.find_elements("css selector", "section")
+    toc = browser.execute_script("return [...document.querySelectorAll('nav.toc a')].map(a => a.getAttribute('href'))")
+    assert sections and toc == [f"#{s.get_attribute('id')}" for s in sections]
+    shots = tmp_path_factory.mktemp(f"sections-{which}")
+    for s in sections:
+        browser.execute_script("arguments[0].scrollIntoView()", s)
+        png = s.screenshot_as_png
+        (shots / f"{s.get_attribute('id')}.png").write_bytes(png)
+        assert _visible(png) > 0.005, f"section {s.get_attribute('id')} is blank"
+        wide = browser.execute_script(
+            "return [...arguments[0].querySelectorAll('figure img, div.table, p, h2, h3')]"
+            ".filter(e => e.getBoundingClientRect().right > arguments[1] + 1).map(e => e.outerHTML.slice(0, 80))",
+            s,
+            page_width,
+        )
+        assert not wide, f"wider than the page in {s.get_attribute('id')}: {wide}"
+        overlaps = browser.execute_script(
+            """
+            const els = [...arguments[0].querySelectorAll('h2, h3, p, figcaption, figure img, th, td, div.table')];
+            const out = [];
+            for (let i = 0; i < els.length; i++) for (let j = i + 1; j < els.length; j++) {
+              const a = els[i], b = els[j];
+              if (a.contains(b) || b.contains(a)) continue;
+              const r = a.getBoundingClientRect(), q = b.getBoundingClientRect();
+              const w = Math.min(r.right, q.right) - Math.max(r.left, q.left);
+              const h = Math.min(r.bottom, q.bottom) - Math.max(r.top, q.top);
+              if (w > 1 && h > 1) out.push(a.tagName + ' / ' + b.tagName + ': ' + (a.textContent || '').slice(0, 40));
+            }
+            return out;""",
+            s,
+        )
+        assert not overlaps, f"overlapping text boxes in {s.get_attribute('id')}: {overlaps[:5]}"
     # nothing loaded from outside the page itself
     sources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert all(s.startswith("data:") for s in sources), sources
     errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     assert not errors, json.dumps(errors)
+
+
+# -- quality against cost, and readable figures ---------------------------------------------
+
+
+def test_default_report_draws_the_papers_quality_against_counted_flops(counts_report):
+    out, written = counts_report
+    assert {"figures/quality_fronts.png", "figures/quality_fronts.svg", "figures/quality_fronts.csv"} <= set(written)
+    q = _csv(out, "tables/quality_paper.csv")
+    assert len(q) == 11 and set(q["cost_source"]) == {"run"}
+    v4 = q[q["design"] == "window-attn-reused-mlp@6"].iloc[0]
+    # the reported score next to our count of the same configuration (and the paper's own GFLOPs)
+    assert (
+        v4["avg"] == 70.7 and v4["paper_flops"] == load(PAPER_COUNTS).set_index("variant_id").loc[v4["variant_id"], "paper_flops"]
+    )
+    assert v4["reported_gflops"] == 1573.1
+    md = (out / "report.md").read_text()
+    # the paper's own disagreements stay visible
+    assert "38.76" in md and "69.85" in md and "paper-reported" in md
+    # counted FLOPs put k=3 on the front, and a design that costs more for less (reused-mlp) off it
+    front = dict(zip(q["design"], q["pareto_paper_flops"]))
+    assert front["window-attn-reused-mlp@6"] and not front["reused-mlp@6"] and not front["baseline"]
+
+
+def _scores_csv(path: Path) -> str:
+    path.write_text(
+        "compressor,depth,mmmu,mathvista,mmbench_en,mmbench_cn,mmstar,hallusionbench,ai2d,ocrbench\n"
+        "none,,50,50,50,50,50,50,50,50\n"
+        "window-attn-reused-mlp,6,52,52,52,52,52,52,52,52\n"
+        "avg-pool,6,40,40,40,40,40,40,40,40\n"
+        "avg-pool,9,60,60,60,60,60,60,60,60\n"  # not in the run: listed as a score without a point
+    )
+    return str(path)
+
+
+def test_report_with_your_scores_draws_them_next_to_the_papers(tmp_path, cli):
+    from tests.test_quality import ALL_TASKS, lmms
+
+    csv = _scores_csv(tmp_path / "scores.csv")
+    results = tmp_path / "2026_results.json"
+    results.write_text(json.dumps(lmms(ALL_TASKS)))
+    out = tmp_path / "report"
+    code, stdout, err = cli(
+        "report", str(PAPER_COUNTS), "--out", str(out), "--quality", csv, "--quality", f"{results}=cross-attn-topleft@6"
+    )
+    assert code == 0, err
+    yours = _csv(out, "tables/quality_yours.csv")
+    assert sorted(yours["design"]) == ["avg-pool@6", "avg-pool@9", "baseline", "cross-attn-topleft@6", "window-attn-reused-mlp@6"]
+    by = yours.set_index("design")
+    assert by.loc["window-attn-reused-mlp@6", "avg"] == 52.0 and by.loc["cross-attn-topleft@6", "avg"] == pytest.approx(70.675)
+    assert by.loc["avg-pool@9", "cost_source"] == "recounted" and by.loc["avg-pool@6", "cost_source"] == "run"
+    missing = _csv(out, "tables/quality_missing.csv")
+    assert ((missing["kind"] == "quality-without-run") & (missing["depth"] == 9)).sum() == 1
+    assert (missing["kind"] == "run-without-quality").sum() == 11 - 4
+    drawn = _csv(out, "figures/quality_fronts.csv")
+    assert set(drawn["scores"]) == {"paper-reported", "yours"}
+    md = (out / "report.md").read_text()
+    assert "Filled markers are your scores" in md
+    assert "textvqa_val are not among the eight benchmarks" in md  # what was ignored is said, in a banner
+
+
+def test_a_bad_score_file_is_one_line_before_any_work(tmp_path, cli):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("compressor,mmmu\navg-pool,not-a-number\n")
+    code, _, err = cli("report", str(PAPER_COUNTS), "--out", str(tmp_path / "r"), "--quality", str(bad))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(bad) in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("run", [PAPER_COUNTS, SLICED])
+def test_figures_keep_legends_off_data_and_labels_apart(run):
+    """Every figure of a report: no legend over a data marker, no overlapping text, nothing outside."""
+    from uhd_profile.analyse.report.figures import layout_problems
+
+    rep = R.build_report(run, recount=False)
+    assert rep.figures
+    for f in rep.figures:
+        assert layout_problems(f.fig) == [], f.name
+
+
+def test_report_has_contents_anchors_and_one_glossary(counts_report):
+    out, _ = counts_report
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    anchors = re.findall(r'<section id="([^"]+)">', html)
+    assert len(anchors) >= 7 and all(f'href="#{a}"' in html for a in anchors)
+    assert len(re.findall(r"^## \d+\. ", md, flags=re.M)) == len(anchors) and "Contents: [1. Headline" in md
+    assert anchors[-1].endswith("conventions-and-terms")
+    # each convention's full definition appears once, in the glossary, not in every caption
+    from uhd_profile.count.conventions import CONVENTIONS
+
+    for c in CONVENTIONS.values():
+        assert md.count(c.meaning) == 1, c.name

@@ -23,6 +23,9 @@ from uhd_profile.analyse.report.format import (
     unit_of,
 )
 
+MAX_WIDTH_IN = 12.0
+"""Widest figure, inches: at 110 dpi it fits a 1280 px window's page without being shrunk much."""
+
 #: matplotlib settings of every report figure (applied per figure, never to the global rcParams)
 RC = {
     "font.size": 9,
@@ -71,22 +74,37 @@ def _log_if_wide(ax, axis: str, values) -> None:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
 
 
+def _renderer(fig: Any) -> Any:
+    """An Agg renderer for ``fig`` (report figures are plain Figures without a canvas of their own)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    return fig.canvas.get_renderer()
+
+
 def _label_points(ax, xs, ys, labels, fontsize=7, lines: list | None = None) -> None:
     """Label points without overlaps: labels of coincident points are merged, then each label takes
     the first free spot among candidates around its point (right, left, then further up/down with
-    a leader line). Call after the axes' scales and limits are final."""
-    fig = ax.figure  # positions are taken before layout: approximate, but offsets are in points
+    a leader line), measured with the real text extents once the figure's layout is settled.
+    The labels stay out of the layout, so placing them cannot move the axes. Call last."""
+    fig = ax.figure
+    renderer = _renderer(fig)
+    fig.draw_without_rendering()  # settle the constrained layout: transforms below are final
     groups: dict[tuple[float, float], list[str]] = {}
     for x, y, lab in zip(xs, ys, labels):
         groups.setdefault((float(x), float(y)), []).append(lab)
     k = fig.dpi / 72.0  # display pixels per point
-    box = ax.get_window_extent()
+    box = ax.get_window_extent(renderer)
     pts = {xy: tuple(ax.transData.transform(xy)) for xy in groups}
     taken = [(px - 6 * k, py - 6 * k, px + 6 * k, py + 6 * k) for px, py in pts.values()]  # the markers
     for line_x, line_y in lines or []:  # axis-parallel polylines (Pareto fronts) labels must not cover
         for a, b in zip(zip(line_x, line_y), list(zip(line_x, line_y))[1:]):
             (ax_, ay), (bx, by) = ax.transData.transform(a), ax.transData.transform(b)
             taken.append((min(ax_, bx) - 2 * k, min(ay, by) - 2 * k, max(ax_, bx) + 2 * k, max(ay, by) + 2 * k))
+    for other in fig.legends + ([ax.get_legend()] if ax.get_legend() else []):
+        lb = other.get_window_extent(renderer)
+        taken.append((lb.x0, lb.y0, lb.x1, lb.y1))
 
     def free(r):
         inside = r[0] >= box.x0 and r[2] <= box.x1 and r[1] >= box.y0 and r[3] <= box.y1
@@ -94,10 +112,13 @@ def _label_points(ax, xs, ys, labels, fontsize=7, lines: list | None = None) -> 
 
     for xy, labs in sorted(groups.items(), key=lambda kv: (pts[kv[0]][0], pts[kv[0]][1])):
         text = ", ".join(dict.fromkeys(labs))
-        w, h = len(text) * fontsize * 0.62 * k, fontsize * 1.3 * k
+        probe = ax.text(0, 0, text, fontsize=fontsize)
+        ext = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = ext.width + 2 * k, ext.height + 2 * k
         px, py = pts[xy]
         choice = None
-        for dy in [0] + [s * j * h for j in range(1, 12) for s in (1, -1)]:
+        for dy in [0] + [s * j * h for j in range(1, 14) for s in (1, -1)]:
             for side in (1, -1):
                 x0 = px + 6 * k if side == 1 else px - 6 * k - w
                 r = (x0, py + dy - h / 2, x0 + w, py + dy + h / 2)
@@ -110,7 +131,7 @@ def _label_points(ax, xs, ys, labels, fontsize=7, lines: list | None = None) -> 
             choice = (1, 0.0, (px + 6 * k, py - h / 2, px + 6 * k + w, py + h / 2))
         side, dy, r = choice
         taken.append(r)
-        ax.annotate(
+        ann = ax.annotate(
             text,
             xy,
             xytext=(6 * side, dy / k),
@@ -121,6 +142,7 @@ def _label_points(ax, xs, ys, labels, fontsize=7, lines: list | None = None) -> 
             va="center",
             arrowprops=dict(arrowstyle="-", lw=0.5, color="#888888", shrinkA=0, shrinkB=3) if abs(dy) > 0 else None,
         )
+        ann.set_in_layout(False)
 
 
 def _legend_outside(ax) -> None:
@@ -322,10 +344,10 @@ def encoding_figure(table: pd.DataFrame, convention: str = FIGURE_CONVENTION):
     col = count_column(convention)
     has_lat = table["latency_median_s"].notna().any()
     aspects = list(dict.fromkeys(table.sort_values("megapixels")["aspect"]))
-    if len(aspects) > 4:
+    if len(aspects) > 3:  # more panels than a page holds side by side: one panel for all shapes
         table, aspects = table.assign(aspect="all"), ["all"]
     rows = 2 if has_lat else 1
-    fig, axes = _subplots(rows, len(aspects), (max(7.5, 4.6 * len(aspects)), 4.4 * rows))
+    fig, axes = _subplots(rows, len(aspects), (min(MAX_WIDTH_IN, max(7.5, 4.6 * len(aspects))), 4.4 * rows))
     _, unit = _scaled(table[col], convention)
     f = 1e9 if unit.startswith("G") else 1e6
     metrics = [(col, f, f"compute per image ({unit}, {convention} conv.)")]
@@ -361,6 +383,168 @@ def encoding_figure(table: pd.DataFrame, convention: str = FIGURE_CONVENTION):
             uniq.setdefault(lb, hd)
     fig.legend(uniq.values(), uniq.keys(), loc="outside lower center", ncol=min(3, len(uniq)), framealpha=0.9)
     return fig
+
+
+QUALITY_AXES = {
+    "paper_flops": "visual-encoding compute per 980 px view (GFLOPs, paper convention)",
+    "macs": "visual-encoding compute per 980 px view (GMACs, as executed)",
+    "latency_median_s": "measured latency, median per forward (ms)",
+}
+_QUALITY_SCALE = {"paper_flops": 1e-9, "macs": 1e-9, "latency_median_s": 1e3}
+#: a score this far below the best sits off the axis, drawn at its edge with its value: one
+#: collapsed training run (the paper's k = 3) must not flatten every other point into one line
+OFF_SCALE_POINTS = 10.0
+
+
+def _step_front(xs: list[float], ys: list[float], x_hi: float, y_lo: float) -> tuple[list[float], list[float]]:
+    """The boundary of the region a quality front (max y, min x) dominates: from each front point
+    right to the next one's x, then up; out to the axes' edges."""
+    pts = sorted(zip(xs, ys))
+    px, py = [pts[0][0]], [y_lo]
+    for i, (x, y) in enumerate(pts):
+        px += [x, pts[i + 1][0] if i + 1 < len(pts) else x_hi]
+        py += [y, y]
+    return px, py
+
+
+def quality_axes(table: pd.DataFrame, user: pd.DataFrame | None = None) -> list[str]:
+    """The cost axes (``QUALITY_AXES``) on which some design has both a cost and a score."""
+    frames = [table] + ([user] if user is not None else [])
+    return [c for c in QUALITY_AXES if any((d[c].notna() & d["avg"].notna()).any() for d in frames)]
+
+
+@styled
+def quality_figure(table: pd.DataFrame, user: pd.DataFrame | None = None):
+    """Average score (y) against cost (x), one panel per cost axis the data has (``QUALITY_AXES``).
+
+    ``table``: ``tables.quality_cost_table`` of the paper's reported scores (hollow markers,
+    "paper-reported"); ``user``: the same for the user's own scores (filled markers). Each
+    source's Pareto front (most score for the least cost) is drawn as the boundary of the region
+    it dominates; dominated points are faded. Scores far below the rest sit at the bottom edge
+    with their value (``OFF_SCALE_POINTS``)."""
+    sources = [("paper-reported", table, False)] + ([("your scores", user, True)] if user is not None and len(user) else [])
+    axes_used = quality_axes(table, user)
+    if not axes_used:
+        raise ValueError("no design has both a score and a cost: nothing to draw")
+    ncols = min(2, len(axes_used))
+    nrows = -(-len(axes_used) // ncols)
+    fig, axes = _subplots(nrows, ncols, (6.0 * ncols, 4.5 * nrows))
+    for ax in axes.flat[len(axes_used) :]:
+        ax.set_visible(False)
+    for ax, cost in zip(axes.flat, axes_used):
+        scale = _QUALITY_SCALE[cost]
+        all_y = [float(v) for _, d, _ in sources for v in d["avg"].dropna()]
+        top = max(all_y)
+        lo = min((v for v in all_y if v >= top - OFF_SCALE_POINTS), default=min(all_y)) - 0.6
+        labels, lx, ly = [], [], []
+        for _name, d, filled in sources:
+            g = d[d[cost].notna() & d["avg"].notna()]
+            if not len(g):
+                continue
+            xs = [float(v) * scale for v in g[cost]]
+            ys = [max(float(v), lo + 0.25) for v in g["avg"]]
+            front = [bool(f) if not pd.isna(f) else False for f in g[f"pareto_{cost}"]]
+            for comp, x, y, on, raw in zip(g["compressor"], xs, ys, front, g["avg"]):
+                colour, marker = style_of(str(comp))
+                off = float(raw) < lo
+                ax.scatter(
+                    [x],
+                    [y],
+                    marker="v" if off else marker,
+                    s=48,
+                    zorder=3,
+                    linewidths=1.4,
+                    facecolors=colour if filled else "white",
+                    edgecolors=colour,
+                    alpha=1.0 if on else 0.45,
+                )
+            lx += xs
+            ly += ys
+            labels += [
+                f"{lab} ({float(raw):.1f}, off scale)" if float(raw) < lo else str(lab) for lab, raw in zip(g["design"], g["avg"])
+            ]
+        ax.margins(x=0.14, y=0.12)
+        ax.autoscale_view()
+        x0, x1 = ax.get_xlim()
+        y0, y1 = ax.get_ylim()
+        y0 = min(y0, lo)
+        fronts = []
+        for si, (name, d, _filled) in enumerate(sources):
+            g = d[d[cost].notna() & d["avg"].notna() & d[f"pareto_{cost}"].fillna(False).astype(bool)]
+            g = g[g["avg"].astype(float) >= lo]
+            if not len(g):
+                continue
+            px, py = _step_front([float(v) * scale for v in g[cost]], [float(v) for v in g["avg"]], x1, y0)
+            ax.plot(px, py, color="#444444", ls="--" if si == 0 else ":", lw=1.1, zorder=2, label=f"Pareto front, {name}")
+            fronts.append((px, py))
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        if cost == "latency_median_s":
+            settings = sorted({s for _, d, _ in sources for s in d["latency_setting"].dropna()})
+            ax.set_title("measured on " + "; ".join(settings), loc="left", fontsize=8)
+        ax.set_xlabel(QUALITY_AXES[cost])
+        ax.set_ylabel("average score over the eight benchmarks")
+        _label_points(ax, lx, ly, labels, lines=fronts)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="none", marker="o", mfc="white", mec="#555555", ms=7, label="paper-reported (hollow)")]
+    if len(sources) > 1:
+        handles.append(Line2D([], [], ls="none", marker="o", mfc="#555555", mec="#555555", ms=7, label="your scores (filled)"))
+    handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="#555555", alpha=0.45, ms=7, label="dominated (faded)"))
+    for si, (name, _, _) in enumerate(sources):
+        handles.append(Line2D([], [], color="#444444", ls="--" if si == 0 else ":", label=f"Pareto front, {name}"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), framealpha=0.9)
+    return fig
+
+
+def layout_problems(fig: Any) -> list[str]:
+    """What makes a figure hard to read, found from the drawn artists: a legend over a data
+    marker, text boxes (titles, axis labels, annotations, legend entries) overlapping each other,
+    and text outside the figure. Empty when the figure is clean."""
+    from matplotlib.collections import PathCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.text import Annotation, Text
+
+    renderer = _renderer(fig)
+    fig.canvas.draw()
+    fbox = fig.bbox
+    problems: list[str] = []
+    legends = [lg for lg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)] if lg is not None]
+    for ax in fig.axes:
+        markers = []
+        for coll in ax.collections:
+            if isinstance(coll, PathCollection) and len(coll.get_offsets()):
+                markers += [tuple(p) for p in coll.get_offset_transform().transform(coll.get_offsets())]
+        for line in ax.lines:
+            if isinstance(line, Line2D) and line.get_marker() not in (None, "", "None", " "):
+                markers += [tuple(p) for p in line.get_transform().transform(line.get_xydata())]
+        for lg in legends:
+            box = lg.get_window_extent(renderer)
+            inside = [m for m in markers if box.x0 <= m[0] <= box.x1 and box.y0 <= m[1] <= box.y1]
+            if inside:
+                problems.append(f"legend covers {len(inside)} data marker(s) in axes {ax.get_title(loc='left')!r}")
+    texts = []
+    for t in fig.findobj(Text):
+        if not t.get_visible() or not t.get_text().strip() or t.figure is None:
+            continue
+        if (
+            isinstance(t, Annotation)
+            or t in [a.title for a in fig.axes]
+            or t.get_gid() == "uhd-label"
+            or any(t in (a.xaxis.label, a.yaxis.label, a._left_title, a._right_title) for a in fig.axes)
+        ):
+            texts.append(t)
+    # the text itself (an Annotation's own extent would include its leader line)
+    boxes = [(t.get_text(), Text.get_window_extent(t, renderer)) for t in texts]
+    for i, (a, ba) in enumerate(boxes):
+        if ba.x0 < fbox.x0 - 1 or ba.x1 > fbox.x1 + 1 or ba.y0 < fbox.y0 - 1 or ba.y1 > fbox.y1 + 1:
+            problems.append(f"text {a!r} reaches outside the figure")
+        for b, bb in boxes[i + 1 :]:
+            if ba.overlaps(bb) and ba.intersection(ba, bb) is not None:
+                inter = ba.intersection(ba, bb)
+                if inter.width > 1 and inter.height > 1:
+                    problems.append(f"text {a!r} overlaps {b!r}")
+    return problems
 
 
 @styled

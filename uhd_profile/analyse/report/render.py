@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,36 @@ def table_markdown(t: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def sections(rep: Report) -> list[tuple[int, str, str]]:
+    """(number, title, anchor) of every level-2 heading, in order: the table of contents."""
+    out = []
+    for b in rep.blocks:
+        if isinstance(b, tuple) and b[0] == "h" and b[1] == 2:
+            n = len(out) + 1
+            out.append((n, b[2], f"{n}-{_slug(b[2])}"))
+    return out
+
+
+def _slug(text: str) -> str:
+    """A GitHub-style heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    kept = "".join(c for c in text.lower() if c.isalnum() or c in " -")
+    return kept.strip().replace(" ", "-")
+
+
 def render_markdown(rep: Report) -> str:
     out = [f"# {rep.title}", ""]
+    out += [f"> **Warning:** {w}" for w in rep.warnings] + ([""] if rep.warnings else [])
+    toc = sections(rep)
+    numbers = iter(toc)
+    first_h2 = True
     for b in rep.blocks:
+        if isinstance(b, tuple) and b[0] == "h" and b[1] == 2 and first_h2:
+            out += ["Contents: " + " · ".join(f"[{n}. {title}](#{anchor})" for n, title, anchor in toc), ""]
+            first_h2 = False
+        if isinstance(b, tuple) and b[0] == "h" and b[1] == 2:
+            n, title, _ = next(numbers)
+            out += [f"## {n}. {title}", ""]
+            continue
         if isinstance(b, Table):
             out += [
                 table_markdown(b.shown),
@@ -70,7 +98,10 @@ padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:left;vertical-align:top}th{background:#f3f3f3}
 tr:nth-child(even) td{background:#fafafa}figure{margin:1.2em 0}figure img{max-width:100%;height:auto;
 border:1px solid #eee}figcaption,.caption{font-size:.88em;color:#444}code{background:#f3f3f3;padding:0 .2em}
-.flag{color:#D55E00;font-weight:600}"""
+.flag{color:#D55E00;font-weight:600}nav.toc{background:#f7f7f7;border:1px solid #e3e3e3;padding:.5em 1em;
+margin:1em 0;font-size:.92em}nav.toc ol{margin:.3em 0;padding-left:1.6em}.warning{background:#fff4e5;
+border:1px solid #D55E00;padding:.6em 1em;margin:1em 0}.table{overflow-x:auto}h2 a.anchor,h3 a.anchor{color:#bbb;
+text-decoration:none;margin-left:.3em;font-size:.8em}"""
 
 
 def render_html(rep: Report, images: dict[str, bytes]) -> str:
@@ -82,7 +113,21 @@ def render_html(rep: Report, images: dict[str, bytes]) -> str:
         f"<title>{html.escape(rep.title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(rep.title)}</h1>",
     ]
+    out += [f'<div class="warning" role="alert"><strong>Warning:</strong> {_inline(w)}</div>' for w in rep.warnings]
+    toc = sections(rep)
+    numbers = iter(toc)
+    first_h2 = True
     for b in rep.blocks:
+        if isinstance(b, tuple) and b[0] == "h" and b[1] == 2:
+            if first_h2:
+                items = "".join(f'<li><a href="#{a}">{html.escape(title)}</a></li>' for _, title, a in toc)
+                out.append(f'<nav class="toc" aria-label="Contents"><strong>Contents</strong><ol>{items}</ol></nav>')
+                first_h2 = False
+            n, title, anchor = next(numbers)
+            if n > 1:
+                out.append("</section>")
+            out.append(f'<section id="{anchor}"><h2>{n}. {html.escape(title)}<a class="anchor" href="#{anchor}">#</a></h2>')
+            continue
         if isinstance(b, Table):
             rows = [
                 "<table><thead><tr>"
@@ -112,6 +157,8 @@ def render_html(rep: Report, images: dict[str, bytes]) -> str:
             out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
         else:
             out.append(f"<p>{_inline(b[1])}</p>")
+    if toc:
+        out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -129,16 +176,21 @@ def parse_formats(formats: Any) -> tuple[str, ...]:
 
 
 def write_report(
-    run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, formats: Any = FORMATS, recount: bool = True
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    formats: Any = FORMATS,
+    recount: bool = True,
+    quality: Sequence[str | os.PathLike] = (),
 ) -> dict[str, str]:
     """Build the report of ``run_dir`` and write it to ``out_dir`` (default ``RUN_DIR/report``):
     report.md / report.html (``formats``), figures as PNG + SVG + CSV, tables as CSV.
 
-    ``recount``: count paper figures the run does not hold (seconds each on the CPU). Returns
+    ``recount``: count paper figures the run does not hold (seconds each on the CPU); ``quality``:
+    score files joined to the run (``analyse.quality.read_quality``). Returns
     ``{name: path}`` of every file written: ``md``, ``html``, ``figures/NAME.png|svg|csv``,
     ``tables/NAME.csv``."""
     fmts = parse_formats(formats)
-    rep = build_report(run_dir, recount=recount)
+    rep = build_report(run_dir, recount=recount, quality=quality)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / REPORT_DIR
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)

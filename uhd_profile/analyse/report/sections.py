@@ -6,20 +6,29 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from uhd_profile.analyse.report.figures import breakdown_figure, depth_figure, encoding_figure, pareto_figure
+from uhd_profile.analyse.quality import join_quality, paper_quality, read_quality
+from uhd_profile.analyse.report.figures import (
+    breakdown_figure,
+    depth_figure,
+    encoding_figure,
+    pareto_figure,
+    quality_axes,
+    quality_figure,
+)
 from uhd_profile.analyse.report.format import (
     CATEGORIES,
     FIGURE_CONVENTION,
     FLAG_MARK,
     PAPER_ENCODER,
     PAPER_SIZE,
-    conv_note,
     count_column,
     flag_text,
     fmt_count,
@@ -44,9 +53,10 @@ from uhd_profile.analyse.report.tables import (
     ok_rows,
     pareto_table,
     prepare,
+    quality_cost_table,
     reproduction_table,
 )
-from uhd_profile.count.conventions import CONVENTIONS, get_convention
+from uhd_profile.count.conventions import CONVENTIONS
 from uhd_profile.count.paper import PAPER_REDUCTION, REL_TOL
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.schema import Point
@@ -72,11 +82,15 @@ class Table:
 
 @dataclass
 class Report:
+    """The document: a title and blocks in order. Level-2 headings are the sections; the renderer
+    numbers them and builds the table of contents, so a section is added without renumbering."""
+
     title: str
     blocks: list = field(default_factory=list)  # ("h", level, text) | ("p", text) | Table | Figure
+    warnings: list[str] = field(default_factory=list)  # shown in a banner at the top of the report
 
     def h(self, level: int, text: str) -> None:
-        self.blocks.append(("h", level, text))
+        self.blocks.append(("h", level, re.sub(r"^\d+\.\s*", "", text)))
 
     def p(self, text: str) -> None:
         self.blocks.append(("p", text))
@@ -97,8 +111,9 @@ def _spec_for(records: list[dict], variant_id: str) -> VariantSpec:
     raise KeyError(variant_id)
 
 
-def build_report(run_dir: str | os.PathLike, recount: bool = True) -> Report:
-    """Everything the report shows, as blocks (no files written)."""
+def build_report(run_dir: str | os.PathLike, recount: bool = True, quality: Sequence[str | os.PathLike] = ()) -> Report:
+    """Everything the report shows, as blocks (no files written). ``quality``: score files to join
+    to the run (``analyse.quality.read_quality``: CSV, or lmms-eval results as ``PATH=TIE``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UhdProfileError(f"run directory {str(run_dir)!r} does not exist; give a directory written by `uhd-profile sweep`")
@@ -114,15 +129,18 @@ def build_report(run_dir: str | os.PathLike, recount: bool = True) -> Report:
         f"{len(df)} points ({len(ok)} ok, {len(df) - len(ok)} failed), {len(counted_rows(df))} distinct counted "
         f"configurations, {n_meas} measured on a device. Every number below is taken from the run's records or "
         f"counted by running uhd-profile's FLOPs counter (on the meta device: shapes only); the paper's numbers "
-        f"appear only as the reference. {FLAG_MARK} marks a flagged latency (noisy, throttled or a slow outlier; see section 6) wherever it appears. "
-        f"FLOP counts are per view (one image of the stated size, batch 1) unless said otherwise."
+        f"appear only as the reference. {FLAG_MARK} marks a flagged latency (noisy, throttled or a slow outlier; see Measurement quality) wherever it appears. "
+        f"FLOP counts are per view (one image of the stated size, batch 1) unless said otherwise; the counting "
+        f"conventions and the terms used are defined once, in the last section."
     )
     _headline_section(rep, df)
     _reproduction_section(rep, df, recount)
+    _quality_section(rep, df, recount, quality)
     _pareto_section(rep, df)
     _breakdown_section(rep, df, recs)
     _encoding_section(rep, df)
     _measurement_section(rep, df, recs)
+    _glossary_section(rep)
     return rep
 
 
@@ -190,7 +208,6 @@ def _headline_section(rep: Report, df: pd.DataFrame) -> None:
     if not len(lat_rows):
         sent.append("the run measured no latency of a baseline/v4 pair at the same resolution and post-ViT ratio")
     rep.p("; ".join(sent) + ".")
-    rep.p(f"Conventions: {conv_note('paper')}. macs: {get_convention('macs').meaning}.")
 
 
 def _reproduction_section(rep: Report, df: pd.DataFrame, recount: bool) -> None:
@@ -218,7 +235,7 @@ def _reproduction_section(rep: Report, df: pd.DataFrame, recount: bool) -> None:
         f"record of that configuration ({n_run} figures); `recounted` = not in this run, counted now with "
         f"`count_flops` ({n_re} figures)"
         + ("" if recount else "; `not in run` = not in this run and not recounted")
-        + f". Counted column: {conv_note('paper')}. As executed: macs, window attention counted as windowed."
+        + ". Counted column: the paper convention; as executed: macs (window attention counted as windowed)."
     )
 
 
@@ -234,10 +251,18 @@ def _pareto_section(rep: Report, df: pd.DataFrame) -> None:
             why = (
                 "no latency was measured (a counts-only run)"
                 if y == "latency_median_s" and measured_rows(df).empty
-                else "no single-view point has both (global/sliced points are compared in section 5)"
+                else "no single-view point has both (global/sliced points are compared in their own section)"
             )
             rep.p(f"FLOPs vs {what}: left out, {why}.")
             continue
+        flat = [s for s, g in t.groupby("setting", sort=False) if g[y].nunique() < 2]
+        if len(flat) == t["setting"].nunique():
+            rep.p(
+                f"FLOPs vs {what}: left out: in every setting all variants send the same number of tokens to the "
+                f"LLM ({', '.join(f'{int(v):,}' for v in t[y].unique())}), so the panel would be a flat line."
+            )
+            continue
+        t = t[~t["setting"].isin(flat)]
         fig = pareto_figure(t, y)
         lower = "lower latency" if y == "latency_median_s" else "fewer tokens"
         rep.blocks.append(
@@ -246,10 +271,10 @@ def _pareto_section(rep: Report, df: pd.DataFrame) -> None:
                 fig,
                 t,
                 (
-                    f"Visual-encoding compute vs {what}, every variant of the run ({conv} convention: {get_convention(conv).meaning}). "
+                    f"Visual-encoding compute vs {what}, every variant of the run ({conv} convention). "
                     f"Single-view points; one panel per setting (encoder, resolution{', device, dtype' if y == 'latency_median_s' else ''}). "
                     f"The dashed line is each setting's Pareto front, the boundary of the region its outlined points dominate: "
-                    f"no other point of that setting has both fewer FLOPs and {lower}. Task accuracy is not measured here."
+                    f"no other point of that setting has both fewer FLOPs and {lower}. Quality against cost: see the section above."
                     + (
                         f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)."
                         if t["flagged"].any()
@@ -312,7 +337,7 @@ def _breakdown_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> None:
             data,
             (
                 f"{resolution_label(b)}, {b['encoder']}, post-ViT ratio {int(b['post_ratio'])}: compute per block, stacked by category "
-                f"({conv} convention: {get_convention(conv).meaning}). Recounted now with count_flops on the meta device (the store "
+                f"({conv} convention). Recounted now with count_flops on the meta device (the store "
                 f"keeps totals only). Linear layers include the patch-embedding convolution; attention matmuls are QK^T and AV; "
                 f"element-wise: norms, activations, residual adds, softmax and score scaling; compressor: everything inside "
                 f"the in-ViT compressor (its window attention charged densely in this convention). Totals: "
@@ -347,8 +372,7 @@ def _encoding_section(rep: Report, df: pd.DataFrame) -> None:
             t,
             (
                 f"Cost of encoding a whole image vs its size: `global` resizes it to one view, `sliced` encodes the "
-                f"slices (and thumbnail) the slicing rule picks. Compute per image ({conv} convention: "
-                f"{get_convention(conv).meaning})"
+                f"slices (and thumbnail) the slicing rule picks. Compute per image ({conv} convention)"
                 + (", median latency per image where measured" if t["latency_median_s"].notna().any() else "")
                 + "."
                 + (
@@ -429,17 +453,146 @@ def _measurement_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> Non
     if len(fails):
         rep.h(3, "Points that did not run")
         rep.blocks.append(Table("failures", fails.fillna(""), fails))
-    rep.h(3, "Conventions")
+
+
+def _quality_section(rep: Report, df: pd.DataFrame, recount: bool, quality: Sequence[str | os.PathLike]) -> None:
+    rep.h(2, "Quality against cost")
+    paper = quality_cost_table(df, paper_quality(), recount=recount)
+    user_scores, problems = read_quality(quality) if quality else (None, [])
+    user = None
+    if user_scores is not None and len(user_scores):
+        joined, missing = join_quality(df, user_scores)
+        by_design = user_scores[user_scores["compressor"].notna()] if "compressor" in user_scores else user_scores[:0]
+        user = quality_cost_table(df, by_design, recount=recount) if len(by_design) else None
+    intro = (
+        "The trade-off people come for: benchmark quality against what it costs. Hollow markers are the scores the "
+        "paper reports for each compressor design and depth (Table A3, Table 5: SigLIP-2, Qwen3-8B, 8M training "
+        "samples, 16x compression; reference data shipped with uhd-profile), drawn against the cost uhd-profile "
+        "counts for the same configuration (980 px view, the ViT alone) in the paper's convention and as executed, "
+        "and against the latency this run measured for the same design where it did. Quality is never measured here."
+    )
+    if quality:
+        intro += " Filled markers are your scores (" + ", ".join(str(q) for q in quality) + ")."
+    else:
+        intro += (
+            " Add your own scores with `uhd-profile report RUN --quality scores.csv` (or lmms-eval results "
+            "as `--quality results.json=VARIANT`)."
+        )
+    rep.p(intro)
+    if not quality_axes(paper, user):
+        rep.p("Left out: no scored design has a cost here (the run holds none of them and recounting is off).")
+        return
+    rep.blocks.append(
+        Figure(
+            "quality_fronts",
+            quality_figure(paper, user),
+            pd.concat(
+                [paper.assign(scores="paper-reported")] + ([user.assign(scores="yours")] if user is not None else []),
+                ignore_index=True,
+            ),
+            (
+                "Average of the eight benchmark scores against the cost of each design; the dashed line is the Pareto "
+                "front (the most quality for the least cost), dominated points are faded. A score far below the rest is "
+                "drawn at the bottom edge with its value."
+            ),
+        )
+    )
+    shown = pd.DataFrame(
+        {
+            "design": paper["design"],
+            "reported avg": [f"{v:.1f}" if not isna(v) else "n/a" for v in paper["avg"]],
+            "reported (GFLOPs)": [f"{v:,.1f}" if not isna(v) else "n/a" for v in paper["reported_gflops"]],
+            "counted (GFLOPs, paper)": [f"{v / 1e9:,.1f}" if not isna(v) else "n/a" for v in paper["paper_flops"]],
+            "as executed (GMACs)": [f"{v / 1e9:,.1f}" if not isna(v) else "n/a" for v in paper["macs"]],
+            "latency": [
+                flag_text(f, fmt_s(v)) if not isna(v) else "n/a" for v, f in zip(paper["latency_median_s"], paper["flagged"])
+            ],
+            "front (paper / macs)": [
+                ("yes" if a else "no") + " / " + ("yes" if b else "no")
+                for a, b in zip(paper["pareto_paper_flops"].fillna(False), paper["pareto_macs"].fillna(False))
+            ],
+            "source": paper["source"],
+            "note": paper["notes"].fillna(""),
+        }
+    )
+    rep.blocks.append(
+        Table(
+            "quality_paper",
+            shown,
+            paper,
+            "Scores and GFLOPs as the paper prints them (the reference); counted costs by uhd-profile "
+            "(`run`: the run's record; `recounted`: counted now on the meta device).",
+        )
+    )
+    notes = list(paper["notes"].dropna().unique())
+    if notes:
+        rep.p(
+            "Where the paper disagrees with itself (kept visible, not resolved): "
+            + " ".join(f"{n}." if not n.endswith(".") else n for n in notes)
+        )
+    if quality:
+        if user is None:
+            rep.p("None of your scores is keyed by design (compressor and depth): see the table of joins below.")
+        else:
+            ushown = pd.DataFrame(
+                {
+                    "design": user["design"],
+                    "your avg": [f"{v:.1f}" if not isna(v) else "n/a" for v in user["avg"]],
+                    "counted (GFLOPs, paper)": [f"{v / 1e9:,.1f}" if not isna(v) else "n/a" for v in user["paper_flops"]],
+                    "latency": [fmt_s(v) if not isna(v) else "n/a" for v in user["latency_median_s"]],
+                    "source": user["source"],
+                }
+            )
+            rep.blocks.append(Table("quality_yours", ushown, user))
+        if len(missing):
+            rep.h(3, "Scores and points that did not join")
+            rep.blocks.append(
+                Table(
+                    "quality_missing",
+                    missing.fillna(""),
+                    missing,
+                    "`quality-without-run`: a score that matched no point of this run; "
+                    "`run-without-quality`: a point of this run with no score.",
+                )
+            )
+        for msg in problems:
+            rep.warnings.append(msg)
+
+
+GLOSSARY = (
+    ("baseline", "the post-ViT baseline: no compression inside the ViT, a 16x connector after it"),
+    ("v4", "LLaVA-UHD v4's compressor (window-attn-reused-mlp) after encoder layer 6, then a 4x connector: 16x in total"),
+    ("depth k", "the 0-based encoder layer after which an in-ViT compressor runs: k = 6 means 7 layers at full token count"),
+    ("post-ratio", "the post-ViT connector's ratio: 1 is the ViT alone (the scope of the paper's per-slice figures)"),
+    ("per view", "one image of the stated size (W x H pixels), batch 1; whole images: all their views"),
+    ("recounted", "a configuration the run does not hold, counted now on the meta device (shapes only, seconds)"),
+    ("Pareto front", "the points no other point beats on both axes at once; the line bounds the region they dominate"),
+    ("paper-reported", "a number the paper prints, shipped as reference data with its table and page; never computed here"),
+    (
+        f"{FLAG_MARK} flagged latency",
+        "noisy (IQR/median >= 10%), unreliable (>= 25%), throttled, or a slow outlier "
+        f"(throughput more than {SLOW_OUTLIER_FACTOR:g}x below its peers' median)",
+    ),
+    ("G, M", "1e9 and 1e6; GMACs in the macs convention, GFLOPs in the others"),
+)
+
+
+def _glossary_section(rep: Report) -> None:
+    rep.h(2, "Conventions and terms")
+    rep.p(
+        "Every count in this report names its convention; this is where they are defined (in full in "
+        "uhd-profile's docs/conventions.md). Figures are drawn in the "
+        f"{FIGURE_CONVENTION} convention unless their axis says otherwise. Latency is the median of the recorded "
+        "forward passes (one batch per pass)."
+    )
     conv_t = pd.DataFrame(
         {
             "convention": list(CONVENTIONS),
+            "record column": [c.column for c in CONVENTIONS.values()],
+            "unit": [c.unit for c in CONVENTIONS.values()],
             "meaning": [c.meaning for c in CONVENTIONS.values()],
-            "column": [c.column for c in CONVENTIONS.values()],
         }
     )
     rep.blocks.append(Table("conventions", conv_t, conv_t))
-    rep.p(
-        f"Figures are drawn in the {FIGURE_CONVENTION} convention; G = 1e9, M = 1e6. Latency is the median of the "
-        f"recorded forward passes (one batch per pass); resolutions are W x H pixels of the view (of the image, "
-        f"for global/sliced encoding)."
-    )
+    terms = pd.DataFrame(GLOSSARY, columns=["term", "meaning"])
+    rep.blocks.append(Table("terms", terms, terms))

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from uhd_profile.analyse.quality import BENCHMARKS, quality_front
 from uhd_profile.analyse.report.format import (
     CATEGORIES,
     FIGURE_CONVENTION,
@@ -567,3 +568,113 @@ def breakdown_summary(parts: dict[str, pd.DataFrame], convention: str = FIGURE_C
             rows.append({"variant": label, "category": cat, convention: v, "share": v / tot if tot else 0.0})
         rows.append({"variant": label, "category": "total", convention: int(tot), "share": 1.0})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Quality against cost
+# --------------------------------------------------------------------------------------------
+
+QUALITY_COSTS = ("paper_flops", "macs", "latency_median_s")
+"""The cost axes quality is drawn against: FLOPs in the paper's convention, MACs as executed, the
+measured median latency."""
+
+
+def _design_spec(compressor: str, depth: Any) -> VariantSpec:
+    """The paper's per-slice geometry of a design: so400m/14, one 980 px view, the ViT alone."""
+    if compressor in ("none", None) or isna(compressor):
+        return VariantSpec(post_ratio=1)
+    return VariantSpec(compressor=str(compressor), depth=int(depth), post_ratio=1)
+
+
+def _latency_by_design(df: pd.DataFrame) -> tuple[str | None, dict[tuple[str, int | None], pd.Series]]:
+    """The measured setting (encoder, view size, device, dtype, batch 1, single view) holding the
+    most designs, and each design's measured row there; (None, {}) when nothing was measured."""
+    m = measured_rows(df)
+    m = m[(m["encoding"] == "view") & (m["batch"] == 1)]
+    if not len(m):
+        return None, {}
+    keys = ["encoder", "width_px", "height_px", "device", "dtype", "post_ratio"]
+    best = max(m.groupby(keys, sort=False), key=lambda kv: (len(kv[1]), int(kv[0][1]) * int(kv[0][2])))
+    (enc, w, h, dev, dt, _), g = best
+    out = {}
+    for _, r in g.iterrows():
+        depth = None if r["compressor"] == "none" or isna(r["depth"]) else int(r["depth"])
+        out.setdefault((str(r["compressor"]), depth), r)
+    return f"{enc} {resolution_label(g.iloc[0])}, {dev} {dt}", out
+
+
+def quality_cost_table(df: pd.DataFrame, scores: pd.DataFrame, recount: bool = True) -> pd.DataFrame:
+    """Scores per design next to what the design costs, one row per scored design.
+
+    ``scores``: ``analyse.quality.paper_quality()`` (the paper's reported scores) or user scores
+    from ``read_quality`` keyed by design (``compressor``/``depth``). Costs: ``paper_flops`` and
+    ``macs`` of the design's 980 px, ViT-alone variant (the geometry of the paper's per-slice
+    figures) from the run's record, else recounted on meta (``cost_source``), and
+    ``latency_median_s`` of the design in the measured setting holding the most designs
+    (``latency_setting``; flagged latencies keep their flag). Plus ``design``, ``label``,
+    ``avg`` and the benchmarks, ``source`` and ``notes`` of the scores, and ``pareto_*`` /
+    ``dominated_*`` per cost axis (``quality_front``: most quality for the least cost)."""
+    d = counted_rows(ok_rows(df)) if len(df) else df
+    setting, lat = _latency_by_design(df) if len(df) else (None, {})
+    rows = []
+    for _, s in scores.iterrows():
+        comp = "none" if isna(s.get("compressor")) else str(s["compressor"])
+        depth = None if comp == "none" or isna(s.get("depth")) else int(s["depth"])
+        spec = _design_spec(comp, depth)
+        rec = d[d["variant_id"] == spec.id] if len(d) else d
+        if len(rec):
+            pf, mc, src = int(rec.iloc[0]["paper_flops"]), int(rec.iloc[0]["macs"]), "run"
+        elif recount:
+            total = _count(spec).total
+            pf, mc, src = total.paper, total.macs, "recounted"
+        else:
+            pf, mc, src = None, None, "not in run"
+        lrow = lat.get((comp, depth))
+        rows.append(
+            {
+                "design": "baseline" if comp == "none" else f"{comp}@{depth}",
+                "label": s.get("label") if not isna(s.get("label")) else ("post-ViT baseline" if comp == "none" else comp),
+                "compressor": comp,
+                "depth": depth,
+                "variant_id": spec.id,
+                "avg": None if isna(s.get("avg")) else float(s["avg"]),
+                **{b: (None if isna(s.get(b)) else float(s[b])) for b in BENCHMARKS},
+                "reported_gflops": None if isna(s.get("reported_gflops")) else float(s["reported_gflops"]),
+                "paper_flops": pf,
+                "macs": mc,
+                "cost_source": src,
+                "latency_median_s": None if lrow is None else float(lrow["latency_median_s"]),
+                "latency_setting": setting if lrow is not None else None,
+                "flagged": bool(lrow["flagged"]) if lrow is not None else False,
+                "source": s.get("source"),
+                "notes": None if isna(s.get("notes")) else s.get("notes"),
+            }
+        )
+    cols = [
+        "design",
+        "label",
+        "compressor",
+        "depth",
+        "variant_id",
+        "avg",
+        *BENCHMARKS,
+        "reported_gflops",
+        "paper_flops",
+        "macs",
+        "cost_source",
+        "latency_median_s",
+        "latency_setting",
+        "flagged",
+        "source",
+        "notes",
+    ]
+    out = pd.DataFrame(rows, columns=cols).astype(
+        {"depth": "Int64", "paper_flops": "Int64", "macs": "Int64", "avg": "Float64", "latency_median_s": "Float64"}
+    )
+    for cost in QUALITY_COSTS:
+        if out.empty or out[cost].isna().all() or out["avg"].isna().all():
+            out[f"pareto_{cost}"] = pd.array([pd.NA] * len(out), dtype="boolean")
+            continue
+        front = quality_front(out, cost, "avg")
+        out[f"pareto_{cost}"] = front["pareto"]
+    return out
