@@ -388,11 +388,11 @@ def get_compressor(name: str) -> CompressorDesign:
 
 def reuse_init_(module: nn.Module, parts: LayerParts) -> None:
     """Initialise every reusable piece of ``module`` from encoder layer k (docs/paper.md §7)."""
-    for sub in module.modules():
-        if sub is not module and hasattr(sub, "reuse_"):
-            sub.reuse_(parts)
-    if hasattr(module, "reuse_"):
-        module.reuse_(parts)
+    subs = [sub for sub in module.modules() if sub is not module] + [module]
+    for sub in subs:
+        reuse = getattr(sub, "reuse_", None)
+        if callable(reuse):
+            reuse(parts)
 
 
 # --------------------------------------------------------------------------------------------

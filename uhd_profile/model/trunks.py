@@ -28,7 +28,7 @@ from uhd_profile.model.compressors import Geometry, LayerParts
 
 def tag(module: nn.Module, paper: str) -> nn.Module:
     """Mark how the paper convention prices ``module`` (see ``flops`` module docstring)."""
-    module._uhd_paper = paper  # a plain attribute: works on transformers modules too
+    module.__dict__["_uhd_paper"] = paper  # a plain attribute: works on transformers modules too
     return module
 
 

@@ -9,6 +9,7 @@ import functools
 import io
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from uhd_profile.analyse.report.format import (
@@ -513,8 +514,9 @@ def layout_problems(fig: Any) -> list[str]:
     for ax in fig.axes:
         markers = []
         for coll in ax.collections:
-            if isinstance(coll, PathCollection) and len(coll.get_offsets()):
-                markers += [tuple(p) for p in coll.get_offset_transform().transform(coll.get_offsets())]
+            offsets = np.asarray(coll.get_offsets()) if isinstance(coll, PathCollection) else np.empty((0, 2))
+            if len(offsets):
+                markers += [tuple(p) for p in coll.get_offset_transform().transform(offsets)]
         for line in ax.lines:
             if isinstance(line, Line2D) and line.get_marker() not in (None, "", "None", " "):
                 markers += [tuple(p) for p in line.get_transform().transform(line.get_xydata())]
@@ -540,10 +542,9 @@ def layout_problems(fig: Any) -> list[str]:
         if ba.x0 < fbox.x0 - 1 or ba.x1 > fbox.x1 + 1 or ba.y0 < fbox.y0 - 1 or ba.y1 > fbox.y1 + 1:
             problems.append(f"text {a!r} reaches outside the figure")
         for b, bb in boxes[i + 1 :]:
-            if ba.overlaps(bb) and ba.intersection(ba, bb) is not None:
-                inter = ba.intersection(ba, bb)
-                if inter.width > 1 and inter.height > 1:
-                    problems.append(f"text {a!r} overlaps {b!r}")
+            inter = ba.intersection(ba, bb) if ba.overlaps(bb) else None
+            if inter is not None and inter.width > 1 and inter.height > 1:
+                problems.append(f"text {a!r} overlaps {b!r}")
     return problems
 
 

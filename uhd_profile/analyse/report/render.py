@@ -37,7 +37,7 @@ def table_markdown(t: pd.DataFrame) -> str:
 
 def sections(rep: Report) -> list[tuple[int, str, str]]:
     """(number, title, anchor) of every level-2 heading, in order: the table of contents."""
-    out = []
+    out: list[tuple[int, str, str]] = []
     for b in rep.blocks:
         if isinstance(b, tuple) and b[0] == "h" and b[1] == 2:
             n = len(out) + 1

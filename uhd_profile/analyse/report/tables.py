@@ -594,9 +594,9 @@ def _latency_by_design(df: pd.DataFrame) -> tuple[str | None, dict[tuple[str, in
     if not len(m):
         return None, {}
     keys = ["encoder", "width_px", "height_px", "device", "dtype", "post_ratio"]
-    best = max(m.groupby(keys, sort=False), key=lambda kv: (len(kv[1]), int(kv[0][1]) * int(kv[0][2])))
-    (enc, w, h, dev, dt, _), g = best
-    out = {}
+    groups: list[tuple[Any, pd.DataFrame]] = list(m.groupby(keys, sort=False))
+    (enc, w, h, dev, dt, _), g = max(groups, key=lambda kv: (len(kv[1]), int(kv[0][1]) * int(kv[0][2])))
+    out: dict[tuple[str, int | None], pd.Series] = {}
     for _, r in g.iterrows():
         depth = None if r["compressor"] == "none" or isna(r["depth"]) else int(r["depth"])
         out.setdefault((str(r["compressor"]), depth), r)
