@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from uhd_profile.analyse.report.e2e import e2e_blocks
 from uhd_profile.analyse.report.figures import breakdown_figure, depth_figure, encoding_figure, pareto_figure
 from uhd_profile.analyse.report.format import (
     CATEGORIES,
@@ -123,7 +124,14 @@ def build_report(run_dir: str | os.PathLike, recount: bool = True) -> Report:
     _breakdown_section(rep, df, recs)
     _encoding_section(rep, df)
     _measurement_section(rep, df, recs)
+    _e2e_section(rep, df, recs, recount)
     return rep
+
+
+def _e2e_section(rep: Report, df: pd.DataFrame, recs: list[dict], recount: bool) -> None:
+    """Section 7, "End to end" (``uhd_profile.analyse.report.e2e``): its blocks as this report's."""
+    for b in e2e_blocks(df, recs, recount):
+        rep.blocks.append(Table(*b[1:]) if b[0] == "table" else Figure(*b[1:]) if b[0] == "figure" else b)
 
 
 def _headline_section(rep: Report, df: pd.DataFrame) -> None:
