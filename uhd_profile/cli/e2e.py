@@ -33,6 +33,9 @@ from uhd_profile.model.variants import POST_RATIOS, VariantSpec
 from uhd_profile.units import DTYPES, format_bytes, parse_dtype, parse_resolution, parse_size
 
 IMAGE_ENCODINGS = ("sliced", "global")
+DEFAULT_VIEW = 448
+"""One view of 448 px when neither --resolution nor --image is given: a slice, what LLaVA-UHD and
+MiniCPM-V encode per view (the tower's native 980 px cannot be merged 16x: see merge_misfit)."""
 
 
 def pipeline_from_flags(
@@ -80,7 +83,7 @@ def pipeline_from_flags(
         for flag, value in (("--encoding", encoding), ("--max-slices", max_slices), ("--scale-resolution", scale_resolution)):
             if value is not None:
                 raise UhdProfileError(f"{flag} applies to a whole image; add --image WxH (or drop {flag})")
-        kw["resolution"] = parse_resolution(resolution, "--resolution")
+        kw["resolution"] = parse_resolution(DEFAULT_VIEW if resolution is None else resolution, "--resolution")
     if compressor is not None:
         spec = VariantSpec(compressor=compressor, depth=depth, **kw)
     else:
@@ -104,7 +107,8 @@ def pipeline_from_flags(
 def e2e_record(pc: PipelineCount, convention: str, kv_dtype: str) -> dict[str, Any]:
     """What ``e2e --json`` prints: the pipeline, ``stages`` (one row per stage: tokens in and the
     count in every convention), ``metrics`` (the record schema's names: ``vision_macs``, ...,
-    ``kv_cache_bytes`` in ``kv_dtype``), and ``PipelineCount.as_dict``'s detail."""
+    ``kv_cache_bytes`` in ``kv_dtype``), ``PipelineCount.as_dict``'s detail, and the LLM stage in
+    full under ``llm_stage`` (``LlmCount.as_dict``: per layer, textbook, caches)."""
     p = pc.pipeline
     d = pc.as_dict(convention)
     return {
@@ -121,7 +125,8 @@ def e2e_record(pc: PipelineCount, convention: str, kv_dtype: str) -> dict[str, A
         "tokens": p.tokens,
         "kv_dtype": kv_dtype,
         "metrics": count_metrics(pc, kv_dtype),
-        **{k: v for k, v in d.items() if k not in ("pipeline", "convention")},
+        **{k: v for k, v in d.items() if k not in ("pipeline", "convention", "llm")},
+        "llm_stage": d["llm"],
     }
 
 
@@ -181,7 +186,7 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
     if not as_json:
         conv = get_convention(convention)
         t = Table(title=f"compression at every position: {v.size} image, {pipeline.llm} ({convention}, {conv.giga})")
-        cols = ("position", "option", "ViT tokens", "LLM tokens", "vision", "connector", "prefill", "before 1st token", "vs ref.")
+        cols = ("position", "option", "ViT tokens", "LLM tokens", "vision", "connector", "prefill", "before 1st token", "change")
         for col in cols:
             t.add_column(col, justify="left" if col in ("position", "option") else "right")
         for r in rows:
@@ -189,7 +194,7 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
                 t.add_row(r["position"], r["option"], "", "", "", "", "", "not applicable", "")
                 warn(f"{r['option']}: {r['error']}")
                 continue
-            s = r["stages"][conv.column]
+            s, red = r["stages"][conv.column], r["ttft_reduction"][conv.column]
             t.add_row(
                 r["position"],
                 r["option"],
@@ -199,14 +204,18 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
                 _g(s["connector"]),
                 _g(s["prefill"]),
                 _g(r["ttft"][conv.column]),
-                f"{r['ttft_reduction'][conv.column]:+.1%}" if r["ttft_reduction"][conv.column] is not None else "",
+                "" if r["position"] == "reference" or red is None else f"{-red:+.1%}",
             )
         out.print(t)
     return rows
 
 
 @click.command()
-@variant_options
+@variant_options(
+    resolution_default=f"{DEFAULT_VIEW} (one slice); native is the encoder's size",
+    post_ratio_help="connector ratio 1|4|16 (1 = a projector that merges nothing) [default: the design's, 16x in total; "
+    "refused where the token grid does not divide]",
+)
 @click.option("--image", default=None, help="a whole image WxH (width first), encoded per --encoding, instead of one view")
 @click.option("--encoding", default=None, help="sliced | global: how --image is encoded [default: sliced]")
 @click.option("--max-slices", default=None, type=int, help=f"most slices per image (M) with --image [default: {MAX_SLICE_NUMS}]")
