@@ -116,6 +116,7 @@ def test_meta_count_equals_a_real_cpu_forward():
     assert {c: fc.get(c) for c in CONVS} == {c: _count(p).ttft(c) for c in CONVS}
 
 
+@pytest.mark.slow  # tests/test_e2e_cli.py pins the same 448 px stages (no decode) in the default run
 def test_full_size_stages_equal_the_closed_forms():
     """so400m/14 at 448 px, v4, into Qwen3-8B: every stage against a formula from the geometry alone."""
     p = PipelineSpec(VariantSpec.alias("v4", resolution=448), prompt_tokens=64, decode_tokens=1)
@@ -259,10 +260,11 @@ def test_position_options_cover_every_position_on_one_axis():
     for o in opts:
         assert o.pipeline is not None, o.error
         assert position_of(o.pipeline, ref) == o.position, o.option
-    # each position changes what it says it does
-    counts = {o.option: count_pipeline(o.pipeline) for o in opts}
+    # each position changes what it says it does (the first option of each, and both after the ViT)
+    chosen = [o for i, o in enumerate(opts) if o.position == "after the ViT" or o.position not in {q.position for q in opts[:i]}]
+    counts = {o.option: count_pipeline(o.pipeline) for o in chosen}
     r = counts[opts[0].option]
-    for o in opts[1:]:
+    for o in chosen[1:]:
         c = counts[o.option]
         if o.position == "inside the LLM":
             assert c.stage("vision", "macs") == r.stage("vision", "macs") and c.stage("prefill", "macs") < r.stage(
