@@ -26,7 +26,7 @@ def test_shipped_recipes_all_load():
 
 def test_paper_recipe_covers_the_papers_configurations():
     r = load_recipe("paper", device="cpu")
-    counted = [p for p in r.points if not p.measured]
+    counted = [p for p in r.points if not p.measured and p.pipeline is None]  # end-to-end points: test_pipeline.py
     measured = [p for p in r.points if p.measured]
     # 1 baseline + 7 designs at depth 6 + the depth sweep's other three depths (3, 9, 15)
     assert len(counted) == 11 and len(measured) == 11
@@ -67,7 +67,8 @@ def test_point_id_is_stable_and_round_trips():
     for p in r.points:
         d = p.to_dict()
         q = Point.from_dict(d)
-        assert q.point_id == p.point_id == d["point_id"] and q.spec.id == p.spec.id and d["variant_id"] == p.spec.id
+        assert q.point_id == p.point_id == d["point_id"] and q.spec.id == p.spec.id and d["variant_id"] == p.variant_id
+        assert q.variant_id == p.variant_id and p.variant_id == (p.pipeline.id if p.pipeline else p.spec.id)
 
 
 def test_point_id_changes_with_what_defines_the_point():

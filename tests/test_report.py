@@ -134,7 +134,7 @@ def test_reproduction_table_takes_the_run_and_recounts_what_it_lacks():
 def test_counts_only_report(counts_report):
     out, written = counts_report
     md = (out / "report.md").read_text()
-    _figures_complete(out, written, {"quality_fronts", "pareto_tokens", "depth_sweep", "breakdown"})
+    _figures_complete(out, written, {"quality_fronts", "pareto_tokens", "depth_sweep", "breakdown", "e2e_stages"})
     repro = _csv(out, "tables/reproduction.csv")
     assert len(repro) == 12 and repro["ok"].all() and set(repro["source"]) == {"run"}
     assert "| Win-Attn w/ Reused MLP = LLaVA-UHD v4 (Fig. 2, Tab. 4c, A3) | 1,573.1 | 1,573.09 |" in md
@@ -191,7 +191,7 @@ def test_smoke_sweep_report(smoke_report):
     out = run / "report"
     md = (out / "report.md").read_text()
     assert written["md"] == str(out / "report.md") and written["html"] == str(out / "report.html")
-    _figures_complete(out, written, {"quality_fronts", "pareto_latency", "pareto_tokens", "breakdown"})
+    _figures_complete(out, written, {"quality_fronts", "pareto_latency", "pareto_tokens", "breakdown", "e2e_stages"})
     hl = _csv(out, "tables/headline.csv")
     # the smoke recipe measures baseline +post16 and v4 +post4: no same-ratio pair to compare latency on
     assert "latency, median of forward passes" not in set(hl["quantity"])
@@ -201,6 +201,10 @@ def test_smoke_sweep_report(smoke_report):
     assert len(q) == len(load(run).query("latency_median_s.notna()"))
     env = _csv(out, "tables/environment.csv")
     assert "torch" in set(env["field"]) and "hostname" not in set(env["field"])
+    # section 7 from the run's points with an LLM (tiny-llm), one of them timed stage by stage
+    e2e = _csv(out, "tables/e2e.csv")
+    assert "## 7. End to end" in md and set(e2e["source"]) == {"run"} and set(e2e["llm"]) == {"tiny-llm"}
+    assert len(e2e) == 4 and e2e["ttft_s"].notna().sum() == 1
 
 
 def test_a_run_with_no_usable_points_still_renders(tmp_path):

@@ -20,6 +20,7 @@ from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.schema import METRICS, markdown_table
 from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.model.encoders import ENCODERS
+from uhd_profile.model.llms import DEFAULT_LLM, LLMS
 from uhd_profile.model.trunks import check_weights_dir
 from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 from uhd_profile.run.recipe import load_recipe, shipped_recipes
@@ -175,14 +176,14 @@ def reproduce(as_json: bool) -> None:
         sys.exit(1)
 
 
-LISTABLE = ("encoders", "compressors", "conventions", "metrics", "recipes")
+LISTABLE = ("encoders", "compressors", "conventions", "metrics", "recipes", "llms")
 
 
 @click.command(name="list")
 @click.argument("what", type=str)
 @click.option("--markdown", is_flag=True, help="print a Markdown table (metrics)")
 def list_(what: str, markdown: bool) -> None:
-    """List presets: `encoders`, `compressors`, `conventions`, `metrics` (the record schema) or `recipes`."""
+    """List presets: `encoders`, `compressors`, `conventions`, `metrics` (the record schema), `recipes` or `llms`."""
     if what == "metrics":
         if markdown:
             click.echo(markdown_table())
@@ -223,6 +224,23 @@ def list_(what: str, markdown: bool) -> None:
         for name in shipped_recipes():
             r = load_recipe(name)
             t.add_row(name, str(len(r.points)), str(sum(p.measured for p in r.points)), r.description)
+        out.print(t)
+    elif what == "llms":
+        t = Table(title=f"LLM presets (uhd-profile e2e --llm NAME; default {DEFAULT_LLM})", title_justify="left")
+        for col in ("name", "class", "layers", "hidden", "mlp", "heads / kv x dim", "vocab", "description"):
+            t.add_column(col)
+        for s in LLMS.values():
+            kinds = f" ({len(s.attention_layers)} full attention)" if s.hybrid else ""
+            t.add_row(
+                s.name,
+                s.family,
+                f"{s.layers}{kinds}",
+                str(s.hidden),
+                str(s.mlp),
+                f"{s.heads} / {s.kv_heads} x {s.head_dim}",
+                str(s.vocab),
+                s.description,
+            )
         out.print(t)
     else:
         raise UhdProfileError(f"cannot list {what!r}; valid: {', '.join(LISTABLE)}")

@@ -8,6 +8,7 @@ import click
 
 from uhd_profile.cli.console import fail
 from uhd_profile.cli.count import flops, list_, reproduce
+from uhd_profile.cli.e2e import e2e
 from uhd_profile.cli.gate import baseline, check
 from uhd_profile.cli.images import dataset, image
 from uhd_profile.cli.measure import bench
@@ -22,7 +23,7 @@ def cli() -> None:
     """uhd-profile: what high-resolution visual encoding costs in multimodal LLMs."""
 
 
-COMMANDS = (flops, reproduce, bench, sweep, merge, report, baseline, check, image, dataset, list_)
+COMMANDS = (flops, reproduce, bench, sweep, merge, report, baseline, check, image, dataset, list_, e2e)
 for _command in COMMANDS:
     cli.add_command(_command)
 

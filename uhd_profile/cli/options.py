@@ -27,14 +27,23 @@ def convention_option(f: F, what: str = "the numbers shown") -> F:
     return click.option("--convention", default=DEFAULT_CONVENTION, show_default=True, help=f"{CONVENTION_CHOICES} ({what})")(f)
 
 
-def variant_options(f: F) -> F:
-    """--encoder, --resolution, --variant, --compressor, --depth, --post-ratio."""
+POST_RATIO_HELP = "post-ViT connector ratio 1|4|16 (1 = the ViT alone) [default: the design's, if the grid allows]"
+
+
+def variant_options(
+    f: F | None = None, *, resolution_default: str = "the encoder's native size", post_ratio_help: str = POST_RATIO_HELP
+) -> Any:
+    """--encoder, --resolution, --variant, --compressor, --depth, --post-ratio. Used bare
+    (``@variant_options``) or with other help for the --resolution default and --post-ratio
+    (``@variant_options(resolution_default=..., post_ratio_help=...)``)."""
+    if f is None:
+        return lambda g: variant_options(g, resolution_default=resolution_default, post_ratio_help=post_ratio_help)
     opts = [
         encoder_option,
         click.option(
             "--resolution",
             default=None,
-            help="input view: R (square), WxH (width first) or native [default: the encoder's native size]",
+            help=f"input view: R (square), WxH (width first) or native [default: {resolution_default}]",
         ),
         click.option(
             "--variant",
@@ -43,11 +52,7 @@ def variant_options(f: F) -> F:
         ),
         click.option("--compressor", default=None, help="in-ViT compressor (uhd-profile list compressors)"),
         click.option("--depth", default=None, type=int, help="0-based encoder layer index after which the compressor runs"),
-        click.option(
-            "--post-ratio",
-            default=None,
-            help="post-ViT connector ratio 1|4|16 (1 = the ViT alone) [default: the design's, if the grid allows]",
-        ),
+        click.option("--post-ratio", default=None, help=post_ratio_help),
     ]
     for o in reversed(opts):
         f = o(f)

@@ -30,6 +30,7 @@ from torch import nn
 
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.devices import resolve_device
+from uhd_profile.measure.memory import MemoryStats, measure_memory
 from uhd_profile.measure.timing import LatencyStats, TimingSettings, time_forward
 from uhd_profile.model.llm_plans import check_tokens
 from uhd_profile.model.llms import DEFAULT_LLM, FULL, LlmSpec, get_llm
@@ -45,6 +46,8 @@ class LlmTiming:
     over ``visual_tokens + prompt_tokens`` tokens; decode: one token over a cache of ``context``
     tokens); ``lm_head``: the LM head on one position. ``prefill_s`` and ``decode_token_s`` are the
     estimates for the whole model (stack median x ``layers / layers_timed`` + LM head median).
+    ``prefill_memory``: memory of one prefill forward of the timed stack (``time_llm(memory=True)``),
+    None when not measured.
     """
 
     llm: str
@@ -62,6 +65,7 @@ class LlmTiming:
     prefill_stack: LatencyStats
     decode_stack: LatencyStats
     lm_head: LatencyStats
+    prefill_memory: MemoryStats | None = None
 
     @property
     def scale(self) -> float:
@@ -110,6 +114,7 @@ class LlmTiming:
             "prefill_stack": asdict(self.prefill_stack),
             "decode_stack": asdict(self.decode_stack),
             "lm_head": asdict(self.lm_head),
+            "prefill_memory": asdict(self.prefill_memory) if self.prefill_memory is not None else None,
         }
 
 
@@ -148,12 +153,14 @@ def time_llm(
     attn: str = "sdpa",
     threads: int | None = None,
     settings: TimingSettings | None = None,
+    memory: bool = False,
 ) -> LlmTiming:
     """Time the prefill and one decode step of ``llm`` on ``device``.
 
     ``layers``: time only the first N decoder layers and scale (None: the whole model).
     ``context``: decode with a cache of this many tokens (default: visual + prompt, the first
     generated token's context). ``threads``: CPU threads during the measurement (restored after).
+    ``memory``: also measure the memory of one prefill forward of the timed stack (``prefill_memory``).
     """
     spec = llm if isinstance(llm, LlmSpec) else get_llm(llm)
     if dtype not in DTYPES:
@@ -183,6 +190,7 @@ def time_llm(
         x = torch.randn(1, visual_tokens + prompt_tokens, spec.hidden, device=dev, dtype=torch_dtype)
         settings = settings or TimingSettings()
         prefill = time_forward(lambda: stack(inputs_embeds=x, use_cache=False), dev, settings)
+        prefill_memory = measure_memory(lambda: stack(inputs_embeds=x, use_cache=False), model, dev) if memory else None
 
         cache = DynamicCache(config=model.config)
         stack(inputs_embeds=torch.randn(1, context, spec.hidden, device=dev, dtype=torch_dtype), cache=cache, use_cache=True)
@@ -218,4 +226,5 @@ def time_llm(
         prefill_stack=prefill,
         decode_stack=decode,
         lm_head=head,
+        prefill_memory=prefill_memory,
     )

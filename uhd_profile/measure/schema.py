@@ -30,6 +30,7 @@ from typing import Any
 from uhd_profile.count.conventions import CONVENTIONS
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.env import fingerprint_key
+from uhd_profile.model.pipeline import STAGES, PipelineSpec
 from uhd_profile.model.variants import VariantSpec
 
 SCHEMA_VERSION = 2
@@ -131,6 +132,49 @@ register_metric("peak_source", "string", "roofline", None, "where the peak comes
 register_metric("threads", "Int64", "run", None, "CPU threads torch used")
 register_metric("env_key", "string", "run", None, "hash of the environment fields that make timings comparable")
 register_metric("pid", "Int64", "run", None, "the measuring process")
+# end to end: points with an LLM (uhd_profile.model.pipeline; counted by uhd_profile.count.pipeline,
+# timed by uhd_profile.measure.pipeline). Such a point keeps the variant's own metrics above (macs,
+# tokens_llm, ...: what the same point without an LLM records) and adds its stages.
+for _s in STAGES:
+    for _c in CONVENTIONS.values():
+        register_metric(f"{_s}_{_c.column}", "Int64", "count", "exact", f"{_s} stage, {_c.unit}, {_c.name} convention")
+for _c in CONVENTIONS.values():
+    register_metric(
+        f"decode_{_c.column}_per_token",
+        "Float64",
+        "count",
+        "exact",
+        f"one decode forward (mean), {_c.unit}, {_c.name} convention",
+    )
+register_metric("prefill_dense_macs", "Int64", "count", "exact", "prefill, causal attention charged as the full square, MACs")
+register_metric("prefill_textbook_macs", "Int64", "count", "exact", "textbook per-layer prefill formula (printed form), MACs")
+register_metric("prefill_tokens", "Int64", "count", "exact", "tokens entering the LLM prefill: visual + prompt")
+register_metric(
+    "kv_cache_bytes",
+    "Int64",
+    "count",
+    "exact",
+    "KV cache (and linear-attention state) after prefill and decode, point dtype, bytes",
+)
+register_metric("llm_weights_bytes", "Int64", "memory", "exact", "LLM parameters x bytes per element (point dtype), bytes")
+register_metric("ttft_vision_s", "Float64", "latency", None, "median time of the vision stage (ViT, connector excluded), s")
+register_metric("ttft_connector_s", "Float64", "latency", None, "median time of the connector stage, s")
+register_metric("ttft_prefill_s", "Float64", "latency", None, "LLM prefill, s (scaled x layers / llm_layers_timed when fewer)")
+register_metric("ttft_s", "Float64", "latency", None, "time to first token: vision + connector + prefill, s")
+register_metric(
+    "decode_token_s", "Float64", "latency", None, "one decode forward at visual + prompt context, s (scaled likewise)"
+)
+register_metric(
+    "llm_layers_timed", "Int64", "latency", None, "decoder layers timed (fewer than the LLM's: measured on N and scaled)"
+)
+register_metric("vision_activation_mem_bytes", "Int64", "memory", "memory", "vision stage forward: peak minus before, bytes")
+register_metric(
+    "prefill_activation_mem_bytes",
+    "Int64",
+    "memory",
+    "memory",
+    "LLM prefill forward on the timed layers: peak minus before, bytes",
+)
 
 
 def gated(gate: str) -> tuple[str, ...]:
@@ -182,13 +226,23 @@ class Point:
     batch: int = 1
     device: str = "meta"
     timing: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    pipeline: PipelineSpec | None = None
+
+    def __post_init__(self) -> None:
+        # a point with an LLM carries the pipeline; its spec is the pipeline's variant (llm_hidden
+        # derived from the LLM), so the two cannot disagree
+        p = self.pipeline
+        if p is not None and self.spec != p.variant:
+            if self.spec.with_(llm_hidden=p.variant.llm_hidden) != p.variant:
+                raise ValueError(f"point spec {self.spec.id} is not the pipeline's variant {p.variant.id}")
+            object.__setattr__(self, "spec", p.variant)
 
     @property
     def measured(self) -> bool:
         return set(self.measure) != {"flops"}
 
     def _identity(self) -> dict[str, Any]:
-        return {
+        d = {
             "spec": self.spec.to_dict(),
             "measure": list(self.measure),
             "dtype": self.dtype,
@@ -196,6 +250,14 @@ class Point:
             "device": self.device,
             "timing": dict(sorted(self.timing.items())) if self.measured else {},
         }
+        if self.pipeline is not None:  # only then: ids of points without an LLM are unchanged
+            d["pipeline"] = self.pipeline.llm_dict()
+        return d
+
+    @property
+    def variant_id(self) -> str:
+        """The pipeline's id for a point with an LLM (it extends the variant id), else the variant's."""
+        return self.pipeline.id if self.pipeline is not None else self.spec.id
 
     @property
     def point_id(self) -> str:
@@ -207,17 +269,19 @@ class Point:
         """The point as stored: ``point_id``, ``variant_id``, ``spec`` (``VariantSpec.to_dict``), the settings."""
         d = self._identity()
         d["timing"] = dict(self.timing)
-        return {"point_id": self.point_id, "variant_id": self.spec.id, **d}
+        return {"point_id": self.point_id, "variant_id": self.variant_id, **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Point:
+        spec = VariantSpec.from_dict(d["spec"])
         return cls(
-            spec=VariantSpec.from_dict(d["spec"]),
+            spec=spec,
             measure=tuple(d["measure"]),
             dtype=d["dtype"],
             batch=int(d["batch"]),
             device=d["device"],
             timing=dict(d.get("timing") or {}),
+            pipeline=PipelineSpec.from_parts(spec, d["pipeline"]) if d.get("pipeline") else None,
         )
 
 
@@ -237,8 +301,13 @@ POINT_COLUMNS: dict[str, str] = {
     "dtype": "string",
     "batch": "Int64",
     "device": "string",
+    "llm": "string",
+    "prompt_tokens": "Int64",
+    "decode_tokens": "Int64",
+    "llm_plan": "string",
 }
-"""``load()`` columns that describe the point (spec fields, then the settings)."""
+"""``load()`` columns that describe the point (spec fields, then the settings, then the LLM side
+of a point with an LLM: null for the others)."""
 
 
 def point_row(point: dict[str, Any]) -> dict[str, Any]:
@@ -260,6 +329,10 @@ def point_row(point: dict[str, Any]) -> dict[str, Any]:
         "dtype": point["dtype"],
         "batch": point["batch"],
         "device": point["device"],
+        "llm": (point.get("pipeline") or {}).get("llm"),
+        "prompt_tokens": (point.get("pipeline") or {}).get("prompt_tokens"),
+        "decode_tokens": (point.get("pipeline") or {}).get("decode_tokens"),
+        "llm_plan": (point.get("pipeline") or {}).get("plan"),
     }
 
 

@@ -431,3 +431,39 @@ class Connector(nn.Module):
             x = stage(x, grid)
             grid = (grid[0] // 2, grid[1] // 2)
         return x
+
+
+class Projector(nn.Module):
+    """The ratio-1 connector of a pipeline: a projector that merges nothing, LLaVA-1.5's two-layer
+    MLP (``mlp2x_gelu``): Linear(d, out) -> GELU(erf) -> Linear(out, out), token by token.
+
+    Like ``Connector``, the paper's convention does not charge it (``_uhd_paper = "exclude"``).
+    A variant at ``post_ratio`` 1 is the ViT alone; only a pipeline (``uhd_profile.model.pipeline``)
+    adds this projector, so variant counts are unchanged by it.
+    """
+
+    _uhd_paper = "exclude"
+
+    def __init__(self, d: int, out: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(d, out)
+        self.linear_2 = nn.Linear(out, out)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        return self.linear_2(F.gelu(self.linear_1(x)))
+
+
+CONNECTOR_KINDS = {
+    1: "projector (LLaVA-1.5 two-layer MLP, merges nothing)",
+    4: "pixel-unshuffle MLP, one 2x2 stage",
+    16: "pixel-unshuffle MLP, two 2x2 stages",
+}
+"""Post-ViT ratio -> the connector a pipeline runs at that ratio."""
+
+
+def make_connector(d: int, out: int, ratio: int) -> nn.Module:
+    """The pipeline connector from width ``d`` to the LLM's width ``out`` at post-ViT ``ratio``:
+    ``Projector`` at 1, ``Connector`` (chained 2x2 pixel-unshuffle stages) at 4 and 16."""
+    if ratio not in CONNECTOR_KINDS:
+        raise UhdProfileError(f"connector ratio {ratio!r} is not valid; valid: {', '.join(map(str, CONNECTOR_KINDS))}")
+    return Projector(d, out) if ratio == 1 else Connector(d, out, ratio)

@@ -17,6 +17,11 @@ A recipe file::
     dtypes = ["fp32"]
     batches = [1]
     measure = ["flops"]            # any of flops, latency, memory, energy (flops always included)
+    llms = ["none"]                # LLM presets: each point then runs the whole pipeline (vision ->
+                                   # connector -> LLM prefill -> decode; uhd_profile.model.pipeline)
+    prompt_tokens = [64]           # text tokens after the image (points with an LLM)
+    decode_tokens = [0]            # generated tokens after the first (points with an LLM)
+    llm_plans = ["none"]           # in-LLM dropping: "fastv:K:R", "pyramid-drop:K1,K2:RATIO", ...
 
     [timing]                       # measurement settings (uhd_profile.measure.timing.TimingSettings fields)
     min_samples = 5
@@ -46,10 +51,13 @@ from typing import Any
 
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.devices import resolve_device
+from uhd_profile.measure.pipeline import check_measurable
 from uhd_profile.measure.schema import MEASURES, Point
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.model.encoders import DEFAULT_ENCODER, ENCODERS
+from uhd_profile.model.llms import LLMS
+from uhd_profile.model.pipeline import DEFAULT_DECODE_TOKENS, DEFAULT_PROMPT_TOKENS, PLAN_FORMS, PipelineSpec, parse_plan
 from uhd_profile.model.variants import ENCODINGS, LLM_HIDDEN, POST_RATIOS, VariantSpec
 from uhd_profile.units import DTYPES, parse_dtype, parse_resolution
 
@@ -73,6 +81,11 @@ GRID_DEFAULTS: dict[str, Any] = {
     "dtypes": ["fp32"],
     "batches": [1],
     "measure": ["flops"],
+    # points with an LLM (additive: a recipe without llms expands to the same points and ids)
+    "llms": ["none"],
+    "prompt_tokens": [DEFAULT_PROMPT_TOKENS],
+    "decode_tokens": [DEFAULT_DECODE_TOKENS],
+    "llm_plans": ["none"],
 }
 GRID_ONLY_KEYS = ("name", "when")
 TOP_KEYS = ("recipe", "defaults", "timing", "grid", "when")
@@ -273,6 +286,26 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
         raise where.error(f"{gkey}.llm_hidden", f"{llm_hidden!r} is not valid", "an integer >= 1")
     measured = measure_t != ("flops",)
     point_device = device if measured else "meta"
+    for name in lists["llms"]:
+        if name != "none" and name not in LLMS:
+            raise where.error(f"{gkey}.llms", f"unknown LLM {name!r}", "none, " + ", ".join(LLMS))
+    for key in ("prompt_tokens", "decode_tokens"):
+        for n in lists[key]:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise where.error(f"{gkey}.{key}", f"{n!r} is not valid", "integers >= 0")
+    plans = []
+    for text in lists["llm_plans"]:
+        try:
+            plans.append(parse_plan(text))
+        except UhdProfileError as exc:
+            raise where.error(f"{gkey}.llm_plans", str(exc), PLAN_FORMS) from None
+    llm_sides = [
+        (name, pt, dt_, plan)
+        for name in lists["llms"]
+        for pt, dt_, plan in (
+            [(None, None, None)] if name == "none" else itertools.product(lists["prompt_tokens"], lists["decode_tokens"], plans)
+        )
+    ]
     out: list[Point] = []
     for enc, res, encoding, comp, pr, dt, b in itertools.product(
         lists["encoders"],
@@ -305,9 +338,27 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
                 )
             except UhdProfileError as exc:
                 raise where.error(gkey, str(exc)) from None
-            out.append(
-                Point(
-                    spec=spec, measure=measure_t, dtype=dt, batch=b, device=point_device, timing=dict(timing) if measured else {}
+            for name, pt, dt_, plan in llm_sides:
+                pipeline = None
+                if name != "none":
+                    try:
+                        assert pt is not None and dt_ is not None  # set for every side with an LLM
+                        pipeline = PipelineSpec(spec, llm=name, prompt_tokens=pt, decode_tokens=dt_, plan=plan)
+                        if b != 1:
+                            raise UhdProfileError(f"{pipeline.id}: batch {b}; points with an LLM run one image (batch 1)")
+                        if measured:
+                            check_measurable(pipeline, measure_t)
+                    except UhdProfileError as exc:
+                        raise where.error(gkey, str(exc)) from None
+                out.append(
+                    Point(
+                        spec=spec if pipeline is None else pipeline.variant,
+                        measure=measure_t,
+                        dtype=dt,
+                        batch=b,
+                        device=point_device,
+                        timing=dict(timing) if measured else {},
+                        pipeline=pipeline,
+                    )
                 )
-            )
     return out

@@ -31,6 +31,7 @@ from uhd_profile.count.flops import count_flops
 from uhd_profile.errors import UhdProfileError, first_line
 from uhd_profile.measure.bench import BenchSettings, bench
 from uhd_profile.measure.env import fingerprint
+from uhd_profile.measure.pipeline import point_metrics as pipeline_metrics
 from uhd_profile.measure.schema import Point, count_metrics, make_record
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.run.executors import check_executor, error_record, run_local, run_ray
@@ -54,6 +55,8 @@ def measure_point(point: dict) -> dict:
     """The metrics of one point, named by the record schema (raises on failure; ``run_point``
     turns that into a record)."""
     p = Point.from_dict(point)
+    if p.pipeline is not None:  # a point with an LLM: every stage counted, and timed when measured
+        return pipeline_metrics(p)
     if not p.measured:
         return count_metrics(count_flops(p.spec, batch=p.batch))
     settings = BenchSettings(

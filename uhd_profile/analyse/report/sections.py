@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from uhd_profile.analyse.quality import join_quality, paper_quality, read_quality
+from uhd_profile.analyse.report.e2e import e2e_blocks
 from uhd_profile.analyse.report.figures import (
     breakdown_figure,
     depth_figure,
@@ -139,9 +140,23 @@ def build_report(run_dir: str | os.PathLike, recount: bool = True, quality: Sequ
     _pareto_section(rep, df)
     _breakdown_section(rep, df, recs)
     _encoding_section(rep, df)
+    _e2e_section(rep, df, recs, recount)
     _measurement_section(rep, df, recs)
     _glossary_section(rep)
     return rep
+
+
+def _e2e_section(rep: Report, df: pd.DataFrame, recs: list[dict], recount: bool) -> None:
+    """The "End to end" section (``uhd_profile.analyse.report.e2e``): its blocks as this report's."""
+    for b in e2e_blocks(df, recs, recount):
+        if b[0] == "table":
+            rep.blocks.append(Table(*b[1:]))
+        elif b[0] == "figure":
+            rep.blocks.append(Figure(*b[1:]))
+        elif b[0] == "h":
+            rep.h(b[1], b[2])  # numbered by the renderer
+        else:
+            rep.blocks.append(b)
 
 
 def _headline_section(rep: Report, df: pd.DataFrame) -> None:

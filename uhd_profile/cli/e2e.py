@@ -1,0 +1,300 @@
+"""``uhd-profile e2e``: what one image costs the whole multimodal model, stage by stage.
+
+Thin: parse the flags into a ``PipelineSpec``, count it (``uhd_profile.count.pipeline``), render.
+User mistakes raise ``UhdProfileError`` (one line, exit 2, printed by ``cli.main``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.table import Table
+
+from uhd_profile.cli.console import note, out, warn
+from uhd_profile.cli.options import convention_option, variant_options
+from uhd_profile.count.conventions import CONVENTIONS, get_convention
+from uhd_profile.count.pipeline import PipelineCount, count_pipeline, position_options
+from uhd_profile.errors import UhdProfileError
+from uhd_profile.measure.pipeline import count_metrics
+from uhd_profile.model.llms import DEFAULT_LLM
+from uhd_profile.model.pipeline import (
+    DEFAULT_DECODE_TOKENS,
+    DEFAULT_PROMPT_TOKENS,
+    TTFT_STAGES,
+    PipelineSpec,
+    design_variant,
+    parse_plan,
+    plan_text,
+)
+from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
+from uhd_profile.model.variants import POST_RATIOS, VariantSpec
+from uhd_profile.units import DTYPES, format_bytes, parse_dtype, parse_resolution, parse_size
+
+IMAGE_ENCODINGS = ("sliced", "global")
+DEFAULT_VIEW = 448
+"""One view of 448 px when neither --resolution nor --image is given: a slice, what LLaVA-UHD and
+MiniCPM-V encode per view (the tower's native 980 px cannot be merged 16x: see merge_misfit)."""
+
+
+def pipeline_from_flags(
+    encoder: str,
+    resolution: str | None,
+    variant: str | None,
+    compressor: str | None,
+    depth: int | None,
+    post_ratio: str | None,
+    image: str | None = None,
+    encoding: str | None = None,
+    max_slices: int | None = None,
+    scale_resolution: int | None = None,
+    llm: str = DEFAULT_LLM,
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+    decode_tokens: int = DEFAULT_DECODE_TOKENS,
+    fastv: str | None = None,
+    pyramid_drop: str | None = None,
+) -> PipelineSpec:
+    """The pipeline the flags describe. Without ``--post-ratio`` the design's connector (16x in
+    total) is used, and a token grid it cannot divide is refused in one line (never rounded)."""
+    if compressor is not None and variant is not None:
+        raise UhdProfileError(
+            f"--variant {variant} and --compressor {compressor} both given; use one (v4 = window-attn-reused-mlp at depth 6)"
+        )
+    if variant == "baseline" and depth is not None:
+        raise UhdProfileError("--depth does not apply to --variant baseline (no in-ViT compression)")
+    if compressor is not None and depth is None:
+        raise UhdProfileError(f"--compressor {compressor} needs --depth K (0-based encoder layer index after which it runs)")
+    if post_ratio is not None and post_ratio not in {str(r) for r in POST_RATIOS}:
+        raise UhdProfileError(f"--post-ratio {post_ratio} is not valid; valid: {', '.join(map(str, POST_RATIOS))}")
+    kw: dict[str, Any] = dict(encoder=encoder, post_ratio=1)
+    if image is not None:
+        if resolution is not None:
+            raise UhdProfileError("--image and --resolution both given; --image WxH is a whole image, --resolution one view")
+        enc = encoding or "sliced"
+        if enc not in IMAGE_ENCODINGS:
+            raise UhdProfileError(f"--encoding {enc!r} is not valid; valid: {', '.join(IMAGE_ENCODINGS)}")
+        kw.update(resolution=parse_size(image, "--image"), encoding=enc)
+        if max_slices is not None:
+            kw["max_slices"] = max_slices
+        if scale_resolution is not None:
+            kw["scale_resolution"] = scale_resolution
+    else:
+        for flag, value in (("--encoding", encoding), ("--max-slices", max_slices), ("--scale-resolution", scale_resolution)):
+            if value is not None:
+                raise UhdProfileError(f"{flag} applies to a whole image; add --image WxH (or drop {flag})")
+        kw["resolution"] = parse_resolution(DEFAULT_VIEW if resolution is None else resolution, "--resolution")
+    if compressor is not None:
+        spec = VariantSpec(compressor=compressor, depth=depth, **kw)
+    else:
+        spec = VariantSpec.alias(variant or "baseline", depth=depth, **kw)
+    spec = design_variant(spec, None if post_ratio is None else int(post_ratio))
+    if fastv is not None and pyramid_drop is not None:
+        raise UhdProfileError("--fastv and --pyramid-drop both given; use one in-LLM plan")
+    plan = None
+    for flag, kind, text in (("--fastv", "fastv", fastv), ("--pyramid-drop", "pyramid-drop", pyramid_drop)):
+        if text is not None:
+            try:
+                plan = parse_plan(f"{kind}:{text}")
+            except UhdProfileError as exc:
+                raise UhdProfileError(f"{flag} {text!r}: {exc}") from None
+    for flag, n in (("--prompt-tokens", prompt_tokens), ("--decode-tokens", decode_tokens)):
+        if n < 0:
+            raise UhdProfileError(f"{flag} {n} is not valid; it must be an integer >= 0")
+    return PipelineSpec(spec, llm=llm, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, plan=plan)
+
+
+def e2e_record(pc: PipelineCount, convention: str, kv_dtype: str) -> dict[str, Any]:
+    """What ``e2e --json`` prints: the pipeline, ``stages`` (one row per stage: tokens in and the
+    count in every convention), ``metrics`` (the record schema's names: ``vision_macs``, ...,
+    ``kv_cache_bytes`` in ``kv_dtype``), ``PipelineCount.as_dict``'s detail, and the LLM stage in
+    full under ``llm_stage`` (``LlmCount.as_dict``: per layer, textbook, caches)."""
+    p = pc.pipeline
+    d = pc.as_dict(convention)
+    return {
+        "pipeline_id": p.id,
+        "variant_id": p.variant.id,
+        "encoder": p.variant.encoder,
+        "llm": p.llm,
+        "prompt_tokens": p.prompt_tokens,
+        "decode_tokens": p.decode_tokens,
+        "plan": None if p.plan is None else plan_text(p.plan),
+        "connector": p.connector_kind,
+        "convention": convention,
+        "unit": get_convention(convention).unit,
+        "tokens": p.tokens,
+        "kv_dtype": kv_dtype,
+        "metrics": count_metrics(pc, kv_dtype),
+        **{k: v for k, v in d.items() if k not in ("pipeline", "convention", "llm")},
+        "llm_stage": d["llm"],
+    }
+
+
+def _g(x: float | int | None) -> str:
+    return "n/a" if x is None else f"{x / 1e9:,.3f}"
+
+
+def _stage_table(pc: PipelineCount, convention: str, kv_dtype: str) -> Table:
+    conv = get_convention(convention)
+    p = pc.pipeline
+    t = Table(title=f"{p.id}  ({convention}: {conv.meaning})", title_justify="left")
+    t.add_column("stage")
+    t.add_column("tokens in", justify="right")
+    t.add_column(conv.giga, justify="right")
+    t.add_column("share before 1st token", justify="right")
+    what = {
+        "vision": f"vision ({p.variant.encoder}, {p.variant.id_plan()}, connector excluded)",
+        "connector": f"connector ({p.connector_kind})",
+        "prefill": f"prefill ({p.llm}: {p.tokens['visual']:,} visual + {p.prompt_tokens} prompt"
+        + (f"; {plan_text(p.plan)}" if p.plan is not None else "")
+        + ")",
+        "decode": f"decode ({p.decode_tokens} tokens)",
+    }
+    for row in pc.table(convention):
+        share = "" if row["share"] is None else f"{row['share']:.1%}"
+        t.add_row(what[row["stage"]], f"{row['tokens_in']:,}", _g(row[conv.column]), share)
+    t.add_row("[b]before the first token[/] (" + " + ".join(TTFT_STAGES) + ")", "", _g(pc.ttft(convention)), "100.0%")
+    t.add_row("[b]total[/] (all stages)", "", _g(pc.total(convention)), "")
+    per = pc.decode_per_token(convention)
+    if per["mean"] is not None:
+        t.add_row("decode, per generated token (mean)", "", _g(per["mean"]), "")
+    t.add_row("prefill, causal attention charged dense", "", _g(pc.llm.prefill_total(convention, "dense")), "")
+    tb = pc.llm.textbook()
+    t.add_row("prefill, textbook formula (printed form, MACs)", "", _g(tb.total), "")
+    kv = f"{format_bytes(pc.kv_cache_bytes(kv_dtype, 'prefill'))} / {format_bytes(pc.kv_cache_bytes(kv_dtype))}"
+    t.add_row(f"KV cache after prefill / after decode ({kv_dtype}, bytes)", "", kv, "")
+    return t
+
+
+def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[dict[str, Any]]:
+    v = pipeline.variant
+    if v.encoding == "view":
+        raise UhdProfileError("--positions lists the options for a whole image; add --image WxH")
+    rows = []
+    ref_ttft = None
+    for opt in position_options(v.size, v.encoding, v.encoder, pipeline.llm, pipeline.prompt_tokens, pipeline.decode_tokens):
+        row: dict[str, Any] = {"position": opt.position, "option": opt.option, "pipeline_id": None, "error": opt.error}
+        if opt.pipeline is not None:
+            pc = count_pipeline(opt.pipeline)
+            row.update(pipeline_id=opt.pipeline.id, tokens=opt.pipeline.tokens)
+            row["stages"] = {c.column: pc.stages(c.name) for c in CONVENTIONS.values()}
+            row["ttft"] = {c.column: pc.ttft(c.name) for c in CONVENTIONS.values()}
+            if ref_ttft is None:
+                ref_ttft = row["ttft"]
+            row["ttft_reduction"] = {k: 1 - row["ttft"][k] / ref_ttft[k] if ref_ttft[k] else None for k in ref_ttft}
+        rows.append(row)
+    if not as_json:
+        conv = get_convention(convention)
+        t = Table(title=f"compression at every position: {v.size} image, {pipeline.llm} ({convention}, {conv.giga})")
+        cols = ("position", "option", "ViT tokens", "LLM tokens", "vision", "connector", "prefill", "before 1st token", "change")
+        for col in cols:
+            t.add_column(col, justify="left" if col in ("position", "option") else "right")
+        for r in rows:
+            if r["pipeline_id"] is None:
+                t.add_row(r["position"], r["option"], "", "", "", "", "", "not applicable", "")
+                warn(f"{r['option']}: {r['error']}")
+                continue
+            s, red = r["stages"][conv.column], r["ttft_reduction"][conv.column]
+            t.add_row(
+                r["position"],
+                r["option"],
+                f"{r['tokens']['vision']:,}",
+                f"{r['tokens']['visual']:,}",
+                _g(s["vision"]),
+                _g(s["connector"]),
+                _g(s["prefill"]),
+                _g(r["ttft"][conv.column]),
+                "" if r["position"] == "reference" or red is None else f"{-red:+.1%}",
+            )
+        out.print(t)
+    return rows
+
+
+@click.command()
+@variant_options(
+    resolution_default=f"{DEFAULT_VIEW} (one slice); native is the encoder's size",
+    post_ratio_help="connector ratio 1|4|16 (1 = a projector that merges nothing) [default: the design's, 16x in total; "
+    "refused where the token grid does not divide]",
+)
+@click.option("--image", default=None, help="a whole image WxH (width first), encoded per --encoding, instead of one view")
+@click.option("--encoding", default=None, help="sliced | global: how --image is encoded [default: sliced]")
+@click.option("--max-slices", default=None, type=int, help=f"most slices per image (M) with --image [default: {MAX_SLICE_NUMS}]")
+@click.option(
+    "--scale-resolution",
+    default=None,
+    type=int,
+    help=f"slice size S px with --image (a multiple of patch x 4) [default: {SCALE_RESOLUTION}]",
+)
+@click.option("--llm", default=DEFAULT_LLM, show_default=True, help="LLM preset (uhd-profile list llms)")
+@click.option("--prompt-tokens", default=DEFAULT_PROMPT_TOKENS, type=int, show_default=True, help="text tokens after the image")
+@click.option(
+    "--decode-tokens", default=DEFAULT_DECODE_TOKENS, type=int, show_default=True, help="tokens generated after the first"
+)
+@click.option("--fastv", default=None, help="FastV-style plan K:R: after LLM layer K (0-based) drop R of the visual tokens")
+@click.option(
+    "--pyramid-drop", default=None, help="PyramidDrop-style plan LAYERS:RATIO, e.g. 7,15,23:0.5 (keep RATIO after each)"
+)
+@click.option("--kv-dtype", default="bf16", show_default=True, help=f"dtype of the KV-cache bytes shown ({', '.join(DTYPES)})")
+@convention_option
+@click.option("--positions", is_flag=True, help="also count every position's compression options for this --image")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def e2e(
+    encoder: str,
+    resolution: str | None,
+    variant: str | None,
+    compressor: str | None,
+    depth: int | None,
+    post_ratio: str | None,
+    image: str | None,
+    encoding: str | None,
+    max_slices: int | None,
+    scale_resolution: int | None,
+    llm: str,
+    prompt_tokens: int,
+    decode_tokens: int,
+    fastv: str | None,
+    pyramid_drop: str | None,
+    kv_dtype: str,
+    convention: str,
+    positions: bool,
+    as_json: bool,
+) -> None:
+    """What one image costs the whole model: vision, connector, LLM prefill and decode, counted
+    stage by stage by running the real modules (shapes only: nothing is materialised)."""
+    get_convention(convention)
+    kv_dtype = parse_dtype(kv_dtype, "--kv-dtype")
+    pipeline = pipeline_from_flags(
+        encoder,
+        resolution,
+        variant,
+        compressor,
+        depth,
+        post_ratio,
+        image,
+        encoding,
+        max_slices,
+        scale_resolution,
+        llm,
+        prompt_tokens,
+        decode_tokens,
+        fastv,
+        pyramid_drop,
+    )
+    if positions and pipeline.variant.encoding == "view":
+        raise UhdProfileError("--positions lists the options for a whole image; add --image WxH")
+    pc = count_pipeline(pipeline)
+    if pc.uncounted_ops:
+        warn(f"ops with no formula, NOT in the totals: {pc.uncounted_ops}")
+    if as_json:
+        rec = e2e_record(pc, convention, kv_dtype)
+        if positions:
+            rec["positions"] = _positions(pipeline, convention, as_json=True)
+        click.echo(json.dumps(rec))
+        return
+    out.print(_stage_table(pc, convention, kv_dtype))
+    if convention == "paper":
+        note("the paper convention does not charge the connector (the paper's scope) and charges causal attention dense")
+    else:
+        note(f"{convention}: causal attention in the prefill as executed (the allowed pairs only); the dense figure is shown")
+    if positions:
+        _positions(pipeline, convention, as_json=False)
