@@ -233,14 +233,15 @@ def test_cost_image_totals_are_the_variant_counts():
             assert e.llm_tokens[plan] == spec.tokens_llm == sum(v.llm_tokens[plan] for v in e.views)
 
 
-def test_image_size_reads_exif_rotation(tmp_path):
+def test_image_size_is_as_stored_unless_exif_transpose(tmp_path):
     from PIL import Image
 
     img = Image.new("RGB", (400, 300))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees when displayed
     img.save(tmp_path / "r.jpg", exif=exif)
-    assert image_size(tmp_path / "r.jpg") == (300, 400)
+    assert image_size(tmp_path / "r.jpg") == (400, 300)  # as stored: what the MiniCPM-V 4.6 processor slices
+    assert image_size(tmp_path / "r.jpg", exif_transpose=True) == (300, 400)  # as displayed
 
 
 def test_image_command_json_and_draw(cli, tmp_path):

@@ -10,7 +10,17 @@ from uhd_profile import load as api_load
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.schema import columns
 from uhd_profile.run.recipe import load_recipe
-from uhd_profile.run.store import RESULTS_FILE, SCHEMA_VERSION, ResultStore, load, make_record, merge, read_header
+from uhd_profile.run.store import (
+    RESULTS_FILE,
+    SCHEMA_VERSION,
+    PartialRunError,
+    PartialRunWarning,
+    ResultStore,
+    load,
+    make_record,
+    merge,
+    read_header,
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +106,14 @@ def test_a_torn_last_line_is_dropped_and_repaired(tmp_path, points):
     path = tmp_path / RESULTS_FILE
     data = path.read_bytes()
     path.write_bytes(data[:-40])  # the second record cut mid-write (what kill -9 can leave)
-    assert len(load(tmp_path)) == 1
+    store.close()
+    with pytest.warns(PartialRunWarning, match=r"results.jsonl: line 3 is torn .*; 1 readable record$"):
+        assert len(load(tmp_path)) == 1
+    with pytest.raises(PartialRunError, match="line 3 is torn"):
+        load(tmp_path, allow_partial=False)
     resumed = ResultStore(tmp_path, "h1", "smoke", resume=True)
     assert resumed.completed_ids() == {points[0]["point_id"]}
+    assert [(i.line, i.kind) for i in resumed.repaired] == [(3, "torn")]
     resumed.append(_rec(points[1]))  # lands on a clean line
     assert [json.loads(line)["point_id"] for line in path.read_text().splitlines()[1:]] == [
         points[0]["point_id"],
@@ -114,8 +129,14 @@ def test_corruption_in_the_middle_is_an_error(tmp_path, points):
     lines = path.read_text().splitlines(keepends=True)
     lines[2] = lines[2][:20] + "\n"
     path.write_text("".join(lines))
-    with pytest.raises(UhdProfileError, match="line 3 is not valid JSON"):
-        load(tmp_path)
+    store.close()
+    # readers skip it and say so; a reader that needs every record, and a resume, refuse
+    with pytest.warns(PartialRunWarning, match="line 3 is not a valid JSON record"):
+        assert len(load(tmp_path)) == 2
+    with pytest.raises(PartialRunError, match="line 3 is not a valid JSON record"):
+        load(tmp_path, allow_partial=False)
+    with pytest.raises(PartialRunError, match="--allow-partial"):
+        ResultStore(tmp_path, "h1", "smoke", resume=True)
 
 
 def test_duplicates_and_other_recipes_are_refused(tmp_path, points):

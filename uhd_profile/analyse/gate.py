@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.files import atomic_write_text, check_output_file
 from uhd_profile.measure.env import fingerprint_key, key_differences
 from uhd_profile.measure.schema import gated, upgrade_baseline_points_v1
 from uhd_profile.run.store import read_header, records
@@ -222,10 +223,12 @@ def baseline_from_records(
     }
 
 
-def baseline_from_run(run_dir: str | os.PathLike, counts_only: bool = False) -> dict:
-    """``baseline_from_records`` of a run directory (header checked, see ``store.records``)."""
+def baseline_from_run(run_dir: str | os.PathLike, counts_only: bool = False, allow_partial: bool = False) -> dict:
+    """``baseline_from_records`` of a run directory (header checked, see ``store.records``). A run
+    with a torn or corrupt line is refused (a baseline missing a point would be committed as the
+    truth) unless ``allow_partial``."""
     head = read_header(run_dir)
-    recs = records(run_dir)
+    recs = records(run_dir, allow_partial=allow_partial)
     if not recs:
         raise UhdProfileError(f"{run_dir} holds no records yet; run the sweep first")
     return baseline_from_records(recs, head.get("recipe_name"), head.get("recipe_hash"), counts_only, str(run_dir))
@@ -236,14 +239,11 @@ def dumps_baseline(baseline: dict) -> str:
     return json.dumps(baseline, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def write_baseline(baseline: dict, path: str | os.PathLike) -> None:
-    """Write ``baseline`` to ``path`` atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps_baseline(baseline))
-    os.replace(tmp, path)
+def write_baseline(baseline: dict, path: str | os.PathLike, what: str = "--out") -> None:
+    """Write ``baseline`` to ``path`` whole or not at all (a temporary file, fsynced, renamed); an
+    unusable target or a full disk is a one-line error and leaves an earlier file there unchanged."""
+    check_output_file(path, what)
+    atomic_write_text(path, dumps_baseline(baseline), what=what, kept=f"{path} is unchanged")
 
 
 def load_baseline(path: str | os.PathLike) -> dict:

@@ -1,6 +1,8 @@
 """Real images: what encoding each one costs, sliced vs global, per compression plan.
 
-* ``image_size(path)`` reads an image's (width, height) from its header (EXIF rotation applied).
+* ``image_size(path)`` reads an image's (width, height) from its header: as stored, like the
+  MiniCPM-V 4.6 image processor sees a PIL image (no EXIF transpose); ``exif_transpose=True`` gives
+  the size as displayed (EXIF orientations 5-8 swap the sides).
 * ``cost_image(w, h, ...)`` -> ``ImageCost``: for each encoding its views (sizes, token grids), the
   tokens into the ViT and to the LLM, and FLOPs per view and in total for each plan.
 * ``cost_dataset(paths, ...)`` -> (per-image rows, skipped files); ``summarize(rows)`` the mean,
@@ -42,8 +44,10 @@ METRICS = ("vit_tokens", "llm_tokens", *COUNT_COLUMNS)
 # --------------------------------------------------------------------------------------------
 
 
-def image_size(path: str | os.PathLike) -> Size:
-    """(width, height) in pixels of the image at ``path``, as displayed (EXIF rotation applied).
+def image_size(path: str | os.PathLike, exif_transpose: bool = False) -> Size:
+    """(width, height) in pixels of the image at ``path``: as stored (the default, what the MiniCPM-V
+    4.6 image processor in ``transformers`` slices: it does no EXIF transpose), or with
+    ``exif_transpose`` as displayed (an EXIF orientation of 5-8, a 90/270 degree turn, swaps the sides).
 
     Only the header is read. Raises ``UhdProfileError`` for a missing, unreadable or non-image file.
     """
@@ -65,7 +69,7 @@ def image_size(path: str | os.PathLike) -> Size:
         ) from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
-    if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees when displayed
+    if exif_transpose and orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees when displayed
         w, h = h, w
     if w < 1 or h < 1:
         raise UhdProfileError(f"{p}: image size {w}x{h} is not valid; both sides must be positive")
@@ -82,7 +86,15 @@ def plan_spec(plan: str, encoder: str, resolution: Size, depth: int | None = Non
     (width x height); ``depth`` moves v4's compressor (None: layer index 6, the paper's)."""
     if plan not in ALIASES:
         raise UhdProfileError(f"variant {plan!r} is not valid; valid: {', '.join(ALIASES)}")
-    return VariantSpec.alias(plan, depth=depth if plan == "v4" else None, encoder=encoder, resolution=resolution, **kw)
+    try:
+        return VariantSpec.alias(plan, depth=depth if plan == "v4" else None, encoder=encoder, resolution=resolution, **kw)
+    except UhdProfileError as exc:
+        if plan == "v4" and depth is None and "depth" in str(exc):  # the user gave no depth: say whose it is
+            raise UhdProfileError(
+                f"the v4 plan (one of the default plans) puts its compressor after layer 6, the paper's: {exc}; "
+                "choose a depth with --depth K, or leave v4 out with --variant baseline"
+            ) from None
+        raise
 
 
 @lru_cache(maxsize=4096)
@@ -288,22 +300,30 @@ def cost_dataset(
     max_slices: int = MAX_SLICE_NUMS,
     scale_resolution: int = SCALE_RESOLUTION,
     progress=None,
+    depth: int | None = None,
+    exif_transpose: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """Rows (``cost_rows``) for every readable image in ``paths``, and the skipped files as
-    ``{"path", "reason"}``. ``progress(path)`` is called after each file."""
+    ``{"path", "reason"}``. ``progress(path)`` is called after each file; ``depth`` moves v4's
+    compressor; ``exif_transpose`` sizes images as displayed (see ``image_size``). Files but no
+    readable image among them is a one-line ``UhdProfileError`` (nothing to cost is not a result)."""
     # bad parameters fail once, here, not as a skipped file per image
     check_params(max_slices, scale_resolution, get_encoder(encoder or DEFAULT_ENCODER).patch * 4)
     rows: list[dict] = []
     skipped: list[dict] = []
     for p in paths:
         try:
-            w, h = image_size(p)
+            w, h = image_size(p, exif_transpose)
         except UhdProfileError as exc:
             skipped.append({"path": str(p), "reason": str(exc)})
         else:
-            rows.extend(cost_rows(cost_image(w, h, encoder, plans, IMAGE_ENCODINGS, max_slices, scale_resolution, path=str(p))))
+            cost = cost_image(w, h, encoder, plans, IMAGE_ENCODINGS, max_slices, scale_resolution, path=str(p), depth=depth)
+            rows.extend(cost_rows(cost))
         if progress is not None:
             progress(p)
+    if skipped and not rows:
+        which = "the one file is not" if len(skipped) == 1 else f"none of the {len(skipped)} files is"
+        raise UhdProfileError(f"{which} a readable image (first: {skipped[0]['reason']})")
     return rows, skipped
 
 
@@ -390,13 +410,14 @@ def histogram(rows: list[dict], convention: str = "macs"):
 # --------------------------------------------------------------------------------------------
 
 
-def draw_slicing(path: str | os.PathLike, slicing, global_view=None, max_side: int = 1600):
+def draw_slicing(path: str | os.PathLike, slicing, global_view=None, max_side: int = 1600, exif_transpose: bool = False):
     """A PIL image: the picture (scaled to at most ``max_side`` px) with its slice grid and each
-    slice's size, and beside it the thumbnail at the same scale; the global view's size in the caption."""
+    slice's size, and beside it the thumbnail at the same scale; the global view's size in the caption.
+    The picture is drawn as stored, or as displayed with ``exif_transpose`` (as it was sized)."""
     from PIL import Image, ImageDraw, ImageOps
 
     with Image.open(path) as im:
-        pic = ImageOps.exif_transpose(im).convert("RGB")
+        pic = (ImageOps.exif_transpose(im) if exif_transpose else im).convert("RGB")
     w, h = pic.size
     scale = min(1.0, max_side / max(w, h))
     dw, dh = max(1, round(w * scale)), max(1, round(h * scale))

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from uhd_profile.analyse import gate
 from uhd_profile.cli.console import err, out
+from uhd_profile.files import check_output_file
 from uhd_profile.units import format_bytes
 
 _STYLE = {
@@ -35,9 +36,14 @@ _STYLE = {
     is_flag=True,
     help="keep statuses and counts only, no latency or memory (a baseline that does not churn across machines)",
 )
-def baseline(run_dir, out_file, counts_only):
-    """Write a baseline of RUN_DIR for `uhd-profile check`: counts, latency samples, memory, environment."""
-    b = gate.baseline_from_run(run_dir, counts_only=counts_only)
+@click.option(
+    "--allow-partial", is_flag=True, help="write a baseline of a run with a torn or corrupt line (its readable records)"
+)
+def baseline(run_dir, out_file, counts_only, allow_partial):
+    """Write a baseline of RUN_DIR for `uhd-profile check`: counts, latency samples, memory, environment.
+    A run with a torn or corrupt results line is refused unless --allow-partial."""
+    check_output_file(out_file, "--out")  # before reading the run
+    b = gate.baseline_from_run(run_dir, counts_only=counts_only, allow_partial=allow_partial)
     gate.write_baseline(b, out_file)
     statuses: dict[str, int] = {}
     for p in b["points"].values():
@@ -99,6 +105,7 @@ def baseline(run_dir, out_file, counts_only):
     default=None,
     help="also write this run as a new baseline to this file (commit it when the change is intended)",
 )
+@click.option("--allow-partial", is_flag=True, help="let --update write a baseline of a run with a torn or corrupt line")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
 def check(
     run_dir,
@@ -111,6 +118,7 @@ def check(
     allow_cross_machine,
     counts_only,
     update_file,
+    allow_partial,
     as_json,
 ):
     """Compare RUN_DIR with a baseline: exit 0 clean, 1 on a regression, 2 on a usage error.
@@ -131,11 +139,15 @@ def check(
         allow_cross_machine=allow_cross_machine,
         counts_only=counts_only,
     )
+    if update_file is not None:
+        check_output_file(update_file, "--update")
     base = gate.load_baseline(baseline_file)
     result = gate.check_run(run_dir, base, settings)
     if update_file is not None:
-        new = gate.baseline_from_run(run_dir, counts_only=bool(base.get("counts_only")) or counts_only)
-        gate.write_baseline(new, update_file)
+        new = gate.baseline_from_run(
+            run_dir, counts_only=bool(base.get("counts_only")) or counts_only, allow_partial=allow_partial
+        )
+        gate.write_baseline(new, update_file, what="--update")
     if as_json:
         d = result.to_json()
         d.update(run_dir=str(run_dir), baseline=str(baseline_file), updated=update_file)

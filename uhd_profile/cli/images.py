@@ -6,6 +6,7 @@ line, exit 2, printed by ``cli.main``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -25,10 +26,11 @@ from uhd_profile.analyse.images import (
     list_files,
     summarize,
 )
-from uhd_profile.cli.console import err, out
+from uhd_profile.cli.console import err, out, warn
 from uhd_profile.cli.options import convention_option, encoder_option
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.files import check_output_dir, check_output_file, output_error
 from uhd_profile.model.encoders import get_encoder
 from uhd_profile.model.slicing import (
     MAX_SLICE_NUMS,
@@ -58,16 +60,31 @@ def _plans(variants: tuple[str, ...]) -> tuple[str, ...]:
     return plans
 
 
-def _target(arg: str) -> tuple[str | None, Size]:
+def _target(arg: str, exif_transpose: bool = False) -> tuple[str | None, Size]:
     """An image file -> (path, its size); a size ``WxH`` that is not a file -> (None, that size)."""
     m = _SIZE.fullmatch(arg)
     if m and not Path(arg).exists():
         return None, check_image_size(int(m.group(1)), int(m.group(2)))
-    return arg, image_size(arg)
+    return arg, image_size(arg, exif_transpose)
 
 
 def _g(v: float) -> str:
     return f"{v:,.1f}"
+
+
+def image_reading_options(f):
+    """--exif-transpose and --depth, shared by ``image`` and ``dataset``."""
+    f = click.option(
+        "--depth",
+        default=None,
+        type=int,
+        help="layer index after which v4's compressor runs [default: 6, the paper's]",
+    )(f)
+    return click.option(
+        "--exif-transpose",
+        is_flag=True,
+        help="size images as displayed (EXIF rotation applied) [default: as stored, like the MiniCPM-V 4.6 processor]",
+    )(f)
 
 
 @click.command()
@@ -90,6 +107,7 @@ def _g(v: float) -> str:
 @click.option("--variant", "variants", multiple=True, help=f"{' | '.join(PLANS)}; repeat for several [default: all]")
 @encoder_option
 @convention_option
+@image_reading_options
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list, one object per image")
 @click.option(
     "--draw",
@@ -98,7 +116,9 @@ def _g(v: float) -> str:
     help="write the image with its slice grid and thumbnail to this PNG "
     "(several images: -<image name> is added before the suffix)",
 )
-def image(paths, encoding, max_slices, scale_resolution, variants, encoder, convention, as_json, draw_path):
+def image(
+    paths, encoding, max_slices, scale_resolution, variants, encoder, convention, exif_transpose, depth, as_json, draw_path
+):
     """Views, tokens and FLOPs of each image (PATH: an image file, or a size WxH) encoded sliced
     (thumbnail + grid of slices) and globally (one resized view), per compression plan."""
     conv = get_convention(convention)
@@ -107,12 +127,21 @@ def image(paths, encoding, max_slices, scale_resolution, variants, encoder, conv
     plans = _plans(variants)
     align = get_encoder(encoder).patch * 4  # VariantSpec.align
     check_params(max_slices, scale_resolution, align)
-    targets = [_target(p) for p in paths]
+    if draw_path is not None:
+        check_output_file(draw_path, "--draw")
+    targets = [_target(p, exif_transpose) for p in paths]
     if draw_path is not None:
         sizes_only = [str(size) for p, size in targets if p is None]
         if sizes_only:
             raise UhdProfileError(f"--draw needs image files, but {sizes_only[0]} is a size; give the image's path")
-    results = [cost_image(w, h, encoder, plans, encodings, max_slices, scale_resolution, path=p) for p, (w, h) in targets]
+    results = [
+        cost_image(w, h, encoder, plans, encodings, max_slices, scale_resolution, path=p, depth=depth) for p, (w, h) in targets
+    ]
+    if "global" in encodings:  # an image too thin for aligned views: its global view was cut to the cap
+        for _, (w, h) in targets:
+            capped = global_resize(w, h, max_slices, scale_resolution, align).note
+            if capped:
+                warn(capped)
     if draw_path is not None:
         base = Path(draw_path)
         seen: dict[str, int] = {}
@@ -126,7 +155,7 @@ def image(paths, encoding, max_slices, scale_resolution, variants, encoder, conv
             sl = slice_image(w, h, max_slices, scale_resolution, align)
             gv = global_resize(w, h, max_slices, scale_resolution, align) if "global" in encodings else None
             try:
-                picture = draw_slicing(p, sl, gv)
+                picture = draw_slicing(p, sl, gv, exif_transpose=exif_transpose)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 picture.save(dest, format="PNG")
             except OSError as exc:
@@ -186,6 +215,15 @@ def image(paths, encoding, max_slices, scale_resolution, variants, encoder, conv
                 )
 
 
+@contextlib.contextmanager
+def _writing(dest: Path):
+    """An ``OSError`` while writing the dataset's files, as one line (exit 2 or 3)."""
+    try:
+        yield
+    except OSError as exc:
+        raise output_error(exc, dest, "--out", kept="files written there before may be incomplete") from None
+
+
 @click.command()
 @click.argument("directory")
 @click.option("--out", "out_dir", default=None, help="output folder [default: ./dataset-<DIRECTORY name>]")
@@ -200,7 +238,8 @@ def image(paths, encoding, max_slices, scale_resolution, variants, encoder, conv
 @click.option("--variant", "variants", multiple=True, help=f"{' | '.join(PLANS)}; repeat for several [default: all]")
 @encoder_option
 @convention_option
-def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder, convention):
+@image_reading_options
+def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder, convention, exif_transpose, depth):
     """Per-image cost of every image in DIRECTORY, global vs sliced, per plan: per_image.csv,
     summary.csv/summary.json (mean, median, p90, total) and histogram.png. Unreadable files are
     listed and skipped."""
@@ -210,18 +249,20 @@ def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder,
     files = list_files(directory)
     if not files:
         raise UhdProfileError(f"{directory}: holds no files; give a folder of images")
-    dest = Path(out_dir) if out_dir else Path(f"dataset-{Path(directory).resolve().name}")
-    if dest.exists() and not dest.is_dir():
-        raise UhdProfileError(f"--out {dest}: exists and is not a directory")
+    dest = check_output_dir(Path(out_dir) if out_dir else Path(f"dataset-{Path(directory).resolve().name}"), "--out")
     with Progress(
         TextColumn("costing images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
     ) as bar:
         task = bar.add_task("images", total=len(files))
-        rows, skipped = cost_dataset(files, encoder, plans, max_slices, scale_resolution, progress=lambda p: bar.advance(task))
-    dest.mkdir(parents=True, exist_ok=True)
-    frame(rows).to_csv(dest / "per_image.csv", index=False)
+        rows, skipped = cost_dataset(
+            files, encoder, plans, max_slices, scale_resolution, lambda p: bar.advance(task), depth, exif_transpose
+        )
+    with _writing(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        frame(rows).to_csv(dest / "per_image.csv", index=False)
     summary = summarize(rows)
-    summary.to_csv(dest / "summary.csv", index=False)
+    with _writing(dest):
+        summary.to_csv(dest / "summary.csv", index=False)
     meta = {
         "directory": str(directory),
         "encoder": encoder,
@@ -238,9 +279,10 @@ def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder,
         "conventions": {c.name: c.meaning for c in CONVENTIONS.values()},
         "summary": summary.to_dict(orient="records"),
     }
-    (dest / "summary.json").write_text(json.dumps(meta, indent=1))
     fig = histogram(rows, convention)
-    fig.savefig(dest / "histogram.png", dpi=110)
+    with _writing(dest):
+        (dest / "summary.json").write_text(json.dumps(meta, indent=1))
+        fig.savefig(dest / "histogram.png", dpi=110)
     unit = conv.giga
     t = Table(title=f"{meta['images']} images in {directory} ({encoder}; {unit}, {convention} convention)", title_justify="left")
     for title in ("encoding", "plan", "LLM tokens mean", "median", "p90", f"{unit} mean", "median", "p90", f"{unit} total"):

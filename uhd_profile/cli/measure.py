@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import click
@@ -13,12 +15,14 @@ from rich.table import Table
 from uhd_profile.cli.console import note, out
 from uhd_profile.cli.options import resolve_spec, variant_options
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.measure.bench import BenchResult, BenchSettings
+from uhd_profile.files import check_output_dir
+from uhd_profile.measure.bench import ATTN_BACKENDS, BenchResult, BenchSettings
 from uhd_profile.measure.bench import bench as run_bench
 from uhd_profile.measure.devices import resolve_device
+from uhd_profile.measure.limits import check_threads
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.model.trunks import check_weights_dir
-from uhd_profile.units import DTYPES, format_bytes
+from uhd_profile.units import DTYPES, format_bytes, parse_dtype
 
 
 def _float_opt(name: str, value: float | None, minimum: float = 0.0, strict: bool = False) -> None:
@@ -27,6 +31,42 @@ def _float_opt(name: str, value: float | None, minimum: float = 0.0, strict: boo
     if not math.isfinite(value) or value < minimum or (strict and value <= minimum):
         rule = f"> {minimum}" if strict else f">= {minimum}"
         raise UhdProfileError(f"{name} {value} is not valid; it must be a finite number {rule}")
+
+
+_TIMING_FLAGS = {
+    "min_time_s": "--min-time",
+    "max_time_s": "--max-time",
+    "target_iqr": "--target-iqr",
+    "min_samples": "--min-samples",
+}
+
+
+def _timing(
+    min_time: float | None, max_time: float | None, target_iqr: float | None, min_samples: int | None, l2_flush: bool
+) -> TimingSettings:
+    """``TimingSettings`` from the flags given; the default of a flag not given bends to one given
+    (``--max-time 0.5`` alone lowers the 1 s minimum time to 0.5 s). Errors name the flags."""
+    timing = TimingSettings()
+    if min_time is not None and max_time is not None and min_time > max_time:
+        raise UhdProfileError(f"--min-time {min_time} is more than --max-time {max_time}; the minimum time must be <= the limit")
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in (("min_time_s", min_time), ("max_time_s", max_time), ("target_iqr", target_iqr), ("min_samples", min_samples))
+        if v is not None
+    }
+    if l2_flush:
+        overrides["l2_flush"] = True
+    if "min_time_s" in overrides and "max_time_s" not in overrides and overrides["min_time_s"] > timing.max_time_s:
+        overrides["max_time_s"] = overrides["min_time_s"]
+    if "max_time_s" in overrides and "min_time_s" not in overrides and overrides["max_time_s"] < timing.min_time_s:
+        overrides["min_time_s"] = overrides["max_time_s"]
+    try:
+        return replace(timing, **overrides)
+    except UhdProfileError as exc:
+        text = str(exc)
+        for field_name, flag in _TIMING_FLAGS.items():
+            text = text.replace(f"TimingSettings.{field_name}", flag).replace(field_name, flag)
+        raise UhdProfileError(text) from None
 
 
 @click.command()
@@ -41,8 +81,8 @@ def _float_opt(name: str, value: float | None, minimum: float = 0.0, strict: boo
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the variant")
 @click.option("--cuda-graphs", is_flag=True, help="replay the forward from a CUDA graph")
 @click.option("--l2-flush", is_flag=True, help="flush the GPU L2 before each iteration (cold cache)")
-@click.option("--min-time", default=None, type=float, help="minimum measuring time, s [default 1.0]")
-@click.option("--max-time", default=None, type=float, help="time limit of the measurement, s [default 30]")
+@click.option("--min-time", default=None, type=float, help="minimum measuring time, s [default 1.0, or --max-time if less]")
+@click.option("--max-time", default=None, type=float, help="time limit of the measurement, s [default 30, or --min-time if more]")
 @click.option("--target-iqr", default=None, type=float, help="stop when IQR/median is under this [default 0.05]")
 @click.option("--min-samples", default=None, type=int, help="minimum samples [default 10]")
 @click.option("--no-telemetry", is_flag=True, help="do not sample NVML while timing")
@@ -74,24 +114,39 @@ def bench(
     as_json: bool,
 ) -> None:
     """Measure one variant on one device: latency, memory, energy, roofline."""
+    problems: list[str] = []  # every bad option, reported together in one line
+
+    def check(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except UhdProfileError as exc:
+            problems.append(str(exc))
+            return None
+
     for name, value in (("--min-time", min_time), ("--max-time", max_time)):
-        _float_opt(name, value)
-    _float_opt("--target-iqr", target_iqr, strict=True)
+        check(partial(_float_opt, name, value))
+    check(partial(_float_opt, "--target-iqr", target_iqr, strict=True))
+    if min_samples is not None and min_samples < 1:
+        problems.append(f"--min-samples {min_samples} is not valid; it must be an integer >= 1")
+    timing = None if problems else check(partial(_timing, min_time, max_time, target_iqr, min_samples, l2_flush))
+    if batch < 1:
+        problems.append(f"--batch {batch} is not valid; it must be an integer >= 1")
+    if threads is not None and threads < 1:
+        problems.append(f"--threads {threads} is not valid; it must be an integer >= 1")
+    check(partial(parse_dtype, dtype, "--dtype"))
+    if attn not in ATTN_BACKENDS:
+        problems.append(f"--attn {attn!r} is not valid; valid: {', '.join(ATTN_BACKENDS)}")
     if weights is not None:
-        check_weights_dir(weights)
-    resolve_device(device)  # a missing GPU is a usage error before anything is built
-    timing = TimingSettings()
-    overrides: dict[str, Any] = {
-        k: v
-        for k, v in (("min_time_s", min_time), ("max_time_s", max_time), ("target_iqr", target_iqr), ("min_samples", min_samples))
-        if v is not None
-    }
-    if l2_flush:
-        overrides["l2_flush"] = True
-    if overrides:
-        if "min_time_s" in overrides and "max_time_s" not in overrides and overrides["min_time_s"] > timing.max_time_s:
-            overrides["max_time_s"] = overrides["min_time_s"]
-        timing = replace(timing, **overrides)
+        check(partial(check_weights_dir, weights))
+    dev = check(partial(resolve_device, device))  # a missing GPU is a usage error before anything is built
+    if dev is not None and dev.type == "cpu" and threads is not None and threads >= 1:
+        check(partial(check_threads, threads))
+    if trace_dir is not None:
+        check(partial(check_output_dir, trace_dir, "--trace"))
+    spec = check(partial(resolve_spec, encoder, resolution, variant, compressor, depth, post_ratio))
+    if problems:
+        raise UhdProfileError(problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems))
+    assert timing is not None  # built whenever no option was refused
     settings = BenchSettings(
         device=device,
         dtype=dtype,
@@ -104,7 +159,6 @@ def bench(
         telemetry=not no_telemetry,
         trace_dir=trace_dir,
     )
-    spec = resolve_spec(encoder, resolution, variant, compressor, depth, post_ratio)
     result = run_bench(spec, settings, weights=weights)
     if as_json:
         click.echo(json.dumps(result.to_json()))

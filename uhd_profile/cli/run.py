@@ -11,9 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from uhd_profile.analyse.report import write_report
-from uhd_profile.cli.console import err, out, say
-from uhd_profile.errors import UhdProfileError
+from uhd_profile.cli.console import err, note, out, say
+from uhd_profile.errors import EXIT_FAILED, EXIT_WRITE, UhdProfileError, WriteError
+from uhd_profile.files import check_output_dir
 from uhd_profile.run.executors import check_executor
+from uhd_profile.run.lock import RunLock, stale_note
 from uhd_profile.run.recipe import load_recipe
 from uhd_profile.run.store import merge as merge_dirs
 from uhd_profile.run.sweep import SweepSummary, parse_shard, run_point, run_point_isolated, run_sweep, select
@@ -57,40 +59,95 @@ def sweep(
     if ray_address is not None and executor != "ray":
         raise UhdProfileError("--ray-address needs --executor ray")
     shard_t = parse_shard(shard)
-    rec = load_recipe(recipe, device=device)
-    if dry_run:
-        pts = select([p.to_dict() for p in rec.points], shard_t, only)
-        t = Table(
-            title=f"{rec.name} ({rec.path}): {len(pts)} points" + (f", shard {shard}" if shard else ""), title_justify="left"
-        )
-        for col in ("#", "point_id", "variant_id", "measure", "dtype", "batch", "device"):
-            t.add_column(col)
-        for i, p in enumerate(pts):
-            t.add_row(str(i), p["point_id"], p["variant_id"], "+".join(p["measure"]), p["dtype"], str(p["batch"]), p["device"])
-        out.print(t)
-        out.print(f"{len(pts)} points")
-        return
-    if resume and out_dir is None:
+    if resume and out_dir is None and not dry_run:
         raise UhdProfileError("--resume needs --out DIR (the run directory to continue)")
+    if out_dir is not None and not dry_run:
+        check_output_dir(out_dir, "--out")  # a file or a read-only place fails now, not after the expansion
+    with ExpansionProgress() as expanding:
+        rec = load_recipe(recipe, device=device, progress=expanding.update)
+    if dry_run:
+        _dry_run(rec, select([p.to_dict() for p in rec.points], shard_t, only), shard)
+        return
     if out_dir is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out_dir = os.path.join("runs", f"{rec.name}-{stamp}")
-    summary = run_sweep(
-        rec,
-        out_dir,
-        resume=resume,
-        shard=shard_t,
-        executor=executor,
-        ray_address=ray_address,
-        only=only,
-        runner=run_point if in_process else run_point_isolated,
-        progress=ProgressBar(),
+    code = 0
+    # one lock over the sweep and its report: no other writer gets in between
+    with RunLock(out_dir, "sweep", what="--out") as lock:
+        stale = stale_note(lock)
+        if stale:
+            note(stale)
+        summary = run_sweep(
+            rec,
+            out_dir,
+            resume=resume,
+            shard=shard_t,
+            executor=executor,
+            ray_address=ray_address,
+            only=only,
+            runner=run_point if in_process else run_point_isolated,
+            progress=ProgressBar(),
+        )
+        _render_summary(summary)
+        for n in summary.notes:
+            note(n)
+        if summary.failed:
+            code = EXIT_FAILED
+        if not no_report:
+            code = _sweep_report(out_dir) or code
+    if code:
+        sys.exit(code)
+
+
+DRY_RUN_TABLE_MAX = 1000
+"""Above this many points --dry-run prints plain tab-separated lines (a table of 10^5 rows takes minutes)."""
+
+
+def _dry_run(rec, pts: list[dict], shard: str | None) -> None:
+    title = f"{rec.name} ({rec.path}): {len(pts)} points" + (f", shard {shard}" if shard else "")
+    cols = ("#", "point_id", "variant_id", "measure", "dtype", "batch", "device")
+    rows = (
+        (str(i), p["point_id"], p["variant_id"], "+".join(p["measure"]), p["dtype"], str(p["batch"]), p["device"])
+        for i, p in enumerate(pts)
     )
-    _render_summary(summary)
-    if not no_report:
-        _sweep_report(out_dir)
-    if summary.failed:
-        sys.exit(1)
+    if len(pts) > DRY_RUN_TABLE_MAX:
+        say(title)
+        write = sys.stdout.write
+        write("\t".join(cols) + "\n")
+        for row in rows:
+            write("\t".join(row) + "\n")
+    else:
+        t = Table(title=title, title_justify="left")
+        for col in cols:
+            t.add_column(col)
+        for row in rows:
+            t.add_row(*row)
+        out.print(t)
+    say(f"{len(pts)} points")
+
+
+class ExpansionProgress:
+    """Progress of a big recipe's expansion on stderr (``load_recipe(progress=)``); silent for
+    recipes small enough to expand at once."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = Progress(
+                TextColumn("expanding the recipe"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+            )
+            self.task = self.bar.add_task("points", total=total)
+            self.bar.start()
+        self.bar.update(self.task, completed=done)
+
+    def __enter__(self) -> ExpansionProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 class ProgressBar:
@@ -129,17 +186,22 @@ class ProgressBar:
             self.bar.stop()
 
 
-def _sweep_report(run_dir: str) -> None:
-    """The report at the end of a sweep. The results are already safe on disk, so a report that
-    cannot be written is one line on stderr, not a failed sweep; `uhd-profile report` retries it."""
+def _sweep_report(run_dir: str) -> int:
+    """The report at the end of a sweep; returns the exit code it adds. The results are already
+    safe on disk, so a report that cannot be built is one line on stderr, not a failed sweep
+    (`uhd-profile report` retries it); one that could not be *written* (a full disk) is exit 3."""
     try:
         written = write_report(run_dir, recount=False)
-    except (UhdProfileError, OSError, ValueError) as exc:
+    except WriteError as exc:
+        err.print(f"error: {exc}; the results are complete: retry with `uhd-profile report {run_dir}`", markup=False)
+        return EXIT_WRITE
+    except (UhdProfileError, ValueError) as exc:
         err.print(f"report not written: {exc}; retry with `uhd-profile report {run_dir}`", markup=False)
-        return
+        return 0
     for key in ("md", "html"):
         if key in written:
             say(f"report: {written[key]}")
+    return 0
 
 
 def _render_summary(summary: SweepSummary) -> None:
@@ -177,8 +239,10 @@ def _render_summary(summary: SweepSummary) -> None:
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, help="the merged run directory (must not hold results)")
-def merge(run_dirs: tuple[str, ...], out_dir: str) -> None:
-    """Combine shard run directories into one (refuses duplicate points and mismatched recipes).
-    Also converts a run directory written by an older uhd-profile to the current schema."""
-    n = merge_dirs(list(run_dirs), out_dir)
+@click.option("--allow-partial", is_flag=True, help="merge the readable records of runs with a torn or corrupt line")
+def merge(run_dirs: tuple[str, ...], out_dir: str, allow_partial: bool) -> None:
+    """Combine shard run directories into one (refuses duplicate points, mismatched recipes and, unless
+    --allow-partial, torn or corrupt lines). Also converts a run directory written by an older
+    uhd-profile to the current schema."""
+    n = merge_dirs(list(run_dirs), out_dir, allow_partial=allow_partial)
     out.print(f"merged {len(run_dirs)} run directories into {out_dir}: {n} records")

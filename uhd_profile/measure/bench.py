@@ -19,9 +19,11 @@ from torch import nn
 
 from uhd_profile.count.flops import count_flops
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.files import check_output_dir
 from uhd_profile.measure import roofline
 from uhd_profile.measure.devices import resolve_device
 from uhd_profile.measure.env import fingerprint, fingerprint_key
+from uhd_profile.measure.limits import check_fits, check_threads
 from uhd_profile.measure.memory import MemoryStats, measure_memory
 from uhd_profile.measure.roofline import Peak
 from uhd_profile.measure.roofline import mfu as mfu_of
@@ -216,6 +218,12 @@ def bench(spec: VariantSpec, settings: BenchSettings = BenchSettings(), weights:
         raise UhdProfileError(f"--cuda-graphs needs a CUDA device; this run is on {device}")
     if settings.timing.l2_flush and device.type != "cuda":
         raise UhdProfileError(f"--l2-flush needs a CUDA device; this run is on {device}")
+    # refused before anything is allocated or written (docs/reliability.md)
+    if settings.trace_dir:
+        check_output_dir(settings.trace_dir, "--trace")
+    if device.type == "cpu":
+        check_threads(settings.threads)
+    check_fits(spec, settings, device)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     dtype = torch_dtype(settings.dtype)

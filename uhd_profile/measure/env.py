@@ -312,7 +312,9 @@ _PKG_DIR = Path(__file__).resolve().parent.parent  # the uhd_profile package
 def _git(*args: str) -> subprocess.CompletedProcess | None:
     try:
         return subprocess.run(
-            ["git", "-C", str(_PKG_DIR), *args],
+            # --no-optional-locks: reading the state never takes the repository's index.lock (a git
+            # command running beside a sweep would otherwise fail, or stall on ours)
+            ["git", "--no-optional-locks", "-C", str(_PKG_DIR), *args],
             capture_output=True,
             text=True,
             timeout=_GIT_TIMEOUT_S,

@@ -52,10 +52,12 @@ class Slicing:
 
 @dataclass(frozen=True)
 class GlobalView:
-    """The one view of global encoding: ``size`` (width, height) px, from the image's ``image``."""
+    """The one view of global encoding: ``size`` (width, height) px, from the image's ``image``.
+    ``note`` says when the view had to be cut to keep the M x S^2 px cap (extreme aspect ratios)."""
 
     image: Size
     size: Size
+    note: str | None = None
 
     @property
     def views(self) -> tuple[Size, ...]:
@@ -196,11 +198,36 @@ def global_resize(
 ) -> GlobalView:
     """The whole image in one view of at most about ``max_slice_nums * scale_resolution^2`` px
     (docs/paper.md §6): ``best_resize`` with S replaced by S * sqrt(M). Smaller images keep their size
-    (only aligned) unless ``upscale``. Rounding to ``align`` may move the area a little either way.
+    (only aligned) unless ``upscale``. Rounding to ``align`` may move the area a little either way,
+    never more than rounding each side by align/2 can: at extreme aspect ratios, where the short side
+    is lifted to ``align`` from under align/2, the long side is cut to keep the cap (``note`` says so).
     """
     check_image_size(w, h)
     check_params(max_slice_nums, scale_resolution, align)
-    return GlobalView(image=Size(w, h), size=best_resize(w, h, scale_resolution * math.sqrt(max_slice_nums), align, upscale))
+    target = scale_resolution * math.sqrt(max_slice_nums)
+    size = best_resize(w, h, target, align, upscale)
+    cap = max_slice_nums * scale_resolution * scale_resolution
+    # Rounding a side to the nearest multiple of ``align`` moves it by at most align/2, except where
+    # round_to's floor lifts a side that rounds to 0 (under align/2 px: a 1 px strip) up to ``align``.
+    # Then the area can grow without bound (1 x 100000 -> 56 x 100016 px, 3.1x the cap): cut the long
+    # side back to the cap.
+    if w * h > target * target or upscale:
+        sh = int(target / math.sqrt(w / h))
+        scaled = (int(sh * (w / h)), sh)
+    else:
+        scaled = (w, h)
+    lifted = any(round(side / align) == 0 for side in scaled)
+    if lifted and size.area > cap:
+        short, long_ = sorted(size)
+        cut = max(align, cap // short // align * align)
+        capped = Size(short, cut) if size.height >= size.width else Size(cut, short)
+        note = (
+            f"the {w}x{h} image is too thin for {align} px-aligned views: its short side was raised to {short} px, "
+            f"and its long side cut from {long_} to {cut} px to keep the global view within M x S^2 = {cap:,} px "
+            f"({capped}, aspect ratio not kept)"
+        )
+        return GlobalView(image=Size(w, h), size=capped, note=note)
+    return GlobalView(image=Size(w, h), size=size)
 
 
 def views_of(

@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,11 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 WHEN = ("any", "cpu", "cuda")
+MAX_POINTS = 100_000
+"""The most points a recipe may expand to: counted before anything is expanded, a bigger grid is
+refused in one line (a sweep point costs at least ~0.1 s, so 10^5 points is already a day of work)."""
+PROGRESS_ABOVE = 10_000
+"""Recipes with more points than this report their expansion's progress (``load_recipe(progress=)``)."""
 RECIPES_DIR = Path(__file__).parent.parent / "recipes"
 
 #: keys of a [[grid]] block (and of [defaults]) with their defaults
@@ -145,21 +152,38 @@ def _check_keys(where: _Where, table: Any, allowed, key: str) -> None:
 
 
 def _as_list(where: _Where, key: str, value: Any) -> list:
+    """A grid key's list. A bare value is refused (``encoders = "tiny"`` would otherwise read as a
+    list of one by luck, and ``resolutions = 448`` as well), except ``depths = "all"``."""
     if isinstance(value, list):
         if not value:
             raise where.error(key, "is an empty list, so the grid is empty")
         return value
-    return [value]
+    name = key.rsplit(".", 1)[-1]
+    if name == "depths" and value == "all":
+        return [value]
+    example = json.dumps(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else "..."
+    raise where.error(
+        key,
+        f"{value!r} is {'an' if type(value).__name__[0] in 'aeiou' else 'a'} {type(value).__name__}, not a list",
+        f"a list, e.g. {name} = [{example}]",
+    )
 
 
 def _device_kind(device: str) -> str:
     return resolve_device(device).type
 
 
-def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
+def load_recipe(
+    path_or_name: str = "paper",
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    max_points: int | None = MAX_POINTS,
+) -> Recipe:
     """Read, validate and expand a recipe for ``device`` (``auto``/``cpu``/``cuda[:N]``).
 
-    Raises ``UhdProfileError`` naming the file, the key and what is valid on any mistake.
+    Raises ``UhdProfileError`` naming the file, the key and what is valid on any mistake, and for a
+    grid of more than ``max_points`` points (counted before expanding; None: no cap). ``progress(done,
+    total)`` is called as the points are expanded when there are more than ``PROGRESS_ABOVE``.
     """
     path = _find(path_or_name)
     where = _Where(path)
@@ -192,6 +216,9 @@ def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
     for table, prefix in layers:
         d = table.get("defaults", {})
         _check_keys(where, d, tuple(GRID_DEFAULTS), f"{prefix}defaults")
+        for k, v in d.items():
+            if k != "llm_hidden":
+                _as_list(where, f"{prefix}defaults.{k}", v)  # named where it was written, not in the grid
         defaults.update(d)
         t = table.get("timing", {})
         _check_keys(where, t, tfields, f"{prefix}timing")
@@ -203,13 +230,18 @@ def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
     except TypeError as exc:
         raise where.error("timing", str(exc), ", ".join(tfields)) from None
 
+    if "defaults" not in data and "grid" not in data:
+        raise UhdProfileError(
+            f"{path}: {'is empty' if not text.strip() else 'has no [defaults] and no [[grid]]'}; a recipe says what to "
+            f"run in a [defaults] table and/or [[grid]] blocks (it would otherwise run the built-in defaults: "
+            f"{DEFAULT_ENCODER} at its native size); see `uhd-profile list recipes` and recipes/smoke.toml"
+        )
     grids = data.get("grid")
     if grids is None:
         grids = [{}]
     if not isinstance(grids, list):
         raise where.error("grid", "must be an array of tables ([[grid]])")
-    points: list[Point] = []
-    seen: dict[str, str] = {}
+    blocks: list[tuple[str, dict, dict]] = []
     for gi, g in enumerate(grids):
         gkey = f"grid[{gi}]" + (f" ({g['name']})" if isinstance(g, dict) and "name" in g else "")
         _check_keys(where, g, (*GRID_ONLY_KEYS, *GRID_DEFAULTS), gkey)
@@ -219,7 +251,19 @@ def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
         if w != "any" and w != kind:
             continue
         block = {**defaults, **{k: v for k, v in g.items() if k not in GRID_ONLY_KEYS}}
-        for p in _expand(where, gkey, block, timing, concrete):
+        blocks.append((gkey, block, _lists(where, gkey, block)))
+    total = sum(_count(lists) for _, _, lists in blocks)
+    if max_points is not None and total > max_points:
+        raise where.error(
+            "grid",
+            f"expands to {total:,} points, more than the {max_points:,} a recipe may hold",
+            "split it into several recipes (one run directory each), or narrow its lists",
+        )
+    tick = progress if progress is not None and total > PROGRESS_ABOVE else None
+    points: list[Point] = []
+    seen: dict[str, str] = {}
+    for gkey, block, lists in blocks:
+        for p in _expand(where, gkey, block, lists, timing, concrete):
             pid = p.point_id
             if pid in seen:
                 raise where.error(
@@ -229,6 +273,10 @@ def load_recipe(path_or_name: str = "paper", device: str = "auto") -> Recipe:
                 )
             seen[pid] = gkey
             points.append(p)
+            if tick is not None and len(points) % 2000 == 0:
+                tick(len(points), total)
+    if tick is not None:
+        tick(len(points), total)
     if not points:
         raise where.error(
             "grid", f"expands to no points on a {kind} device", "at least one [[grid]] block for 'any' or that device"
@@ -246,7 +294,8 @@ def _resolution(where: _Where, key: str, r: Any) -> Any:
         raise where.error(key, str(exc)) from None
 
 
-def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) -> list[Point]:
+def _lists(where: _Where, gkey: str, block: dict) -> dict[str, list]:
+    """A block's validated lists (cheap: no point is built yet)."""
     lists = {k: _as_list(where, f"{gkey}.{k}", block[k]) for k in GRID_DEFAULTS if k not in ("measure", "llm_hidden")}
     for enc in lists["encoders"]:
         if enc not in ENCODERS:
@@ -280,12 +329,10 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
     for m in measure:
         if m not in MEASURES:
             raise where.error(f"{gkey}.measure", f"{m!r} is not valid", ", ".join(MEASURES))
-    measure_t = tuple(m for m in MEASURES if m in set(measure) | {"flops"})
+    lists["measure"] = measure
     llm_hidden = block["llm_hidden"]
     if isinstance(llm_hidden, bool) or not isinstance(llm_hidden, int) or llm_hidden < 1:
         raise where.error(f"{gkey}.llm_hidden", f"{llm_hidden!r} is not valid", "an integer >= 1")
-    measured = measure_t != ("flops",)
-    point_device = device if measured else "meta"
     for name in lists["llms"]:
         if name != "none" and name not in LLMS:
             raise where.error(f"{gkey}.llms", f"unknown LLM {name!r}", "none, " + ", ".join(LLMS))
@@ -299,14 +346,48 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
             plans.append(parse_plan(text))
         except UhdProfileError as exc:
             raise where.error(f"{gkey}.llm_plans", str(exc), PLAN_FORMS) from None
-    llm_sides = [
+    lists["llm_plans"] = plans
+    return lists
+
+
+def _llm_sides(lists: dict[str, list]) -> list[tuple]:
+    """(llm, prompt tokens, decode tokens, plan) of each point's LLM side; ("none", ...) for none."""
+    return [
         (name, pt, dt_, plan)
         for name in lists["llms"]
         for pt, dt_, plan in (
-            [(None, None, None)] if name == "none" else itertools.product(lists["prompt_tokens"], lists["decode_tokens"], plans)
+            [(None, None, None)]
+            if name == "none"
+            else itertools.product(lists["prompt_tokens"], lists["decode_tokens"], lists["llm_plans"])
         )
     ]
-    out: list[Point] = []
+
+
+def _depths(lists: dict[str, list], encoder: str, compressor: str) -> list:
+    if compressor == "none":
+        return [None]
+    if lists["depths"] == ["all"]:
+        return list(range(ENCODERS[encoder].layers))
+    return lists["depths"]
+
+
+def _count(lists: dict[str, list]) -> int:
+    """Points a block expands to, without building them."""
+    per = len(lists["resolutions"]) * len(lists["encodings"]) * len(lists["post_ratios"])
+    per *= len(lists["dtypes"]) * len(lists["batches"]) * len(_llm_sides(lists))
+    return per * sum(len(_depths(lists, e, c)) for e in lists["encoders"] for c in lists["compressors"])
+
+
+def _expand(where: _Where, gkey: str, block: dict, lists: dict[str, list], timing: dict, device: str) -> Iterator[Point]:
+    """The block's points, in grid order. A spec is built (and validated) once and shared by the
+    points that differ only in dtype or batch."""
+    measure_t = tuple(m for m in MEASURES if m in set(lists["measure"]) | {"flops"})
+    llm_hidden = block["llm_hidden"]
+    measured = measure_t != ("flops",)
+    point_device = device if measured else "meta"
+    llm_sides = _llm_sides(lists)
+    sizes: dict[str, Any] = {}
+    specs: dict[tuple, VariantSpec] = {}
     for enc, res, encoding, comp, pr, dt, b in itertools.product(
         lists["encoders"],
         lists["resolutions"],
@@ -316,28 +397,27 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
         lists["dtypes"],
         lists["batches"],
     ):
-        info = ENCODERS[enc]
-        size = _resolution(where, f"{gkey}.resolutions", res)
-        depths: list[int | None]
-        if comp == "none":
-            depths = [None]
-        elif lists["depths"] == ["all"]:
-            depths = list(range(info.layers))
-        else:
-            depths = lists["depths"]
-        for d in depths:
-            try:
-                spec = VariantSpec(
-                    encoder=enc,
-                    resolution=size,
-                    compressor=None if comp == "none" else comp,
-                    depth=d,
-                    post_ratio=None if pr == "auto" else pr,
-                    llm_hidden=llm_hidden,
-                    encoding=encoding,
-                )
-            except UhdProfileError as exc:
-                raise where.error(gkey, str(exc)) from None
+        rkey = repr(res)
+        if rkey not in sizes:
+            sizes[rkey] = _resolution(where, f"{gkey}.resolutions", res)
+        size = sizes[rkey]
+        for d in _depths(lists, enc, comp):
+            skey = (enc, rkey, encoding, comp, pr, d)
+            spec = specs.get(skey)
+            if spec is None:
+                try:
+                    spec = VariantSpec(
+                        encoder=enc,
+                        resolution=size,
+                        compressor=None if comp == "none" else comp,
+                        depth=d,
+                        post_ratio=None if pr == "auto" else pr,
+                        llm_hidden=llm_hidden,
+                        encoding=encoding,
+                    )
+                except UhdProfileError as exc:
+                    raise where.error(gkey, str(exc)) from None
+                specs[skey] = spec
             for name, pt, dt_, plan in llm_sides:
                 pipeline = None
                 if name != "none":
@@ -350,15 +430,12 @@ def _expand(where: _Where, gkey: str, block: dict, timing: dict, device: str) ->
                             check_measurable(pipeline, measure_t)
                     except UhdProfileError as exc:
                         raise where.error(gkey, str(exc)) from None
-                out.append(
-                    Point(
-                        spec=spec if pipeline is None else pipeline.variant,
-                        measure=measure_t,
-                        dtype=dt,
-                        batch=b,
-                        device=point_device,
-                        timing=dict(timing) if measured else {},
-                        pipeline=pipeline,
-                    )
+                yield Point(
+                    spec=spec if pipeline is None else pipeline.variant,
+                    measure=measure_t,
+                    dtype=dt,
+                    batch=b,
+                    device=point_device,
+                    timing=dict(timing) if measured else {},
+                    pipeline=pipeline,
                 )
-    return out

@@ -28,9 +28,10 @@ from typing import Protocol
 import torch
 
 from uhd_profile.count.flops import count_flops
-from uhd_profile.errors import UhdProfileError, first_line
+from uhd_profile.errors import UhdProfileError, WriteError, first_line
 from uhd_profile.measure.bench import BenchSettings, bench
 from uhd_profile.measure.env import fingerprint
+from uhd_profile.measure.limits import WontFit
 from uhd_profile.measure.pipeline import point_metrics as pipeline_metrics
 from uhd_profile.measure.schema import Point, count_metrics, make_record
 from uhd_profile.measure.timing import TimingSettings
@@ -43,7 +44,7 @@ def _utc_now() -> str:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
+    if isinstance(exc, (torch.OutOfMemoryError, WontFit)):  # WontFit: refused before allocating
         return True
     if isinstance(exc, MemoryError):
         return True
@@ -224,6 +225,7 @@ class SweepSummary:
     counts: dict[str, int] = field(default_factory=dict)  # status -> points recorded by this run
     wall_s: float = 0.0
     records: list[dict] = field(default_factory=list)  # the records this run appended
+    notes: list[str] = field(default_factory=list)  # what the user should know (a repaired torn line)
 
     @property
     def failed(self) -> int:
@@ -246,43 +248,62 @@ def run_sweep(
     check_executor(executor)
     points = select([p.to_dict() for p in recipe.points], shard, only)
     if not points:
+        where = [f"in shard {shard[0]}/{shard[1]}"] if shard else []
+        where += [f"matching --only {only!r}"] if only else []
+        scope = " and ".join(where)
         raise UhdProfileError(
-            f"no points to run: {recipe.name} has {len(recipe.points)}, none in shard {shard} matching {only!r}"
+            f"no points to run: recipe {recipe.name} has {len(recipe.points)} points, none of them {scope}; "
+            "`uhd-profile sweep RECIPE --dry-run` lists the points with their variant and point ids"
         )
-    store = ResultStore(out_dir, recipe.hash, recipe.name, recipe_text=recipe.text, resume=resume)
-    done = store.completed_ids()
-    todo = [p for p in points if p["point_id"] not in done]
-    summary = SweepSummary(run_dir=out_dir, total=len(points), already_done=len(points) - len(todo))
-    t0 = time.perf_counter()
-    bar: Progress = progress or NoProgress()
-    bar.start(len(todo))
+    with ResultStore(out_dir, recipe.hash, recipe.name, recipe_text=recipe.text, resume=resume) as store:
+        done = store.completed_ids()
+        todo = [p for p in points if p["point_id"] not in done]
+        summary = SweepSummary(run_dir=out_dir, total=len(points), already_done=len(points) - len(todo))
+        summary.notes += [
+            f"{i.path}: {i.describe()}; cut it off: that point runs again" for i in store.repaired if i.kind == "torn"
+        ]
+        t0 = time.perf_counter()
+        bar: Progress = progress or NoProgress()
+        bar.start(len(todo))
 
-    def on_record(rec: dict) -> None:
-        if "recipe_hash" not in rec or "env" not in rec:  # a bare error record from the executor
-            rec = make_record(
-                rec["point"], rec["status"], rec.get("metrics"), rec.get("error"), {}, recipe.hash, recipe.name, _utc_now(), 0.0
-            )
-        store.append(rec)
-        summary.records.append(rec)
-        summary.counts[rec["status"]] = summary.counts.get(rec["status"], 0) + 1
-        bar.advance(rec)
+        def on_record(rec: dict) -> None:
+            if "recipe_hash" not in rec or "env" not in rec:  # a bare error record from the executor
+                rec = make_record(
+                    rec["point"],
+                    rec["status"],
+                    rec.get("metrics"),
+                    rec.get("error"),
+                    {},
+                    recipe.hash,
+                    recipe.name,
+                    _utc_now(),
+                    0.0,
+                )
+            store.append(rec)
+            summary.records.append(rec)
+            summary.counts[rec["status"]] = summary.counts.get(rec["status"], 0) + 1
+            bar.advance(rec)
 
-    work = partial(runner, recipe_hash=recipe.hash, recipe_name=recipe.name)
-    try:
-        if executor == "ray":
-            run_ray(todo, work, on_record, address=ray_address)
-        else:
+        work = partial(runner, recipe_hash=recipe.hash, recipe_name=recipe.name)
+        try:
+            if executor == "ray":
+                run_ray(todo, work, on_record, address=ray_address)
+            else:
 
-            def guarded(point: dict) -> dict:
-                bar.current(point)
-                try:
-                    return work(point)
-                except Exception as exc:  # noqa: BLE001 - a runner that raises still yields a record
-                    return error_record(point, first_line(exc))
+                def guarded(point: dict) -> dict:
+                    bar.current(point)
+                    try:
+                        return work(point)
+                    except Exception as exc:  # noqa: BLE001 - a runner that raises still yields a record
+                        return error_record(point, first_line(exc))
 
-            run_local(todo, guarded, on_record)
-    finally:
-        bar.close()
+                run_local(todo, guarded, on_record)
+        except WriteError as exc:
+            raise WriteError(
+                f"{exc}; free some space, then continue with `uhd-profile sweep {recipe.path} --out {out_dir} --resume`"
+            ) from None
+        finally:
+            bar.close()
     summary.wall_s = time.perf_counter() - t0
     return summary
 

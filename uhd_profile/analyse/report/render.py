@@ -4,8 +4,11 @@ HTML, and ``write_report``: the one place the report writes files."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import os
+import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,9 @@ from uhd_profile.analyse.report.figures import save_figure
 from uhd_profile.analyse.report.format import FLAG_MARK, isna
 from uhd_profile.analyse.report.sections import Figure, Report, Table, build_report
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.files import check_output_dir, clean_staged, output_error, staging_dir, swap_dir, write_synced
+from uhd_profile.run.lock import RunLock
+from uhd_profile.run.store import PartialRunWarning
 
 FORMATS = ("md", "html")
 
@@ -175,6 +181,67 @@ def parse_formats(formats: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+REPORT_MARKER = ".uhd-profile-report"
+"""A file in every report directory: what lets a later report replace the directory whole."""
+_REPORT_ENTRIES = frozenset({"report.md", "report.html", "figures", "tables", REPORT_MARKER})
+
+
+def _check_target(out: Path) -> None:
+    """A report replaces its directory whole, so the target must be new, empty or a report."""
+    check_output_dir(out, "--out")
+    if out.is_dir():
+        entries = sorted(e.name for e in out.iterdir())
+        if entries and REPORT_MARKER not in entries and not set(entries) <= _REPORT_ENTRIES:
+            some = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise UhdProfileError(
+                f"--out {out}: is a directory holding other files ({some}); a report replaces its directory whole: "
+                "give a new or empty directory, or an earlier report's"
+            )
+
+
+def _write_files(dest: Path, rep: Report, fmts: tuple[str, ...]) -> dict[str, str]:
+    """Every file of the report into ``dest`` (fsynced); ``{key: path relative to dest}``."""
+    (dest / "figures").mkdir(parents=True)
+    (dest / "tables").mkdir()
+    written: dict[str, str] = {}
+    svgs: dict[str, bytes] = {}
+    for f in rep.figures:
+        for fmt in ("png", "svg"):
+            blob = save_figure(f.fig, fmt)
+            write_synced(dest / "figures" / f"{f.name}.{fmt}", blob)
+            written[f"figures/{f.name}.{fmt}"] = f"figures/{f.name}.{fmt}"
+            if fmt == "svg":
+                svgs[f.name] = blob
+        write_synced(dest / "figures" / f"{f.name}.csv", f.data.to_csv(index=False).encode())
+        written[f"figures/{f.name}.csv"] = f"figures/{f.name}.csv"
+    for t in rep.tables:
+        write_synced(dest / "tables" / f"{t.name}.csv", t.data.to_csv(index=False).encode())
+        written[f"tables/{t.name}.csv"] = f"tables/{t.name}.csv"
+    if "md" in fmts:
+        write_synced(dest / "report.md", render_markdown(rep).encode("utf-8"))
+        written["md"] = "report.md"
+    if "html" in fmts:
+        write_synced(dest / "report.html", render_html(rep, svgs).encode("utf-8"))
+        written["html"] = "report.html"
+    write_synced(dest / REPORT_MARKER, b"written by uhd-profile report; the directory is replaced whole by the next one\n")
+    return written
+
+
+def _build(run_dir: Path, recount: bool, quality: Sequence[str | os.PathLike]) -> tuple[Report, list[str]]:
+    """``build_report``, and the one-line messages of any torn or corrupt results line it met
+    (other warnings pass through)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = build_report(run_dir, recount=recount, quality=quality)
+    partial: list[str] = []
+    for w in caught:
+        if issubclass(w.category, PartialRunWarning):
+            partial.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return rep, list(dict.fromkeys(partial))
+
+
 def write_report(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
@@ -185,38 +252,38 @@ def write_report(
     """Build the report of ``run_dir`` and write it to ``out_dir`` (default ``RUN_DIR/report``):
     report.md / report.html (``formats``), figures as PNG + SVG + CSV, tables as CSV.
 
+    The report is built in a fresh directory beside ``out_dir`` and swapped in whole, so ``out_dir``
+    holds exactly one report's files -- the previous one's or this one's, never a mix (a kill, a full
+    disk). Writing into the run directory takes its writer lock (``uhd_profile.run.lock``). A torn
+    or corrupt line of the results shows in the warning banner at the top of the report (and as a
+    ``PartialRunWarning``).
+
     ``recount``: count paper figures the run does not hold (seconds each on the CPU); ``quality``:
     score files joined to the run (``analyse.quality.read_quality``). Returns
     ``{name: path}`` of every file written: ``md``, ``html``, ``figures/NAME.png|svg|csv``,
     ``tables/NAME.csv``."""
     fmts = parse_formats(formats)
-    rep = build_report(run_dir, recount=recount, quality=quality)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / REPORT_DIR
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
-    written: dict[str, str] = {}
-    svgs: dict[str, bytes] = {}
-    for f in rep.figures:
-        for fmt in ("png", "svg"):
-            blob = save_figure(f.fig, fmt)
-            p = out / "figures" / f"{f.name}.{fmt}"
-            p.write_bytes(blob)
-            written[f"figures/{f.name}.{fmt}"] = str(p)
-            if fmt == "svg":
-                svgs[f.name] = blob
-        p = out / "figures" / f"{f.name}.csv"
-        f.data.to_csv(p, index=False)
-        written[f"figures/{f.name}.csv"] = str(p)
-    for t in rep.tables:
-        p = out / "tables" / f"{t.name}.csv"
-        t.data.to_csv(p, index=False)
-        written[f"tables/{t.name}.csv"] = str(p)
-    if "md" in fmts:
-        p = out / "report.md"
-        p.write_text(render_markdown(rep), encoding="utf-8")
-        written["md"] = str(p)
-    if "html" in fmts:
-        p = out / "report.html"
-        p.write_text(render_html(rep, svgs), encoding="utf-8")
-        written["html"] = str(p)
-    return written
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
+    _check_target(out)
+    inside = run_dir.is_dir() and out.absolute().resolve().is_relative_to(run_dir.resolve())
+    with RunLock(run_dir, "report", what="--out") if inside else contextlib.nullcontext():
+        rep, partial = _build(run_dir, recount, quality)
+        rep.warnings[:0] = [
+            f"this run's results file is incomplete -- {msg}. This report shows the readable records only." for msg in partial
+        ]
+        clean_staged(out)
+        tmp = staging_dir(out, "new")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            written = _write_files(tmp, rep, fmts)
+            swap_dir(tmp, out)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise output_error(exc, out, "report", kept="the previous report there, if any, is unchanged") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    for msg in partial:
+        warnings.warn(msg, PartialRunWarning, stacklevel=2)
+    return {k: str(out / rel) for k, rel in written.items()}
