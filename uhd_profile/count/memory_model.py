@@ -59,7 +59,7 @@ from uhd_profile.count.llm import cache_size
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.llm_plans import check_tokens
 from uhd_profile.model.llms import LlmSpec, check_attn, get_llm
-from uhd_profile.model.variants import VariantSpec, build_variant, example_input
+from uhd_profile.model.variants import SLICING_DEFAULTS, VariantSpec, build_variant, example_input
 from uhd_profile.units import Size, parse_dtype, torch_dtype
 
 ATTN_PATHS = ("sdpa", "eager")
@@ -181,6 +181,7 @@ class _Replay:
     at_peak: tuple[tuple[int, str], ...]
     where: tuple[str, str]
     outputs: tuple  # (many, ((shape, stride, dtype, op, relative module), ...))
+    backends: dict[str, int]  # SDPA calls it made, per backend
 
 
 class _Live:
@@ -429,7 +430,7 @@ def _replaying(live: _Live, layers: Sequence[nn.Module], prefix: dict[int, str])
                 return replay(rec, absolute)
             if key in memo or live.layer is not None or live.paused:
                 return original(*args, **kwargs)
-            start, freed = live.now, live.existing_freed
+            start, freed, backends = live.now, live.existing_freed, dict(live.backends)
             live.layer = [start, start, (), len(live.records), (live.path(), "")]
             try:
                 out = original(*args, **kwargs)
@@ -448,6 +449,7 @@ def _replaying(live: _Live, layers: Sequence[nn.Module], prefix: dict[int, str])
                 increment=state[1] - start,
                 at_peak=tuple((i, relative(records[i].module)) for i in state[2]),
                 where=(relative(state[4][0]), state[4][1]),
+                backends={k: v - backends.get(k, 0) for k, v in live.backends.items() if v != backends.get(k, 0)},
                 outputs=(
                     template[0],
                     tuple(
@@ -461,6 +463,8 @@ def _replaying(live: _Live, layers: Sequence[nn.Module], prefix: dict[int, str])
         return forward
 
     def replay(rec: _Replay, absolute) -> Any:
+        for k, v in rec.backends.items():
+            live.backends[k] = live.backends.get(k, 0) + v
         if live.now + rec.increment > live.peak:
             live.peak = live.now + rec.increment
             live.peak_ids = tuple(live.live)
@@ -881,7 +885,8 @@ def _views(spec: VariantSpec, dtype: str, batch: int, attn: str, device_kind: st
     if spec.encoding == "view":
         return ()
     return tuple(
-        vision_stage(spec.with_(encoding="view", resolution=size), dtype, batch * k, attn, device_kind) for k, size in spec.groups
+        vision_stage(spec.with_(encoding="view", resolution=size, **SLICING_DEFAULTS), dtype, batch * k, attn, device_kind)
+        for k, size in spec.groups
     )
 
 

@@ -88,27 +88,36 @@ def _llm(job: dict[str, Any]) -> dict[str, Any]:
 _KINDS = {"vision": _vision, "llm": _llm}
 
 
-def _run(job: dict[str, Any]) -> dict[str, Any]:
+def _run(job: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
     import torch
 
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
+    if job["kind"] == "many":
+        out = []
+        for one in job["jobs"]:
+            out.append(_KINDS[one["kind"]](one))
+            gc.collect()  # the model of one job is gone (and its pages unmapped) before the next
+        return out
     return _KINDS[job["kind"]](job)
 
 
 def measure_in_fresh_process(
-    job: dict[str, Any], mmap_threshold: int | None = MMAP_THRESHOLD_BYTES, timeout_s: float | None = 900
-) -> dict[str, Any]:
+    job: dict[str, Any], mmap_threshold: int | None = MMAP_THRESHOLD_BYTES, timeout_s: float | None = 1800
+) -> Any:
     """Run a measurement ``job`` in a new Python process and return its figures (bytes).
 
-    ``job``: ``{"kind": "vision", "spec": VariantSpec.to_dict(), "dtype", "attn", "batch"}`` or
+    ``job``: ``{"kind": "vision", "spec": VariantSpec.to_dict(), "dtype", "attn", "batch"}``,
     ``{"kind": "llm", "llm", "layers" (None: all), "visual_tokens", "prompt_tokens", "dtype",
-    "attn"}``, optionally ``"threads"``. Returns ``peak_mem_bytes``, ``baseline_mem_bytes``,
-    ``activation_mem_bytes`` (the growth over one forward), ``weights_bytes`` (and for ``llm``
-    ``kv_cache_bytes``), plus ``mmap_threshold``. ``mmap_threshold``: see the module docstring
-    (None: glibc's defaults)."""
-    if job.get("kind") not in _KINDS:
-        raise UhdProfileError(f"measurement kind {job.get('kind')!r} is not valid; valid: {', '.join(_KINDS)}")
+    "attn"}``, or ``{"kind": "many", "jobs": [...]}`` (one after another in the same process,
+    which pays for its start once); optionally ``"threads"``. Returns (a list of, for ``many``)
+    ``peak_mem_bytes``, ``baseline_mem_bytes``, ``activation_mem_bytes`` (the growth over one
+    forward), ``weights_bytes`` (and for ``llm`` ``kv_cache_bytes``), plus ``mmap_threshold``.
+    ``mmap_threshold``: see the module docstring (None: glibc's defaults)."""
+    kinds = [j.get("kind") for j in job.get("jobs", [])] if job.get("kind") == "many" else [job.get("kind")]
+    bad = [k for k in kinds if k not in _KINDS]
+    if bad or not kinds:
+        raise UhdProfileError(f"measurement kind {bad[0] if bad else None!r} is not valid; valid: {', '.join(_KINDS)}, many")
     env = dict(os.environ)
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
     if mmap_threshold is not None:
@@ -120,12 +129,13 @@ def measure_in_fresh_process(
         env=env,
         timeout=timeout_s,
     )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("{", "["))]
     if proc.returncode != 0 or not lines:
         tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(f"memory measurement failed (exit {proc.returncode}): {tail[-1] if tail else 'no output'}")
     out = json.loads(lines[-1])
-    out["mmap_threshold"] = mmap_threshold
+    for one in out if isinstance(out, list) else [out]:
+        one["mmap_threshold"] = mmap_threshold
     return out
 
 
