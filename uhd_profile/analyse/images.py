@@ -799,8 +799,9 @@ def spec_memory(spec: VariantSpec, settings: MemorySettings, llm_tokens: int | N
     )
 
 
-def policy_memory(cost: PolicyCost, plan: str, settings: MemorySettings):
-    """The ``MemoryPrediction`` of one image under its policy and ``plan``: the vision stage as the
+def policy_memory(cost: PolicyCost, plan: str, settings: MemorySettings, depth: int | None = None):
+    """The ``MemoryPrediction`` of one image under its policy and ``plan`` (``depth`` moves v4's
+    compressor): the vision stage as the
     family runs its views (``minicpm-v-4.6``: the whole sliced image, thumbnail and slices as two
     calls; the others: their equal views as one batched call), then with ``settings.llm`` the LLM
     stage over everything the LLM sees for the image (visual tokens and extras) plus the prompt."""
@@ -811,12 +812,15 @@ def policy_memory(cost: PolicyCost, plan: str, settings: MemorySettings):
             plan,
             cost.encoder,
             cost.size,
+            depth,
             encoding="sliced",
             max_slices=p["max_slice_nums"],
             scale_resolution=p["scale_resolution"],
         )
         return spec_memory(spec, s, cost.llm_tokens)
-    calls = tuple(vision_stage(view_spec(cost.encoder, plan, size), s.dtype, k, s.attn, s.device_kind) for k, size in cost.calls)
+    calls = tuple(
+        vision_stage(view_spec(cost.encoder, plan, size, depth), s.dtype, k, s.attn, s.device_kind) for k, size in cost.calls
+    )
     # the current families run all their views in one call; should one run several, the largest is the stage
     vision = max(calls, key=lambda c: c.held_bytes + c.activation_bytes)
     stages = [vision]

@@ -11,6 +11,7 @@ from uhd_profile.cli.count import flops, list_, reproduce
 from uhd_profile.cli.gate import baseline, check
 from uhd_profile.cli.images import dataset, image
 from uhd_profile.cli.measure import bench
+from uhd_profile.cli.plan import plan
 from uhd_profile.cli.report import report
 from uhd_profile.cli.run import merge, sweep
 from uhd_profile.errors import UhdProfileError
@@ -22,7 +23,7 @@ def cli() -> None:
     """uhd-profile: what high-resolution visual encoding costs in multimodal LLMs."""
 
 
-COMMANDS = (flops, reproduce, bench, sweep, merge, report, baseline, check, image, dataset, list_)
+COMMANDS = (flops, reproduce, bench, sweep, merge, report, baseline, check, image, dataset, list_, plan)
 for _command in COMMANDS:
     cli.add_command(_command)
 

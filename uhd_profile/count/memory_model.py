@@ -923,6 +923,13 @@ class LlmTrace:
     cache_after_decode: Any = None
 
 
+@lru_cache(maxsize=8)
+def _meta_llm(spec: LlmSpec, attn: str, dtype: str) -> nn.Module:
+    """The LLM built on ``meta`` once per geometry: a meta model holds no state between forwards
+    (each trace brings its own cache), and building an 8B model takes longer than tracing it."""
+    return spec.build("meta", attn=attn, dtype=torch_dtype(dtype))
+
+
 @lru_cache(maxsize=256)
 def trace_llm(
     llm: str | LlmSpec,
@@ -945,7 +952,7 @@ def trace_llm(
     check_attn(attn)
     dtype = _check(dtype, attn, device_kind, 1)
     dt = torch_dtype(dtype)
-    model = spec.build("meta", attn=attn, dtype=dt)
+    model = _meta_llm(spec, attn, dtype)
     n = visual_tokens + prompt_tokens
 
     def embeds(k: int) -> torch.Tensor:
