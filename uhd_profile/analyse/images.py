@@ -23,14 +23,26 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.count.flops import count_flops
+from uhd_profile.count.memory_model import (
+    check_attn_path,
+    check_device_kind,
+    combine,
+    llm_stages,
+    predict_memory,
+    predict_pipeline_memory,
+    vision_stage,
+)
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.encoders import DEFAULT_ENCODER, get_encoder
+from uhd_profile.model.llms import get_llm
+from uhd_profile.model.policies import DEFAULT_POLICY, get_policy
 from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION, Slicing, check_image_size, check_params
 from uhd_profile.model.variants import ALIASES, VariantSpec
-from uhd_profile.units import Size
+from uhd_profile.units import Size, parse_dtype
 
 PLANS = ALIASES
 IMAGE_ENCODINGS = ("global", "sliced")
@@ -461,3 +473,386 @@ def draw_slicing(path: str | os.PathLike, slicing, global_view=None, max_side: i
         text += f"; global encoding: one {global_view.size[0]}x{global_view.size[1]} view"
     d.text((pad, max(dh, tdh) + pad + 8), text, fill=(0, 0, 0))
     return canvas
+
+
+# --------------------------------------------------------------------------------------------
+# Image policies of other families (issue 13): views from the policy, FLOPs from the engine
+# --------------------------------------------------------------------------------------------
+
+VIT_PLAN = "vit"
+"""The plan other families are counted under: their tower alone (post-ratio 1). The paper's 16x
+plans (baseline, v4) do not fit most other towers' token grids (Qwen2.5-VL's 28 px multiples,
+class tokens), and each family has its own merge/connector: their LLM tokens come from the policy."""
+
+FAMILY_LLMS = {
+    "minicpm-v-4.6": "qwen3-8b",
+    "qwen2.5-vl": "qwen2.5-7b",
+    "llava-next": "llama-2-7b",
+    "internvl": "qwen2.5-7b",
+    "llava-1.5": "llama-2-7b",
+}
+"""The LLM preset (``uhd_profile.model.llms``) each family's memory and planning use by default:
+the LLaVA-UHD v4 paper's Qwen3-8B for MiniCPM-V 4.6 (the released checkpoint's LLM is smaller),
+Qwen2.5-VL-7B's own text model, Vicuna-7B (Llama-2-7B geometry) for LLaVA-1.5/NeXT-7B, and
+Qwen2.5-7B for InternVL (InternVL3-8B's LLM; InternVL2.5-8B's InternLM2.5-7B is close in size)."""
+
+
+def policy_encoder(policy: str, encoder: str | None = None) -> str:
+    """The tower a policy's views are counted on: ``minicpm-v-4.6`` keeps uhd-profile's choice
+    (``encoder``, default the paper's SigLIP-2 so400m/14, run with our plans); every other family
+    uses its own preset, and a different ``encoder`` is refused in one line."""
+    pol = get_policy(policy)
+    if policy == DEFAULT_POLICY:
+        return encoder or DEFAULT_ENCODER
+    if encoder is not None and encoder != pol.encoder:
+        raise UhdProfileError(
+            f"--encoder {encoder} conflicts with --policy {policy}, whose tower is {pol.encoder}; "
+            f"drop --encoder (other towers are compared under the {DEFAULT_POLICY} policy)"
+        )
+    return pol.encoder
+
+
+def policy_plans(policy: str, plans: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The plans a policy is counted under: the paper's (``plans``, default baseline and v4) for
+    ``minicpm-v-4.6``; ``("vit",)`` for the other families (``plans`` other than that refused)."""
+    if policy == DEFAULT_POLICY:
+        plans = tuple(dict.fromkeys(plans or PLANS))
+        for p in plans:
+            if p not in PLANS:
+                raise UhdProfileError(f"variant {p!r} is not valid; valid: {', '.join(PLANS)}")
+        return plans
+    if plans and tuple(plans) != (VIT_PLAN,):
+        raise UhdProfileError(
+            f"--variant {plans[0]} applies to the {DEFAULT_POLICY} policy (the paper's designs); {policy} is counted "
+            f"as its own tower alone (plan {VIT_PLAN!r})"
+        )
+    return (VIT_PLAN,)
+
+
+def view_spec(encoder: str, plan: str, size: Size, depth: int | None = None) -> VariantSpec:
+    """The one-view spec a call of ``plan`` over views of ``size`` runs: the paper's plans as
+    ``plan_spec`` builds them, ``vit`` as the tower alone (post-ratio 1)."""
+    if plan == VIT_PLAN:
+        return VariantSpec(encoder=encoder, resolution=size, post_ratio=1)
+    return plan_spec(plan, encoder, size, depth)
+
+
+@lru_cache(maxsize=4096)
+def count_views(encoder: str, plan: str, size: Size, views: int, depth: int | None = None) -> dict[str, int]:
+    """Counts (``COUNT_COLUMNS`` -> int) of one forward call over ``views`` equal views of ``size``
+    under ``plan`` (``baseline``, ``v4`` or ``vit``), counted on meta."""
+    if plan != VIT_PLAN:
+        return count_call(encoder, plan, size, views, depth)
+    fc = count_flops(view_spec(encoder, plan, size), batch=views)
+    if fc.uncounted_ops:
+        raise UhdProfileError(f"{encoder} at {size}: ops with no FLOPs formula {fc.uncounted_ops}; counts would be incomplete")
+    return {c.column: fc.get(c.name) for c in CONVENTIONS.values()}
+
+
+def view_groups(views) -> list[tuple[int, Size]]:
+    """The forward calls of a policy's views: equal sizes batched into one call (first
+    appearance first), as ``count_call`` and the variants' batched layout run them."""
+    groups: dict[Size, int] = {}
+    for v in views.views:
+        size = Size(*v.size)
+        groups[size] = groups.get(size, 0) + 1
+    return [(k, size) for size, k in groups.items()]
+
+
+@dataclass
+class PolicyCost:
+    """One image under one policy: ``views`` (the policy's ``ImageViews``: views, tokens, extras),
+    the tower and plans it is counted with, its forward ``calls`` ((views, size) per call), the
+    exact counts per plan and count column, each view's share of its call, the variant ids per
+    call, and notes on what is counted."""
+
+    path: str | None
+    size: Size
+    policy: str
+    encoder: str
+    plans: tuple[str, ...]
+    views: Any
+    calls: list[tuple[int, Size]]
+    counts: dict[str, dict[str, int]]
+    view_counts: list[dict[str, dict[str, float]]]
+    variant_ids: dict[str, list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def llm_tokens(self) -> int:
+        """Everything the LLM sees for the image (visual tokens and extras), from the policy."""
+        return self.views.llm_tokens
+
+    def to_json(self, convention: str = "macs") -> dict:
+        """The ``policy_views`` object of ``image --json``: the policy's views with ``patch_grid``
+        [cols, rows] and ``gflops`` per plan (count / 1e9 in ``convention``), extras, notes, token
+        totals, ``calls`` (views, size, variant id per plan), and ``gflops`` / ``counts`` per plan."""
+        col = get_convention(convention).column
+        d = self.views.to_dict()
+        views = []
+        for v, vc in zip(d["views"], self.view_counts):
+            v = dict(v)
+            v["patch_grid"] = v.pop("patches")
+            v["gflops"] = {p: vc[p][col] / 1e9 for p in self.plans}
+            views.append(v)
+        out = {k: d[k] for k in ("grid", "canvas", "content")}
+        out.update(
+            views=views,
+            extras=d["extras"],
+            notes=d["notes"] + self.notes,
+            vit_tokens=d["vit_tokens"],
+            view_llm_tokens=d["view_llm_tokens"],
+            extra_tokens=d["extra_tokens"],
+            llm_tokens=d["llm_tokens"],
+            processor_tokens=d["processor_tokens"],
+            calls=[
+                {"views": k, "size": list(size), "variant_ids": {p: self.variant_ids[p][i] for p in self.plans}}
+                for i, (k, size) in enumerate(self.calls)
+            ],
+            gflops={p: self.counts[p][col] / 1e9 for p in self.plans},
+            counts=self.counts,
+        )
+        return out
+
+
+def cost_policy_image(
+    w: int,
+    h: int,
+    policy: str = DEFAULT_POLICY,
+    params: dict | None = None,
+    plans: tuple[str, ...] | None = None,
+    encoder: str | None = None,
+    depth: int | None = None,
+    path: str | None = None,
+) -> PolicyCost:
+    """Views and tokens of a w x h image under ``policy`` (``params`` override its defaults), and
+    FLOPs per view and in total, counted by the engine: equal view sizes as one batched call on
+    the policy's tower (``policy_encoder``), under ``policy_plans``."""
+    size = check_image_size(w, h)
+    pol = get_policy(policy)
+    encoder = policy_encoder(policy, encoder)
+    plans = policy_plans(policy, plans)
+    views = pol.views(size.width, size.height, **(params or {}))
+    calls = view_groups(views)
+    counts = {p: dict.fromkeys(COUNT_COLUMNS, 0) for p in plans}
+    per_size: dict[Size, dict[str, dict[str, float]]] = {}
+    ids: dict[str, list[str]] = {p: [] for p in plans}
+    for k, vsize in calls:
+        per_size[vsize] = {}
+        for p in plans:
+            call = count_views(encoder, p, vsize, k, depth)
+            for c in COUNT_COLUMNS:
+                counts[p][c] += call[c]
+            per_size[vsize][p] = {c: call[c] / k for c in COUNT_COLUMNS}
+            ids[p].append(view_spec(encoder, p, vsize, depth).id)
+    notes = []
+    if policy != DEFAULT_POLICY:
+        notes.append(
+            f"FLOPs are {encoder}'s tower alone (post-ratio 1): the paper's 16x plans do not fit this family's token grids; "
+            f"the family's own {pol.merge}:1 merge/projector is not counted, its LLM tokens come from the policy"
+        )
+    return PolicyCost(
+        path=path,
+        size=size,
+        policy=policy,
+        encoder=encoder,
+        plans=plans,
+        views=views,
+        calls=calls,
+        counts=counts,
+        view_counts=[per_size[Size(*v.size)] for v in views.views],
+        variant_ids=ids,
+        notes=notes,
+    )
+
+
+def policy_rows(cost: PolicyCost) -> list[dict]:
+    """Flat rows (one per plan) of one image under a non-default policy, with the columns of
+    ``cost_rows`` (``encoding`` is ``"policy"``: the family's own views) plus ``policy`` and
+    ``extra_tokens``; ``llm_tokens`` are visual tokens, as in ``cost_rows``."""
+    v = cost.views
+    return [
+        {
+            "path": cost.path,
+            "width": cost.size[0],
+            "height": cost.size[1],
+            "policy": cost.policy,
+            "encoding": "policy",
+            "plan": p,
+            "views": len(v.views),
+            "grid_cols": v.grid[0] if v.grid else None,
+            "grid_rows": v.grid[1] if v.grid else None,
+            "vit_tokens": v.vit_tokens,
+            "llm_tokens": v.view_llm_tokens,
+            "extra_tokens": v.extra_tokens,
+            **cost.counts[p],
+            "variant_id": ";".join(cost.variant_ids[p]),
+        }
+        for p in cost.plans
+    ]
+
+
+def cost_policies_dataset(
+    paths,
+    policies: list[tuple[str, dict]],
+    encoder: str | None = None,
+    plans: tuple[str, ...] | None = None,
+    max_slices: int = MAX_SLICE_NUMS,
+    scale_resolution: int = SCALE_RESOLUTION,
+    progress=None,
+    depth: int | None = None,
+    exif_transpose: bool = False,
+) -> tuple[list[dict], list[dict]]:
+    """Rows for every readable image in ``paths`` under each of ``policies`` ((name, params)),
+    side by side: ``minicpm-v-4.6`` as ``cost_rows`` (global and sliced, the paper's plans; its
+    params are ``max_slices``/``scale_resolution``), the others as ``policy_rows``. Every row has a
+    ``policy`` column. Skipped files as ``{"path", "reason"}``."""
+    for name, params in policies:  # bad names and parameters fail once, here, not per image
+        get_policy(name).views(1024, 1024, **(params or {}))
+    rows: list[dict] = []
+    skipped: list[dict] = []
+    for p in paths:
+        try:
+            w, h = image_size(p, exif_transpose)
+        except UhdProfileError as exc:
+            skipped.append({"path": str(p), "reason": str(exc)})
+        else:
+            for name, params in policies:
+                if name == DEFAULT_POLICY:
+                    params = {"max_slice_nums": max_slices, "scale_resolution": scale_resolution, **(params or {})}
+                    m, s = params["max_slice_nums"], params["scale_resolution"]
+                    cost = cost_image(w, h, encoder, policy_plans(name, plans), IMAGE_ENCODINGS, m, s, path=str(p), depth=depth)
+                    extra = get_policy(name).views(w, h, **params).extra_tokens
+                    for r in cost_rows(cost):
+                        rows.append({**r, "policy": name, "extra_tokens": extra if r["encoding"] == "sliced" else None})
+                else:
+                    rows.extend(policy_rows(cost_policy_image(w, h, name, params, None, None, path=str(p), depth=depth)))
+        if progress is not None:
+            progress(p)
+    if skipped and not rows:
+        which = "the one file is not" if len(skipped) == 1 else f"none of the {len(skipped)} files is"
+        raise UhdProfileError(f"{which} a readable image (first: {skipped[0]['reason']})")
+    return rows, skipped
+
+
+def summarize_policies(rows: list[dict]):
+    """``summarize`` per policy too: one row per policy, encoding, plan and metric."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if df.empty or "policy" not in df:
+        out = summarize(rows)
+        out.insert(0, "policy", pd.Series(dtype="string"))
+        return out
+    parts = []
+    for name, g in df.groupby("policy", sort=False):
+        s = summarize(g.to_dict(orient="records"))
+        s.insert(0, "policy", name)
+        parts.append(s)
+    return pd.concat(parts, ignore_index=True)
+
+
+def policies_histogram(rows: list[dict], convention: str = "macs"):
+    """Figure: per-image cost (G, in ``convention``) per policy, encoding and plan, and visual
+    tokens to the LLM per policy and encoding (its first plan), for ``cost_policies_dataset`` rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    conv = get_convention(convention)
+    df = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    if not df.empty:
+        bins = np.linspace(0, max(float(df[conv.column].max()) / 1e9, 1e-9) * 1.02, 31)
+        for (pol, enc, plan), g in df.groupby(["policy", "encoding", "plan"], sort=False):
+            axes[0].hist(g[conv.column] / 1e9, bins=bins, alpha=0.5, label=f"{pol} {enc}, {plan}")
+        bins = np.linspace(0, max(float(df["llm_tokens"].max()), 1.0) * 1.02, 31)
+        for (pol, enc), g in df.groupby(["policy", "encoding"], sort=False):
+            first = g[g["plan"] == g["plan"].iloc[0]]
+            axes[1].hist(first["llm_tokens"], bins=bins, alpha=0.5, label=f"{pol} {enc}")
+    axes[0].set(
+        xlabel=f"visual encoding per image, {conv.giga} ({convention} convention)", ylabel="images", title="cost per image"
+    )
+    axes[1].set(xlabel="visual tokens to the LLM per image", ylabel="images", title="LLM tokens per image")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    n = df["path"].nunique() if not df.empty else 0
+    fig.suptitle(f"{n} images under {', '.join(dict.fromkeys(df['policy'])) if not df.empty else 'no policy'}")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Memory of an image (the memory model: uhd_profile.count.memory_model)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """How an image's memory is predicted: ``dtype``, attention path ``attn`` (sdpa | eager),
+    ``device_kind`` (cpu | cuda), the ``llm`` preset of the LLM stage (None: the vision stage
+    only), ``prompt_tokens`` after the image and ``decode_tokens`` generated."""
+
+    dtype: str = "bf16"
+    attn: str = "sdpa"
+    device_kind: str = "cuda"
+    llm: str | None = None
+    prompt_tokens: int = 64
+    decode_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", parse_dtype(self.dtype))
+        check_attn_path(self.attn)
+        check_device_kind(self.device_kind)
+        if self.llm is not None:
+            get_llm(self.llm)
+        for name in ("prompt_tokens", "decode_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UhdProfileError(f"{name} {v!r} is not valid; it must be an integer >= 0")
+
+
+def spec_memory(spec: VariantSpec, settings: MemorySettings, llm_tokens: int | None = None):
+    """The ``MemoryPrediction`` of one image encoded as ``spec`` (its vision stage, per call too)
+    and, with ``settings.llm``, the LLM stage over ``llm_tokens`` (default ``spec.tokens_llm``)."""
+    s = settings
+    if s.llm is None:
+        return predict_memory(spec, s.dtype, 1, s.attn, s.device_kind)
+    return predict_pipeline_memory(
+        spec, s.llm, s.prompt_tokens, s.decode_tokens, s.dtype, s.attn, s.device_kind, visual_tokens=llm_tokens
+    )
+
+
+def policy_memory(cost: PolicyCost, plan: str, settings: MemorySettings, depth: int | None = None):
+    """The ``MemoryPrediction`` of one image under its policy and ``plan`` (``depth`` moves v4's
+    compressor): the vision stage as the
+    family runs its views (``minicpm-v-4.6``: the whole sliced image, thumbnail and slices as two
+    calls; the others: their equal views as one batched call), then with ``settings.llm`` the LLM
+    stage over everything the LLM sees for the image (visual tokens and extras) plus the prompt."""
+    s = settings
+    if cost.policy == DEFAULT_POLICY:
+        p = cost.views.params
+        spec = plan_spec(
+            plan,
+            cost.encoder,
+            cost.size,
+            depth,
+            encoding="sliced",
+            max_slices=p["max_slice_nums"],
+            scale_resolution=p["scale_resolution"],
+        )
+        return spec_memory(spec, s, cost.llm_tokens)
+    calls = tuple(
+        vision_stage(view_spec(cost.encoder, plan, size, depth), s.dtype, k, s.attn, s.device_kind) for k, size in cost.calls
+    )
+    # the current families run all their views in one call; should one run several, the largest is the stage
+    vision = max(calls, key=lambda c: c.held_bytes + c.activation_bytes)
+    stages = [vision]
+    if s.llm is not None:
+        stages += llm_stages(s.llm, cost.llm_tokens, s.prompt_tokens, s.decode_tokens, s.dtype, s.attn, s.device_kind)
+    what = f"{cost.size} under {cost.policy} ({plan})" + (f" + {s.llm}" if s.llm else "")
+    return combine(what, stages, calls if len(calls) > 1 else (), s.dtype, 1, s.attn, s.device_kind)

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from uhd_profile.cli.console import err, out, warn
@@ -21,6 +22,7 @@ from uhd_profile.measure.schema import METRICS, markdown_table
 from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.model.encoders import ENCODERS
 from uhd_profile.model.llms import DEFAULT_LLM, LLMS
+from uhd_profile.model.policies import POLICIES
 from uhd_profile.model.trunks import check_weights_dir
 from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 from uhd_profile.run.recipe import load_recipe, shipped_recipes
@@ -176,14 +178,21 @@ def reproduce(as_json: bool) -> None:
         sys.exit(1)
 
 
-LISTABLE = ("encoders", "compressors", "conventions", "metrics", "recipes", "llms")
+def _param_text(value: Any) -> str:
+    """A policy parameter as it is typed on the command line (sizes as WxH, comma-separated)."""
+    if isinstance(value, tuple) and value and all(isinstance(v, tuple) for v in value):
+        return ",".join(f"{w}x{h}" for w, h in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+LISTABLE = ("encoders", "compressors", "conventions", "metrics", "recipes", "llms", "policies")
 
 
 @click.command(name="list")
 @click.argument("what", type=str)
 @click.option("--markdown", is_flag=True, help="print a Markdown table (metrics)")
 def list_(what: str, markdown: bool) -> None:
-    """List presets: `encoders`, `compressors`, `conventions`, `metrics` (the record schema), `recipes` or `llms`."""
+    """List presets: `encoders`, `compressors`, `conventions`, `metrics` (the record schema), `recipes`, `llms` or `policies`."""
     if what == "metrics":
         if markdown:
             click.echo(markdown_table())
@@ -241,6 +250,13 @@ def list_(what: str, markdown: bool) -> None:
                 str(s.vocab),
                 s.description,
             )
+    elif what == "policies":
+        t = Table(title="image policies (--policy NAME, --policy-param NAME=VALUE; docs/policies.md)", title_justify="left")
+        for col in ("name", "tower", "patch", "ViT tokens per LLM token", "parameters (processor defaults)", "description"):
+            t.add_column(col)
+        for p in POLICIES.values():
+            params = ", ".join(f"{q.name}={_param_text(q.default)}" for q in p.params)
+            t.add_row(p.name, p.encoder, str(p.patch), str(p.merge), escape(params), escape(p.description))
         out.print(t)
     else:
         raise UhdProfileError(f"cannot list {what!r}; valid: {', '.join(LISTABLE)}")

@@ -12,26 +12,39 @@ import re
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from uhd_profile.analyse.images import (
+    FAMILY_LLMS,
     PLANS,
+    MemorySettings,
     cost_dataset,
     cost_image,
+    cost_policies_dataset,
+    cost_policy_image,
     draw_slicing,
     frame,
     histogram,
     image_size,
     list_files,
+    plan_spec,
+    policies_histogram,
+    policy_encoder,
+    policy_memory,
+    policy_plans,
+    spec_memory,
     summarize,
+    summarize_policies,
 )
-from uhd_profile.cli.console import err, out, warn
-from uhd_profile.cli.options import convention_option, encoder_option
+from uhd_profile.cli.console import err, note, out, say, warn
+from uhd_profile.cli.options import convention_option
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.files import check_output_dir, check_output_file, output_error
-from uhd_profile.model.encoders import get_encoder
+from uhd_profile.model.encoders import DEFAULT_ENCODER, get_encoder
+from uhd_profile.model.policies import DEFAULT_POLICY, POLICIES, get_policy
 from uhd_profile.model.slicing import (
     MAX_SLICE_NUMS,
     SCALE_RESOLUTION,
@@ -40,7 +53,7 @@ from uhd_profile.model.slicing import (
     global_resize,
     slice_image,
 )
-from uhd_profile.units import Size
+from uhd_profile.units import Size, format_bytes
 
 _SIZE = re.compile(r"(-?\d+)x(-?\d+)")
 
@@ -87,25 +100,444 @@ def image_reading_options(f):
     )(f)
 
 
+# --------------------------------------------------------------------------------------------
+# Image policies (--policy, --policy-param) and memory (--memory)
+# --------------------------------------------------------------------------------------------
+
+
+def policy_encoder_option(f):
+    return click.option(
+        "--encoder",
+        default=None,
+        help=f"encoder preset (uhd-profile list encoders) [default: the policy's own; {DEFAULT_ENCODER} under {DEFAULT_POLICY}]",
+    )(f)
+
+
+def policy_options(f):
+    f = click.option(
+        "--policy-param",
+        "policy_params",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="a parameter of the policy (uhd-profile list policies), e.g. max_pixels=12845056; repeatable",
+    )(f)
+    return click.option("--policy", default=None, help=f"image policy: {' | '.join(POLICIES)} [default: {DEFAULT_POLICY}]")(f)
+
+
+def dataset_policy_options(f):
+    f = click.option(
+        "--policy-param",
+        "policy_params",
+        multiple=True,
+        metavar="[POLICY:]NAME=VALUE",
+        help="a parameter of a policy (uhd-profile list policies); without POLICY: every given policy that has it; repeatable",
+    )(f)
+    return click.option(
+        "--policy",
+        "policies",
+        multiple=True,
+        help=f"image policy ({' | '.join(POLICIES)}); repeat to put several side by side [default: {DEFAULT_POLICY}]",
+    )(f)
+
+
+def memory_options(f):
+    opts = [
+        click.option("--memory", is_flag=True, help="also predict the memory per view and stage (docs/memory.md)"),
+        click.option("--dtype", default=None, help="with --memory: fp32 | bf16 | fp16 [default: bf16]"),
+        click.option("--attn", default=None, help="with --memory: sdpa | eager (eager materialises the scores) [default: sdpa]"),
+        click.option("--memory-device", default=None, help="with --memory: cuda | cpu, the device predicted for [default: cuda]"),
+        click.option(
+            "--llm", default=None, help="with --memory: the LLM preset of the LLM stage, or none [default: the family's]"
+        ),
+        click.option(
+            "--prompt-tokens", default=None, type=int, help="with --memory: prompt tokens after the image [default: 64]"
+        ),
+        click.option("--decode-tokens", default=None, type=int, help="with --memory: tokens generated [default: 0]"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def memory_settings(policy: str, memory: bool, **given) -> MemorySettings | None:
+    """The ``--memory`` settings (None without ``--memory``; its options alone are refused)."""
+    if not memory:
+        extra = [k for k, v in given.items() if v is not None]
+        if extra:
+            raise UhdProfileError(f"--{extra[0].replace('_', '-')} applies to the memory prediction; add --memory")
+        return None
+    llm = given.get("llm")
+    llm = FAMILY_LLMS[policy] if llm is None else (None if llm.lower() == "none" else llm)
+    return MemorySettings(
+        dtype=given.get("dtype") or "bf16",
+        attn=given.get("attn") or "sdpa",
+        device_kind=given.get("memory_device") or "cuda",
+        llm=llm,
+        prompt_tokens=64 if given.get("prompt_tokens") is None else given["prompt_tokens"],
+        decode_tokens=given.get("decode_tokens") or 0,
+    )
+
+
+def policy_param_values(policies: list[str], texts) -> dict[str, dict]:
+    """``[POLICY:]NAME=VALUE`` texts -> {policy: {name: typed value}} for every policy in
+    ``policies`` (unknown policies and names, unparsable values and repeats are one-line errors)."""
+    for name in policies:
+        get_policy(name)
+    out: dict[str, dict] = {name: {} for name in policies}
+    for text in texts:
+        head, sep, value = str(text).partition("=")
+        if not sep or not head.strip():
+            raise UhdProfileError(f"--policy-param {text!r} is not valid; write NAME=VALUE, e.g. max_pixels=12845056")
+        owner, colon, name = head.strip().rpartition(":")
+        if colon:
+            if owner not in policies:
+                raise UhdProfileError(
+                    f"--policy-param {text!r} names policy {owner!r}, which is not given; given: {', '.join(policies)}"
+                )
+            targets = [owner]
+        else:
+            targets = [p for p in policies if name in get_policy(p).defaults]
+            if not targets:
+                valid = "; ".join(f"{p}: {', '.join(get_policy(p).defaults) or 'none'}" for p in policies)
+                raise UhdProfileError(f"--policy-param {text!r}: no given policy has a parameter {name!r}; valid: {valid}")
+        for p in targets:
+            if name in out[p]:
+                raise UhdProfileError(f"--policy-param {name} is given twice for {p}; give it once")
+            out[p].update(get_policy(p).parse_params({name: value}))
+    return out
+
+
+def refuse_minicpm_options(policy: str, **given) -> None:
+    for k, v in given.items():
+        if v is not None:
+            raise UhdProfileError(
+                f"--{k.replace('_', '-')} applies to the {DEFAULT_POLICY} policy (its slicing and encodings); {policy} is set "
+                "with --policy-param NAME=VALUE (uhd-profile list policies)"
+            )
+
+
+def minicpm_params(params: dict, max_slices: int | None, scale_resolution: int | None) -> tuple[int, int, dict]:
+    """``--max-slices``/``--scale-resolution`` and the policy's ``max_slice_nums``/
+    ``scale_resolution`` are the same knobs: both given and different is refused. Returns (M, S, the
+    policy's parameters with them)."""
+    out = []
+    for flag, key, value, default in (
+        ("--max-slices", "max_slice_nums", max_slices, MAX_SLICE_NUMS),
+        ("--scale-resolution", "scale_resolution", scale_resolution, SCALE_RESOLUTION),
+    ):
+        if value is not None and key in params and params[key] != value:
+            raise UhdProfileError(f"{flag} {value} and --policy-param {key}={params[key]} disagree; give one")
+        out.append(value if value is not None else params.get(key, default))
+    return out[0], out[1], {**params, "max_slice_nums": out[0], "scale_resolution": out[1]}
+
+
+def _extras_text(views) -> str:
+    if not views.extras:
+        return "no extra tokens"
+    parts = [f"{e.count} {e.name} ({e.kind}, {e.added_by})" for e in views.extras]
+    return f"extra tokens: {', '.join(parts)}"
+
+
+def image_under_policy(
+    paths, policy: str, params: dict, variants, encoder, convention: str, as_json: bool, memory, exif_transpose=False, depth=None
+) -> None:
+    """``image`` for a family other than minicpm-v-4.6: the policy's views on its own tower."""
+    conv = get_convention(convention)
+    col, unit = conv.column, conv.giga
+    plans = policy_plans(policy, tuple(variants) or None)
+    encoder = policy_encoder(policy, encoder)
+    targets = (_target(a, exif_transpose) for a in paths)
+    costs = [cost_policy_image(w, h, policy, params, plans, encoder, path=p, depth=depth) for p, (w, h) in targets]
+    memories = [[("policy", plan, policy_memory(c, plan, memory, depth)) for plan in plans] if memory else [] for c in costs]
+    if as_json:
+        objs = []
+        for c, mem in zip(costs, memories):
+            d = {
+                "path": c.path,
+                "size": list(c.size),
+                "policy": policy,
+                "policy_params": c.views.to_dict()["params"],
+                "encoder": c.encoder,
+                "plans": list(plans),
+                "convention": convention,
+                "convention_help": conv.meaning,
+                "policy_views": c.to_json(convention),
+            }
+            if memory is not None:
+                d["memory"] = memory_json(mem, memory)
+            objs.append(d)
+        click.echo(json.dumps(objs))
+        return
+    for c, mem in zip(costs, memories):
+        t = Table(
+            title=f"{c.path or '(size only)'}: {c.size} px (w x h), policy {policy}, {c.encoder}; {unit} in the {convention} "
+            f"convention ({conv.meaning})",
+            title_justify="left",
+        )
+        for title in ("view", "size (w x h)", "patches (w x h)", "ViT tokens", "LLM tokens", *(f"{unit} {p}" for p in plans)):
+            t.add_column(title, justify="left" if title == "view" else "right")
+        for v, vc in zip(c.views.views, c.view_counts):
+            label = v.role if v.position is None else f"{v.role} {v.position[0]},{v.position[1]}"
+            t.add_row(
+                label,
+                f"{v.size[0]}x{v.size[1]}",
+                f"{v.patches[0]}x{v.patches[1]}",
+                f"{v.vit_tokens:,}",
+                f"{v.llm_tokens:,}",
+                *(_g(vc[p][col] / 1e9) for p in plans),
+            )
+        n = len(c.views.views)
+        what = f"{n} view" + ("s" if n > 1 else "") + (f", grid {c.views.grid[0]}x{c.views.grid[1]}" if c.views.grid else "")
+        t.add_row(
+            f"[b]total[/] ({what})",
+            "",
+            "",
+            f"[b]{c.views.vit_tokens:,}[/]",
+            f"[b]{c.views.view_llm_tokens:,}[/]",
+            *(f"[b]{_g(c.counts[p][col] / 1e9)}[/]" for p in plans),
+        )
+        out.print(t)
+        say(f"{_extras_text(c.views)}; LLM tokens in all: {c.views.llm_tokens:,}")
+        for line in (*c.views.notes, *c.notes):
+            note(line)
+        if memory is not None:
+            print_memory(mem, memory)
+
+
+def minicpm_json(r, convention: str, params: dict, memory, depth: int | None = None) -> dict:
+    """``image --json`` of one image under minicpm-v-4.6: today's object, plus ``policy``,
+    ``policy_params``, ``policy_views`` (the policy's views with extras) and ``memory``."""
+    d = r.to_json(convention)
+    d.update(policy=DEFAULT_POLICY, policy_params=dict(params))
+    if get_encoder(r.encoder).patch == get_policy(DEFAULT_POLICY).patch:
+        d["policy_views"] = cost_policy_image(*r.size, DEFAULT_POLICY, params, r.plans, r.encoder, path=r.path).to_json(
+            convention
+        )
+    if memory is not None:
+        d["memory"] = memory_json(minicpm_memory(r, params, memory, depth), memory)
+    return d
+
+
+def print_minicpm_extras(r, params: dict) -> None:
+    if "sliced" in r.encodings:
+        views = get_policy(DEFAULT_POLICY).views(*r.size, **params)
+        total = r.encodings["sliced"].llm_tokens[r.plans[0]] + views.extra_tokens
+        say(f"sliced: {_extras_text(views)}; LLM tokens in all: {total:,}")
+
+
+def minicpm_memory(r, params: dict, memory, depth: int | None = None) -> list:
+    """(encoding, plan, MemoryPrediction) for every encoding and plan of a minicpm-v-4.6 image."""
+    out = []
+    extras = get_policy(DEFAULT_POLICY).views(*r.size, **params).extra_tokens
+    for enc in r.encodings:
+        for plan in r.plans:
+            spec = plan_spec(
+                plan,
+                r.encoder,
+                r.size,
+                depth,
+                encoding=enc,
+                max_slices=params["max_slice_nums"],
+                scale_resolution=params["scale_resolution"],
+            )
+            tokens = spec.tokens_llm + (extras if enc == "sliced" else 0)
+            out.append((enc, plan, spec_memory(spec, memory, tokens)))
+    return out
+
+
+def memory_json(entries, memory) -> list[dict]:
+    return [
+        {"encoding": enc, "plan": plan, "llm": memory.llm, "prompt_tokens": memory.prompt_tokens, **pred.as_dict()}
+        for enc, plan, pred in entries
+    ]
+
+
+def print_memory(entries, memory) -> None:
+    """One table: every stage (and vision call) of every (encoding, plan), and its peak."""
+    llm = f", LLM {memory.llm} with {memory.prompt_tokens} prompt tokens" if memory.llm else ", vision stage only"
+    if memory.llm and memory.decode_tokens:
+        llm += f" and {memory.decode_tokens} decoded"
+    t = Table(
+        title=f"predicted memory (the memory model; {memory.dtype}, {memory.attn} attention, for {memory.device_kind}{llm})",
+        title_justify="left",
+    )
+    for title in ("encoding", "plan", "stage", "what", "weights", "held", "activations", "of which scores", "KV cache", "peak"):
+        t.add_column(title, justify="left" if title in ("encoding", "plan", "stage", "what") else "right")
+    for enc, plan, pred in entries:
+        for v in pred.views:
+            t.add_row(
+                enc,
+                plan,
+                "vision call",
+                v.label,
+                "",
+                format_bytes(v.held_bytes),
+                format_bytes(v.activation_bytes),
+                format_bytes(v.score_bytes),
+                "",
+                "",
+            )
+        for s in pred.stages:
+            t.add_row(
+                enc,
+                plan,
+                s.stage,
+                escape(s.label),
+                format_bytes(s.weights_bytes),
+                format_bytes(s.held_bytes),
+                format_bytes(s.activation_bytes),
+                format_bytes(s.score_bytes),
+                format_bytes(s.kv_cache_bytes) if s.stage != "vision" else "",
+                "",
+            )
+        t.add_row(
+            enc,
+            plan,
+            "[b]peak[/]",
+            f"in {pred.peak_stage.stage}, all weights resident",
+            f"[b]{format_bytes(pred.weights_bytes)}[/]",
+            "",
+            "",
+            "",
+            "",
+            f"[b]{format_bytes(pred.peak_bytes)}[/]",
+            end_section=True,
+        )
+    out.print(t)
+
+
+def dataset_under_policies(
+    directory,
+    out_dir,
+    max_slices,
+    scale_resolution,
+    variants,
+    encoder,
+    convention,
+    policies,
+    policy_params,
+    exif_transpose=False,
+    depth=None,
+):
+    """``dataset`` with --policy: every image under each policy, side by side."""
+    conv = get_convention(convention)
+    params = policy_param_values(list(policies), policy_params)
+    if DEFAULT_POLICY in policies:
+        max_slices, scale_resolution, params[DEFAULT_POLICY] = minicpm_params(
+            params[DEFAULT_POLICY], max_slices, scale_resolution
+        )
+        encoder = encoder or DEFAULT_ENCODER
+        check_params(max_slices, scale_resolution, get_encoder(encoder).patch * 4)
+        plans = policy_plans(DEFAULT_POLICY, tuple(variants) or None)
+    else:
+        refuse_minicpm_options(policies[0], max_slices=max_slices, scale_resolution=scale_resolution)
+        for p in policies:
+            policy_encoder(p, encoder)
+            policy_plans(p, tuple(variants) or None)
+        max_slices, scale_resolution, plans = MAX_SLICE_NUMS, SCALE_RESOLUTION, None
+    files = list_files(directory)
+    if not files:
+        raise UhdProfileError(f"{directory}: holds no files; give a folder of images")
+    dest = check_output_dir(Path(out_dir) if out_dir else Path(f"dataset-{Path(directory).resolve().name}"), "--out")
+    with Progress(
+        TextColumn("costing images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
+        task = bar.add_task("images", total=len(files))
+        rows, skipped = cost_policies_dataset(
+            files,
+            [(p, params[p]) for p in policies],
+            encoder,
+            plans,
+            max_slices,
+            scale_resolution,
+            progress=lambda p: bar.advance(task),
+            depth=depth,
+            exif_transpose=exif_transpose,
+        )
+    df = frame(rows)
+    if "extra_tokens" in df:
+        df["extra_tokens"] = df["extra_tokens"].astype("Int64")
+    summary = summarize_policies(rows)
+    with _writing(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        df.to_csv(dest / "per_image.csv", index=False)
+        summary.to_csv(dest / "summary.csv", index=False)
+    meta = {
+        "directory": str(directory),
+        "policies": [{"name": p, "params": _jsonable(params[p])} for p in policies],
+        "encoders": {p: policy_encoder(p, encoder if p == DEFAULT_POLICY else None) for p in policies},
+        "plans": {p: list(policy_plans(p, plans if p == DEFAULT_POLICY else None)) for p in policies},
+        "max_slices": max_slices if DEFAULT_POLICY in policies else None,
+        "scale_resolution": scale_resolution if DEFAULT_POLICY in policies else None,
+        "images": len({r["path"] for r in rows}),
+        "skipped": skipped,
+        "units": {
+            "vit_tokens": "tokens",
+            "llm_tokens": "visual tokens to the LLM",
+            "extra_tokens": "other tokens the LLM sees for the image (policy extras; not for global encoding)",
+            **{c.column: f"{c.unit} ({c.name} convention)" for c in CONVENTIONS.values()},
+        },
+        "conventions": {c.name: c.meaning for c in CONVENTIONS.values()},
+        "summary": summary.to_dict(orient="records"),
+    }
+    fig = policies_histogram(rows, convention)
+    with _writing(dest):
+        (dest / "summary.json").write_text(json.dumps(meta, indent=1))
+        fig.savefig(dest / "histogram.png", dpi=110)
+    unit = conv.giga
+    t = Table(
+        title=f"{meta['images']} images in {directory} under {', '.join(policies)} ({unit}, {convention} convention)",
+        title_justify="left",
+    )
+    cols = ("policy", "encoding", "plan", "LLM tokens mean", "median", "p90", f"{unit} mean", "median", "p90", f"{unit} total")
+    for title in cols:
+        t.add_column(title, justify="left" if title in ("policy", "encoding", "plan") else "right")
+    if not summary.empty:
+        for (pol, enc, plan), g in summary.groupby(["policy", "encoding", "plan"], sort=False):
+            tok = g[g.metric == "llm_tokens"].iloc[0]
+            fl = g[g.metric == conv.column].iloc[0]
+            t.add_row(
+                pol,
+                enc,
+                plan,
+                f"{tok['mean']:,.0f}",
+                f"{tok['median']:,.0f}",
+                f"{tok['p90']:,.0f}",
+                _g(fl["mean"] / 1e9),
+                _g(fl["median"] / 1e9),
+                _g(fl["p90"] / 1e9),
+                _g(fl["total"] / 1e9),
+            )
+    out.print(t)
+    out.print(f"wrote {dest}/per_image.csv, summary.csv, summary.json, histogram.png")
+    for p in policies:
+        if p != DEFAULT_POLICY:
+            note(f"{p}: FLOPs are its tower alone (post-ratio 1); LLM tokens are the family's own")
+    for s in skipped:
+        err.print(f"skipped: {s['reason']}", markup=False, highlight=False)
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: ([list(x) for x in v] if isinstance(v, tuple) else v) for k, v in params.items()}
+
+
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--encoding", default="both", show_default=True, help="sliced | global | both")
+@click.option("--encoding", default=None, help="sliced | global | both (minicpm-v-4.6 policy) [default: both]")
 @click.option(
     "--max-slices",
-    default=MAX_SLICE_NUMS,
+    default=None,
     type=int,
-    show_default=True,
-    help="most slices per image (M); the global view has at most M x S^2 px",
+    help=f"most slices per image (M); the global view has at most M x S^2 px [default: {MAX_SLICE_NUMS}]",
 )
 @click.option(
     "--scale-resolution",
-    default=SCALE_RESOLUTION,
+    default=None,
     type=int,
-    show_default=True,
-    help="slice size S in px (area S^2), a multiple of patch x 4",
+    help=f"slice size S in px (area S^2), a multiple of patch x 4 [default: {SCALE_RESOLUTION}]",
 )
 @click.option("--variant", "variants", multiple=True, help=f"{' | '.join(PLANS)}; repeat for several [default: all]")
-@encoder_option
+@policy_encoder_option
 @convention_option
 @image_reading_options
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list, one object per image")
@@ -116,11 +548,37 @@ def image_reading_options(f):
     help="write the image with its slice grid and thumbnail to this PNG "
     "(several images: -<image name> is added before the suffix)",
 )
+@policy_options
+@memory_options
 def image(
-    paths, encoding, max_slices, scale_resolution, variants, encoder, convention, exif_transpose, depth, as_json, draw_path
+    paths,
+    encoding,
+    max_slices,
+    scale_resolution,
+    variants,
+    encoder,
+    convention,
+    exif_transpose,
+    depth,
+    as_json,
+    draw_path,
+    policy,
+    policy_params,
+    **mem,
 ):
-    """Views, tokens and FLOPs of each image (PATH: an image file, or a size WxH) encoded sliced
-    (thumbnail + grid of slices) and globally (one resized view), per compression plan."""
+    """Views, tokens and FLOPs of each image (PATH: an image file, or a size WxH) under an image
+    policy (default minicpm-v-4.6: encoded sliced, thumbnail + grid of slices, and globally, one
+    resized view, per compression plan); --memory adds the predicted memory per stage."""
+    policy = policy or DEFAULT_POLICY
+    params = policy_param_values([policy], policy_params)[policy]
+    memory = memory_settings(policy, **mem)
+    if policy != DEFAULT_POLICY:
+        refuse_minicpm_options(
+            policy, encoding=encoding, max_slices=max_slices, scale_resolution=scale_resolution, draw=draw_path
+        )
+        return image_under_policy(paths, policy, params, variants, encoder, convention, as_json, memory, exif_transpose, depth)
+    max_slices, scale_resolution, params = minicpm_params(params, max_slices, scale_resolution)
+    encoding, encoder = encoding or "both", encoder or DEFAULT_ENCODER
     conv = get_convention(convention)
     col = conv.column
     encodings = _choices(encoding)
@@ -162,7 +620,7 @@ def image(
                 raise UhdProfileError(f"--draw: could not draw {p} into {dest}: {str(exc).splitlines()[0]}") from None
             err.print(f"wrote {dest}", markup=False, highlight=False)
     if as_json:
-        click.echo(json.dumps([r.to_json(convention) for r in results]))
+        click.echo(json.dumps([minicpm_json(r, convention, params, memory, depth) for r in results]))
         return
     unit = conv.giga
     for r in results:
@@ -213,6 +671,9 @@ def image(
                 out.print(
                     f"{p}: sliced / global = {ratio:.2f}x the {unit}, {s.llm_tokens[p] / g.llm_tokens[p]:.2f}x the LLM tokens"
                 )
+        print_minicpm_extras(r, params)
+        if memory is not None:
+            print_memory(minicpm_memory(r, params, memory, depth), memory)
 
 
 @contextlib.contextmanager
@@ -227,22 +688,52 @@ def _writing(dest: Path):
 @click.command()
 @click.argument("directory")
 @click.option("--out", "out_dir", default=None, help="output folder [default: ./dataset-<DIRECTORY name>]")
-@click.option("--max-slices", default=MAX_SLICE_NUMS, type=int, show_default=True, help="most slices per image (M)")
+@click.option("--max-slices", default=None, type=int, help=f"most slices per image (M) [default: {MAX_SLICE_NUMS}]")
 @click.option(
     "--scale-resolution",
-    default=SCALE_RESOLUTION,
+    default=None,
     type=int,
-    show_default=True,
-    help="slice size S in px, a multiple of patch x 4",
+    help=f"slice size S in px, a multiple of patch x 4 [default: {SCALE_RESOLUTION}]",
 )
 @click.option("--variant", "variants", multiple=True, help=f"{' | '.join(PLANS)}; repeat for several [default: all]")
-@encoder_option
+@policy_encoder_option
 @convention_option
 @image_reading_options
-def dataset(directory, out_dir, max_slices, scale_resolution, variants, encoder, convention, exif_transpose, depth):
+@dataset_policy_options
+def dataset(
+    directory,
+    out_dir,
+    max_slices,
+    scale_resolution,
+    variants,
+    encoder,
+    convention,
+    exif_transpose,
+    depth,
+    policies,
+    policy_params,
+):
     """Per-image cost of every image in DIRECTORY, global vs sliced, per plan: per_image.csv,
     summary.csv/summary.json (mean, median, p90, total) and histogram.png. Unreadable files are
-    listed and skipped."""
+    listed and skipped. --policy (repeatable) puts several families side by side."""
+    policies = tuple(dict.fromkeys(policies))
+    if policies and policies != (DEFAULT_POLICY,) or policy_params:
+        return dataset_under_policies(
+            directory,
+            out_dir,
+            max_slices,
+            scale_resolution,
+            variants,
+            encoder,
+            convention,
+            policies or (DEFAULT_POLICY,),
+            policy_params,
+            exif_transpose,
+            depth,
+        )
+    encoder = encoder or DEFAULT_ENCODER
+    max_slices = MAX_SLICE_NUMS if max_slices is None else max_slices
+    scale_resolution = SCALE_RESOLUTION if scale_resolution is None else scale_resolution
     conv = get_convention(convention)
     plans = _plans(variants)
     check_params(max_slices, scale_resolution, get_encoder(encoder).patch * 4)

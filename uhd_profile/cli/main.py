@@ -14,6 +14,7 @@ from uhd_profile.cli.e2e import e2e
 from uhd_profile.cli.gate import baseline, check
 from uhd_profile.cli.images import dataset, image
 from uhd_profile.cli.measure import bench
+from uhd_profile.cli.plan import plan
 from uhd_profile.cli.report import report
 from uhd_profile.cli.run import merge, sweep
 from uhd_profile.errors import EXIT_USAGE, EXIT_WRITE, UhdProfileError
@@ -27,7 +28,7 @@ def cli() -> None:
     """uhd-profile: what high-resolution visual encoding costs in multimodal LLMs."""
 
 
-COMMANDS = (flops, reproduce, bench, sweep, merge, report, baseline, check, image, dataset, list_, e2e)
+COMMANDS = (flops, reproduce, bench, sweep, merge, report, baseline, check, image, dataset, list_, e2e, plan)
 for _command in COMMANDS:
     cli.add_command(_command)
 

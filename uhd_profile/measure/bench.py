@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from uhd_profile.count.flops import count_flops
+from uhd_profile.count.memory_model import DEVICE_KINDS, predict_memory
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.files import check_output_dir
 from uhd_profile.measure import roofline
@@ -27,7 +28,7 @@ from uhd_profile.measure.limits import check_fits, check_threads
 from uhd_profile.measure.memory import MemoryStats, measure_memory
 from uhd_profile.measure.roofline import Peak
 from uhd_profile.measure.roofline import mfu as mfu_of
-from uhd_profile.measure.schema import count_metrics, fill
+from uhd_profile.measure.schema import count_metrics, fill, predicted_memory_metrics
 from uhd_profile.measure.telemetry import NvmlSampler, Telemetry, null_telemetry
 from uhd_profile.measure.timing import LatencyStats, TimingSettings, time_forward
 from uhd_profile.model.variants import VariantSpec, build_variant, example_input
@@ -279,6 +280,9 @@ def bench(spec: VariantSpec, settings: BenchSettings = BenchSettings(), weights:
         env_key=fingerprint_key(env),
         pid=os.getpid(),
     )
+    if device.type in DEVICE_KINDS:
+        # the memory model's prediction for the same forward, next to what was measured
+        metrics.update(predicted_memory_metrics(predict_memory(spec, settings.dtype, settings.batch, settings.attn, device.type)))
     if telemetry.available and telemetry.throttled_fraction:
         notes.append(f"{telemetry.throttled_fraction:.0%} of telemetry samples were under clock slowdown")
     return BenchResult(

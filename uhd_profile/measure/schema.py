@@ -117,6 +117,11 @@ register_metric("reserved_peak_mem_bytes", "Int64", "memory", None, "CUDA cachin
 register_metric("nvml_used_mem_bytes", "Int64", "memory", None, "NVML's used memory of this process, bytes")
 register_metric("memory_method", "string", "memory", None, "cuda_allocator | clear_refs+VmHWM | child_process")
 register_metric("memory_note", "string", "memory", None, "what the memory figures include")
+# memory model (uhd_profile.count.memory_model): predicted before the point runs, next to what was measured
+register_metric("predicted_peak_mem_bytes", "Int64", "memory", None, "predicted peak: weights + inputs + activations, bytes")
+register_metric("predicted_activation_mem_bytes", "Int64", "memory", None, "predicted peak above weights and inputs, bytes")
+register_metric("predicted_attention_score_bytes", "Int64", "memory", None, "of those: attention score matrices, bytes")
+register_metric("memory_model_device", "string", "memory", None, "cpu | cuda: the device the prediction is for")
 # energy and clocks (uhd_profile.measure.telemetry.Telemetry)
 register_metric("energy_per_image_j", "Float64", "energy", None, "GPU energy per image, J")
 register_metric("mean_power_w", "Float64", "energy", None, "mean GPU power while timing, W")
@@ -198,6 +203,17 @@ def count_metrics(fc: Any) -> dict[str, Any]:
     if fc.uncounted_ops:
         m["uncounted_ops"] = dict(fc.uncounted_ops)
     return m
+
+
+def predicted_memory_metrics(prediction: Any) -> dict[str, Any]:
+    """The memory-model metrics of a ``count.memory_model.MemoryPrediction`` (one vision stage)."""
+    stage = prediction.peak_stage
+    return {
+        "predicted_peak_mem_bytes": prediction.peak_bytes,
+        "predicted_activation_mem_bytes": prediction.activation_bytes,
+        "predicted_attention_score_bytes": stage.score_bytes,
+        "memory_model_device": prediction.device_kind,
+    }
 
 
 def check_metrics(metrics: dict[str, Any] | None) -> None:

@@ -7,6 +7,8 @@ Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 from uhd_profile.errors import UhdProfileError
@@ -164,7 +166,30 @@ ENCODERS: dict[str, EncoderSpec] = {e.name: e for e in _PRESETS}
 DEFAULT_ENCODER = "siglip2-so400m-p14"
 
 
+_REDUCED = re.compile(r"(.+)\[:(\d+)\]")
+
+
 def get_encoder(name: str) -> EncoderSpec:
-    if name not in ENCODERS:
-        raise UhdProfileError(f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)}")
-    return ENCODERS[name]
+    """The preset called ``name``; ``"NAME[:K]"`` is preset NAME with only its first K encoder
+    layers (see ``reduced_encoder``)."""
+    if name in ENCODERS:
+        return ENCODERS[name]
+    m = _REDUCED.fullmatch(name)
+    if m and m.group(1) in ENCODERS:
+        return reduced_encoder(m.group(1), int(m.group(2)))
+    raise UhdProfileError(f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)} (NAME[:K] for the first K layers)")
+
+
+def reduced_encoder(name: str, layers: int) -> EncoderSpec:
+    """A copy of preset ``name`` with only its first ``layers`` encoder layers, named
+    ``"NAME[:K]"`` (so variant ids say so), for measuring memory and time of a tower too big to run
+    whole on a CPU: every layer of a ViT sees the same token count, so the activation peak of one
+    layer is the tower's, and the weights scale with depth. The released model is run whole only."""
+    base = get_encoder(name)
+    if base.released:
+        raise UhdProfileError(f"{name} is the released model, run whole; it has no reduced-depth copies")
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= base.layers:
+        raise UhdProfileError(f"reduced depth {layers!r} for {name}: must be an integer from 1 to {base.layers}")
+    if layers == base.layers:
+        return base
+    return dataclasses.replace(base, name=f"{name}[:{layers}]", layers=layers)

@@ -28,12 +28,13 @@ from typing import Protocol
 import torch
 
 from uhd_profile.count.flops import count_flops
+from uhd_profile.count.memory_model import predict_memory
 from uhd_profile.errors import UhdProfileError, WriteError, first_line
 from uhd_profile.measure.bench import BenchSettings, bench
 from uhd_profile.measure.env import fingerprint
 from uhd_profile.measure.limits import WontFit
 from uhd_profile.measure.pipeline import point_metrics as pipeline_metrics
-from uhd_profile.measure.schema import Point, count_metrics, make_record
+from uhd_profile.measure.schema import Point, count_metrics, make_record, predicted_memory_metrics
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.run.executors import check_executor, error_record, run_local, run_ray
 from uhd_profile.run.store import ResultStore
@@ -59,7 +60,10 @@ def measure_point(point: dict) -> dict:
     if p.pipeline is not None:  # a point with an LLM: every stage counted, and timed when measured
         return pipeline_metrics(p)
     if not p.measured:
-        return count_metrics(count_flops(p.spec, batch=p.batch))
+        metrics = count_metrics(count_flops(p.spec, batch=p.batch))
+        # the memory model's prediction costs about what the count does: for a GPU, SDPA
+        metrics.update(predicted_memory_metrics(predict_memory(p.spec, p.dtype, p.batch, "sdpa", "cuda")))
+        return metrics
     settings = BenchSettings(
         device=p.device,
         dtype=p.dtype,
