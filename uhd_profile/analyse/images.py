@@ -27,6 +27,7 @@ from typing import Any
 
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.count.flops import count_flops
+from uhd_profile.count.llm import count_llm
 from uhd_profile.count.memory_model import (
     check_attn_path,
     check_device_kind,
@@ -365,8 +366,9 @@ def summarize(rows: list[dict]):
     out = []
     if df.empty:
         return pd.DataFrame(columns=["encoding", "plan", "metric", "n", "mean", "median", "p90", "total"])
+    extra = [m for m in ("llm_input_tokens", *LLM_COLUMNS, *(f"total_{c}" for c in COUNT_COLUMNS)) if m in df]
     for (enc, plan), g in df.groupby(["encoding", "plan"], sort=True):
-        for m in METRICS:
+        for m in (*METRICS, *extra):
             v = g[m].astype(float)
             out.append(
                 {
@@ -690,6 +692,99 @@ def policy_rows(cost: PolicyCost) -> list[dict]:
         }
         for p in cost.plans
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# The LLM stages of an image (image/dataset --llm)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LlmStages:
+    """The LLM stages of one image, counted by the engine (``count_llm`` on ``meta``): the prefill
+    over ``visual_tokens`` (everything the LLM sees for the image) plus ``prompt_tokens``, then
+    ``decode_tokens`` generated with a KV cache. Counts per count column (``macs``, ``flops``,
+    ``paper_flops``); causal attention as each convention charges it (docs/llm.md)."""
+
+    llm: str
+    visual_tokens: int
+    prompt_tokens: int
+    decode_tokens: int
+    prefill: dict[str, int]
+    decode: dict[str, int]
+    kv_cache_bf16_bytes: int
+
+    def to_json(self) -> dict:
+        return {
+            "llm": self.llm,
+            "visual_tokens": self.visual_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "decode_tokens": self.decode_tokens,
+            "prefill": dict(self.prefill),
+            "decode": dict(self.decode),
+            "kv_cache_bf16_bytes": self.kv_cache_bf16_bytes,
+        }
+
+
+@lru_cache(maxsize=4)
+def _meta_llm(llm: str):
+    """The LLM built on ``meta`` once per preset: a count brings its own cache, and building an 8B
+    model takes longer than counting it."""
+    return get_llm(llm).build("meta", attn="sdpa")
+
+
+@lru_cache(maxsize=4096)
+def llm_stage_counts(llm: str, visual_tokens: int, prompt_tokens: int = 64, decode_tokens: int = 0) -> LlmStages:
+    """``LlmStages`` of an image the LLM sees as ``visual_tokens`` tokens (cached per token count:
+    the LLM's cost depends on the image only through it)."""
+    get_llm(llm)  # an unknown preset is one line before anything is built
+    c = count_llm(llm, visual_tokens, prompt_tokens, decode_tokens, model=_meta_llm(llm))
+    cols = {conv.column: conv.name for conv in CONVENTIONS.values()}
+    return LlmStages(
+        llm=llm,
+        visual_tokens=visual_tokens,
+        prompt_tokens=prompt_tokens,
+        decode_tokens=decode_tokens,
+        prefill={col: c.prefill_total(name) for col, name in cols.items()},
+        decode={col: c.decode_total(name) for col, name in cols.items()},
+        kv_cache_bf16_bytes=c.cache_after_decode.bytes("bf16"),
+    )
+
+
+LLM_COLUMNS = tuple(f"llm_{stage}_{col}" for stage in ("prefill", "decode") for col in COUNT_COLUMNS)
+"""Per-image row columns ``dataset --llm`` adds (the LLM stages, per count column)."""
+
+
+def add_llm_stages(
+    rows: list[dict],
+    llm: str,
+    prompt_tokens: int = 64,
+    decode_tokens: int = 0,
+    max_slices: int = MAX_SLICE_NUMS,
+    scale_resolution: int = SCALE_RESOLUTION,
+) -> list[dict]:
+    """``rows`` (``cost_rows`` / ``policy_rows``) with the LLM stages of each: ``llm``,
+    ``llm_input_tokens`` (visual tokens and the policy's extras, as ``image --llm`` counts them),
+    ``llm_prefill_<col>``, ``llm_decode_<col>`` and ``total_<col>`` (vision and connector plus both
+    LLM stages)."""
+    out = []
+    for r in rows:
+        extra = r.get("extra_tokens")
+        if extra is None or extra != extra:  # minicpm rows of plain ``dataset``: extras of its sliced views
+            extra = 0
+            if r["encoding"] == "sliced":
+                views = get_policy(DEFAULT_POLICY).views(
+                    r["width"], r["height"], max_slice_nums=max_slices, scale_resolution=scale_resolution
+                )
+                extra = views.extra_tokens
+        st = llm_stage_counts(llm, int(r["llm_tokens"]) + int(extra), prompt_tokens, decode_tokens)
+        row = {**r, "llm": llm, "llm_input_tokens": st.visual_tokens}
+        for col in COUNT_COLUMNS:
+            row[f"llm_prefill_{col}"] = st.prefill[col]
+            row[f"llm_decode_{col}"] = st.decode[col]
+            row[f"total_{col}"] = r[col] + st.prefill[col] + st.decode[col]
+        out.append(row)
+    return out
 
 
 def cost_policies_dataset(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -17,9 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from uhd_profile.analyse.images import (
+    COUNT_COLUMNS,
     FAMILY_LLMS,
     PLANS,
     MemorySettings,
+    add_llm_stages,
     cost_dataset,
     cost_image,
     cost_policies_dataset,
@@ -29,6 +32,7 @@ from uhd_profile.analyse.images import (
     histogram,
     image_size,
     list_files,
+    llm_stage_counts,
     plan_spec,
     policies_histogram,
     policy_encoder,
@@ -44,6 +48,7 @@ from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.files import check_output_dir, check_output_file, output_error
 from uhd_profile.model.encoders import DEFAULT_ENCODER, get_encoder
+from uhd_profile.model.llms import get_llm
 from uhd_profile.model.policies import DEFAULT_POLICY, POLICIES, get_policy
 from uhd_profile.model.slicing import (
     MAX_SLICE_NUMS,
@@ -146,23 +151,57 @@ def memory_options(f):
         click.option("--dtype", default=None, help="with --memory: fp32 | bf16 | fp16 [default: bf16]"),
         click.option("--attn", default=None, help="with --memory: sdpa | eager (eager materialises the scores) [default: sdpa]"),
         click.option("--memory-device", default=None, help="with --memory: cuda | cpu, the device predicted for [default: cuda]"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return llm_options(f)
+
+
+def llm_options(f):
+    opts = [
         click.option(
-            "--llm", default=None, help="with --memory: the LLM preset of the LLM stage, or none [default: the family's]"
+            "--llm",
+            default=None,
+            help="LLM preset (uhd-profile list llms): adds its prefill and decode to each image's cost, and is the LLM "
+            "stage of --memory; none for no LLM [default: no LLM stage; with --memory the family's]",
         ),
-        click.option(
-            "--prompt-tokens", default=None, type=int, help="with --memory: prompt tokens after the image [default: 64]"
-        ),
-        click.option("--decode-tokens", default=None, type=int, help="with --memory: tokens generated [default: 0]"),
+        click.option("--prompt-tokens", default=None, type=int, help="with --llm: prompt tokens after the image [default: 64]"),
+        click.option("--decode-tokens", default=None, type=int, help="with --llm: tokens generated [default: 0]"),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
+@dataclass(frozen=True)
+class LlmChoice:
+    """``--llm NAME`` with its prompt and decode lengths: the LLM stages added to each image."""
+
+    llm: str
+    prompt_tokens: int = 64
+    decode_tokens: int = 0
+
+
+def llm_choice(llm: str | None, prompt_tokens: int | None, decode_tokens: int | None, memory: bool = False) -> LlmChoice | None:
+    """The LLM stages to add (None without ``--llm`` or with ``--llm none``). ``--prompt-tokens``/
+    ``--decode-tokens`` without an LLM to apply them to are refused (with ``--memory`` they set its
+    LLM stage)."""
+    if llm is None or llm.lower() == "none":
+        given = [flag for flag, v in (("--prompt-tokens", prompt_tokens), ("--decode-tokens", decode_tokens)) if v is not None]
+        if given and not (memory and llm is None):
+            raise UhdProfileError(f"{given[0]} applies to an LLM stage; add --llm NAME (uhd-profile list llms) or --memory")
+        return None
+    get_llm(llm)
+    for flag, v in (("--prompt-tokens", prompt_tokens), ("--decode-tokens", decode_tokens)):
+        if v is not None and v < 0:
+            raise UhdProfileError(f"{flag} {v}: must be >= 0")
+    return LlmChoice(llm, 64 if prompt_tokens is None else prompt_tokens, decode_tokens or 0)
+
+
 def memory_settings(policy: str, memory: bool, **given) -> MemorySettings | None:
     """The ``--memory`` settings (None without ``--memory``; its options alone are refused)."""
     if not memory:
-        extra = [k for k, v in given.items() if v is not None]
+        extra = [k for k in ("dtype", "attn", "memory_device") if given.get(k) is not None]
         if extra:
             raise UhdProfileError(f"--{extra[0].replace('_', '-')} applies to the memory prediction; add --memory")
         return None
@@ -176,6 +215,49 @@ def memory_settings(policy: str, memory: bool, **given) -> MemorySettings | None
         prompt_tokens=64 if given.get("prompt_tokens") is None else given["prompt_tokens"],
         decode_tokens=given.get("decode_tokens") or 0,
     )
+
+
+def llm_json(stages) -> list[dict]:
+    """``image --json``'s ``llm_stages``: (encoding, plan, vision counts, LlmStages) -> objects with
+    the vision (and connector) counts, both LLM stages and their sum per count column."""
+    return [
+        {
+            "encoding": enc,
+            "plan": plan,
+            **st.to_json(),
+            "vision": dict(vision),
+            "total": {c: vision[c] + st.prefill[c] + st.decode[c] for c in COUNT_COLUMNS},
+        }
+        for enc, plan, vision, st in stages
+    ]
+
+
+def print_llm(stages, choice: LlmChoice, convention: str) -> None:
+    """One table: per (encoding, plan), the vision (and connector) cost, the LLM prefill and
+    decode, their sum and the vision share of the compute before the first token."""
+    conv = get_convention(convention)
+    col, unit = conv.column, conv.giga
+    t = Table(
+        title=f"end to end through {choice.llm} ({choice.prompt_tokens} prompt tokens, {choice.decode_tokens} decoded; "
+        f"{unit}, {convention} convention)",
+        title_justify="left",
+    )
+    for title in ("encoding", "plan", "LLM tokens in", f"vision {unit}", f"prefill {unit}", f"decode {unit}", f"total {unit}"):
+        t.add_column(title, justify="left" if title in ("encoding", "plan") else "right")
+    t.add_column("vision share before 1st token", justify="right")
+    for enc, plan, vision, st in stages:
+        first = vision[col] + st.prefill[col]
+        t.add_row(
+            enc,
+            plan,
+            f"{st.visual_tokens + st.prompt_tokens:,}",
+            _g(vision[col] / 1e9),
+            _g(st.prefill[col] / 1e9),
+            _g(st.decode[col] / 1e9),
+            _g((first + st.decode[col]) / 1e9),
+            f"{100 * vision[col] / first:.1f}%" if first else "-",
+        )
+    out.print(t)
 
 
 def policy_param_values(policies: list[str], texts) -> dict[str, dict]:
@@ -239,7 +321,17 @@ def _extras_text(views) -> str:
 
 
 def image_under_policy(
-    paths, policy: str, params: dict, variants, encoder, convention: str, as_json: bool, memory, exif_transpose=False, depth=None
+    paths,
+    policy: str,
+    params: dict,
+    variants,
+    encoder,
+    convention: str,
+    as_json: bool,
+    memory,
+    exif_transpose=False,
+    depth=None,
+    llm: LlmChoice | None = None,
 ) -> None:
     """``image`` for a family other than minicpm-v-4.6: the policy's views on its own tower."""
     conv = get_convention(convention)
@@ -249,9 +341,15 @@ def image_under_policy(
     targets = (_target(a, exif_transpose) for a in paths)
     costs = [cost_policy_image(w, h, policy, params, plans, encoder, path=p, depth=depth) for p, (w, h) in targets]
     memories = [[("policy", plan, policy_memory(c, plan, memory, depth)) for plan in plans] if memory else [] for c in costs]
+    stages = [
+        [("policy", p, c.counts[p], llm_stage_counts(llm.llm, c.llm_tokens, llm.prompt_tokens, llm.decode_tokens)) for p in plans]
+        if llm
+        else []
+        for c in costs
+    ]
     if as_json:
         objs = []
-        for c, mem in zip(costs, memories):
+        for c, mem, st in zip(costs, memories, stages):
             d = {
                 "path": c.path,
                 "size": list(c.size),
@@ -265,10 +363,12 @@ def image_under_policy(
             }
             if memory is not None:
                 d["memory"] = memory_json(mem, memory)
+            if llm is not None:
+                d["llm_stages"] = llm_json(st)
             objs.append(d)
         click.echo(json.dumps(objs))
         return
-    for c, mem in zip(costs, memories):
+    for c, mem, st in zip(costs, memories, stages):
         t = Table(
             title=f"{c.path or '(size only)'}: {c.size} px (w x h), policy {policy}, {c.encoder}; {unit} in the {convention} "
             f"convention ({conv.meaning})",
@@ -302,6 +402,8 @@ def image_under_policy(
             note(line)
         if memory is not None:
             print_memory(mem, memory)
+        if llm is not None:
+            print_llm(st, llm, convention)
 
 
 def minicpm_json(r, convention: str, params: dict, memory, depth: int | None = None) -> dict:
@@ -342,6 +444,18 @@ def minicpm_memory(r, params: dict, memory, depth: int | None = None) -> list:
             )
             tokens = spec.tokens_llm + (extras if enc == "sliced" else 0)
             out.append((enc, plan, spec_memory(spec, memory, tokens)))
+    return out
+
+
+def minicpm_llm(r, params: dict, llm: LlmChoice) -> list:
+    """(encoding, plan, vision counts, LlmStages) for every encoding and plan of a minicpm-v-4.6
+    image: the LLM sees the plan's visual tokens plus, sliced, the policy's extras."""
+    extras = get_policy(DEFAULT_POLICY).views(*r.size, **params).extra_tokens
+    out = []
+    for enc, e in r.encodings.items():
+        for p in r.plans:
+            tokens = e.llm_tokens[p] + (extras if enc == "sliced" else 0)
+            out.append((enc, p, e.counts[p], llm_stage_counts(llm.llm, tokens, llm.prompt_tokens, llm.decode_tokens)))
     return out
 
 
@@ -418,6 +532,7 @@ def dataset_under_policies(
     policy_params,
     exif_transpose=False,
     depth=None,
+    llm: LlmChoice | None = None,
 ):
     """``dataset`` with --policy: every image under each policy, side by side."""
     conv = get_convention(convention)
@@ -454,6 +569,8 @@ def dataset_under_policies(
             depth=depth,
             exif_transpose=exif_transpose,
         )
+    if llm is not None:
+        rows = with_llm(rows, llm, max_slices, scale_resolution)
     df = frame(rows)
     if "extra_tokens" in df:
         df["extra_tokens"] = df["extra_tokens"].astype("Int64")
@@ -479,6 +596,7 @@ def dataset_under_policies(
         },
         "conventions": {c.name: c.meaning for c in CONVENTIONS.values()},
         "summary": summary.to_dict(orient="records"),
+        **llm_meta(llm),
     }
     fig = policies_histogram(rows, convention)
     with _writing(dest):
@@ -510,6 +628,8 @@ def dataset_under_policies(
             )
     out.print(t)
     out.print(f"wrote {dest}/per_image.csv, summary.csv, summary.json, histogram.png")
+    if llm is not None:
+        print_dataset_llm(summary, llm, convention)
     for p in policies:
         if p != DEFAULT_POLICY:
             note(f"{p}: FLOPs are its tower alone (post-ratio 1); LLM tokens are the family's own")
@@ -572,11 +692,14 @@ def image(
     policy = policy or DEFAULT_POLICY
     params = policy_param_values([policy], policy_params)[policy]
     memory = memory_settings(policy, **mem)
+    llm = llm_choice(mem.get("llm"), mem.get("prompt_tokens"), mem.get("decode_tokens"), bool(mem.get("memory")))
     if policy != DEFAULT_POLICY:
         refuse_minicpm_options(
             policy, encoding=encoding, max_slices=max_slices, scale_resolution=scale_resolution, draw=draw_path
         )
-        return image_under_policy(paths, policy, params, variants, encoder, convention, as_json, memory, exif_transpose, depth)
+        return image_under_policy(
+            paths, policy, params, variants, encoder, convention, as_json, memory, exif_transpose, depth, llm
+        )
     max_slices, scale_resolution, params = minicpm_params(params, max_slices, scale_resolution)
     encoding, encoder = encoding or "both", encoder or DEFAULT_ENCODER
     conv = get_convention(convention)
@@ -620,7 +743,11 @@ def image(
                 raise UhdProfileError(f"--draw: could not draw {p} into {dest}: {str(exc).splitlines()[0]}") from None
             err.print(f"wrote {dest}", markup=False, highlight=False)
     if as_json:
-        click.echo(json.dumps([minicpm_json(r, convention, params, memory, depth) for r in results]))
+        objs = [minicpm_json(r, convention, params, memory, depth) for r in results]
+        if llm is not None:
+            for d, r in zip(objs, results):
+                d["llm_stages"] = llm_json(minicpm_llm(r, params, llm))
+        click.echo(json.dumps(objs))
         return
     unit = conv.giga
     for r in results:
@@ -674,6 +801,64 @@ def image(
         print_minicpm_extras(r, params)
         if memory is not None:
             print_memory(minicpm_memory(r, params, memory, depth), memory)
+        if llm is not None:
+            print_llm(minicpm_llm(r, params, llm), llm, convention)
+
+
+def with_llm(rows: list[dict], choice: LlmChoice, max_slices: int, scale_resolution: int) -> list[dict]:
+    """``dataset --llm``: every row with its LLM stages (``add_llm_stages``), with a progress bar
+    (each distinct token count is one count of the LLM)."""
+    with Progress(
+        TextColumn(f"counting {choice.llm}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
+        task = bar.add_task("rows", total=len(rows))
+        out = []
+        for r in rows:
+            out.extend(add_llm_stages([r], choice.llm, choice.prompt_tokens, choice.decode_tokens, max_slices, scale_resolution))
+            bar.advance(task)
+    return out
+
+
+def llm_meta(choice: LlmChoice | None) -> dict:
+    """``summary.json``'s ``llm`` entry (none without ``--llm``)."""
+    if choice is None:
+        return {}
+    return {
+        "llm": {
+            "name": choice.llm,
+            "prompt_tokens": choice.prompt_tokens,
+            "decode_tokens": choice.decode_tokens,
+            "columns": "llm_input_tokens (visual tokens and the policy's extras), llm_prefill_<count>, llm_decode_<count>, "
+            "total_<count> (vision and connector plus both LLM stages)",
+        }
+    }
+
+
+def print_dataset_llm(summary, choice: LlmChoice, convention: str) -> None:
+    """The dataset's end-to-end table: per (policy,) encoding and plan, mean vision, prefill and total."""
+    conv = get_convention(convention)
+    col, unit = conv.column, conv.giga
+    keys = [k for k in ("policy", "encoding", "plan") if k in summary]
+    t = Table(
+        title=f"end to end through {choice.llm} ({choice.prompt_tokens} prompt tokens, {choice.decode_tokens} decoded; "
+        f"mean per image, {unit}, {convention} convention)",
+        title_justify="left",
+    )
+    for title in (*keys, "LLM tokens in", f"vision {unit}", f"prefill {unit}", f"decode {unit}", f"total {unit}", "total p90"):
+        t.add_column(title, justify="left" if title in keys else "right")
+    for key, g in summary.groupby(keys, sort=False):
+        m = dict(zip(g.metric, g["mean"]))
+        p90 = dict(zip(g.metric, g["p90"]))
+        t.add_row(
+            *(str(k) for k in (key if isinstance(key, tuple) else (key,))),
+            f"{m['llm_input_tokens'] + choice.prompt_tokens:,.0f}",
+            _g(m[col] / 1e9),
+            _g(m[f"llm_prefill_{col}"] / 1e9),
+            _g(m[f"llm_decode_{col}"] / 1e9),
+            _g(m[f"total_{col}"] / 1e9),
+            _g(p90[f"total_{col}"] / 1e9),
+        )
+    out.print(t)
 
 
 @contextlib.contextmanager
@@ -700,6 +885,7 @@ def _writing(dest: Path):
 @convention_option
 @image_reading_options
 @dataset_policy_options
+@llm_options
 def dataset(
     directory,
     out_dir,
@@ -712,11 +898,15 @@ def dataset(
     depth,
     policies,
     policy_params,
+    llm,
+    prompt_tokens,
+    decode_tokens,
 ):
     """Per-image cost of every image in DIRECTORY, global vs sliced, per plan: per_image.csv,
     summary.csv/summary.json (mean, median, p90, total) and histogram.png. Unreadable files are
     listed and skipped. --policy (repeatable) puts several families side by side."""
     policies = tuple(dict.fromkeys(policies))
+    choice = llm_choice(llm, prompt_tokens, decode_tokens)
     if policies and policies != (DEFAULT_POLICY,) or policy_params:
         return dataset_under_policies(
             directory,
@@ -730,6 +920,7 @@ def dataset(
             policy_params,
             exif_transpose,
             depth,
+            choice,
         )
     encoder = encoder or DEFAULT_ENCODER
     max_slices = MAX_SLICE_NUMS if max_slices is None else max_slices
@@ -748,6 +939,8 @@ def dataset(
         rows, skipped = cost_dataset(
             files, encoder, plans, max_slices, scale_resolution, lambda p: bar.advance(task), depth, exif_transpose
         )
+    if choice is not None:
+        rows = with_llm(rows, choice, max_slices, scale_resolution)
     with _writing(dest):
         dest.mkdir(parents=True, exist_ok=True)
         frame(rows).to_csv(dest / "per_image.csv", index=False)
@@ -769,6 +962,7 @@ def dataset(
         },
         "conventions": {c.name: c.meaning for c in CONVENTIONS.values()},
         "summary": summary.to_dict(orient="records"),
+        **llm_meta(choice),
     }
     fig = histogram(rows, convention)
     with _writing(dest):
@@ -795,5 +989,7 @@ def dataset(
             )
     out.print(t)
     out.print(f"wrote {dest}/per_image.csv, summary.csv, summary.json, histogram.png")
+    if choice is not None:
+        print_dataset_llm(summary, choice, convention)
     for s in skipped:
         err.print(f"skipped: {s['reason']}", markup=False, highlight=False)
