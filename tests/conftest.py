@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,6 +26,33 @@ def cli(capsys):
         return code, cap.out, cap.err
 
     return run
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """One real sweep of the shipped smoke recipe (every kind of point, measured ones in their own
+    processes), shared by the tests that only read a run. ``copy(dest)`` gives a test its own copy
+    to write into; never write into ``run``."""
+
+    run: Path
+    summary: object
+    recipe: object
+
+    def copy(self, dest: Path) -> Path:
+        shutil.copytree(self.run, dest)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory) -> SmokeRun:
+    """The smoke recipe swept once per test session (about half a minute on 2 cores)."""
+    from uhd_profile.run.recipe import load_recipe
+    from uhd_profile.run.sweep import run_sweep
+
+    recipe = load_recipe("smoke", device="cpu")
+    run = tmp_path_factory.mktemp("smoke-session") / "run"
+    summary = run_sweep(recipe, str(run))
+    return SmokeRun(run, summary, recipe)
 
 
 def pytest_collection_modifyitems(config, items):

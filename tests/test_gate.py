@@ -524,13 +524,9 @@ def test_compare_api_result(tmp_path, points, base_file):
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    from uhd_profile.run.sweep import run_sweep
-
-    d = tmp_path_factory.mktemp("smoke")
-    summary = run_sweep(load_recipe("smoke", device="cpu"), str(d))
-    assert summary.failed == 0
-    return str(d)
+def smoke_run(tmp_path_factory, smoke_sweep):
+    assert smoke_sweep.summary.failed == 0
+    return str(smoke_sweep.copy(tmp_path_factory.mktemp("smoke") / "run"))
 
 
 def test_real_run_against_its_own_baseline(smoke_run, tmp_path, cli):

@@ -44,12 +44,8 @@ def sliced_report(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory):
-    from uhd_profile.run.recipe import load_recipe
-    from uhd_profile.run.sweep import run_sweep
-
-    run = tmp_path_factory.mktemp("smoke") / "run"
-    run_sweep(load_recipe("smoke", device="cpu"), str(run))
+def smoke_report(tmp_path_factory, smoke_sweep):
+    run = smoke_sweep.copy(tmp_path_factory.mktemp("smoke") / "run")
     return run, R.write_report(run, recount=False)
 
 

@@ -70,11 +70,8 @@ def test_an_unknown_metric_name_is_refused_when_recorded(tmp_path):
         make_record(p, "ok", {"latency_median": 0.1}, None, {}, "h", "t", "", 0.0)
 
 
-def test_every_baseline_metric_is_a_load_column_with_the_same_name(tmp_path):
-    d = tmp_path / "run"
-    from uhd_profile.run.sweep import run_point, run_sweep
-
-    run_sweep(load_recipe("smoke", device="cpu"), str(d), runner=run_point)
+def test_every_baseline_metric_is_a_load_column_with_the_same_name(tmp_path, smoke_sweep):
+    d = smoke_sweep.run
     path = tmp_path / "baseline.json"
     write_baseline(baseline_from_run(d), path)
     names = {k for e in json.loads(path.read_text())["points"].values() for k in e["metrics"]}

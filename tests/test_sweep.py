@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import signal
@@ -30,19 +31,22 @@ def _ids(run_dir) -> list[str]:
     return [json.loads(line)["point_id"] for line in lines if line.strip()]
 
 
-def test_smoke_sweep_end_to_end(tmp_path, smoke):
-    s = run_sweep(smoke, str(tmp_path / "run"))
+def test_smoke_sweep_end_to_end(smoke_sweep, smoke):
+    s, run = smoke_sweep.summary, smoke_sweep.run  # run_sweep over the smoke recipe, once per session
     assert s.total == len(smoke.points) and s.failed == 0 and s.counts == {"ok": len(smoke.points)}
-    df = load(str(tmp_path / "run"))
+    df = load(str(run))
     assert len(df) == len(smoke.points) and set(df["status"]) == {"ok"}
     assert (df["macs"] > 0).all()
     measured = df[df["latency_median_s"].notna()]
     assert len(measured) > 0 and (measured["latency_n"] >= 3).all()
-    assert (tmp_path / "run" / "recipe.toml").read_text() == smoke.text
+    assert (run / "recipe.toml").read_text() == smoke.text
 
 
 def test_failure_at_one_point_is_recorded_and_the_sweep_goes_on(tmp_path, smoke, monkeypatch, cli):
-    victim = smoke.points[1].point_id
+    # the count-only points at connector ratio 1: the failure path without measuring (test_smoke_sweep_end_to_end measures)
+    only = "*/post1"
+    chosen = [p for p in smoke.points if p.spec.id.endswith("/post1")]
+    victim = chosen[1].point_id
     real = sweep_mod.measure_point
 
     def flaky(point):
@@ -51,10 +55,10 @@ def test_failure_at_one_point_is_recorded_and_the_sweep_goes_on(tmp_path, smoke,
         return real(point)
 
     monkeypatch.setattr(sweep_mod, "measure_point", flaky)
-    code, out, err = cli("sweep", "smoke", "--out", str(tmp_path / "run"), "--device", "cpu")
+    code, out, err = cli("sweep", "smoke", "--out", str(tmp_path / "run"), "--device", "cpu", "--only", only)
     assert code == 1  # the exit code says a point failed
     df = load(str(tmp_path / "run")).set_index("point_id")
-    assert len(df) == len(smoke.points)
+    assert len(df) == len(chosen) >= 3
     assert df.loc[victim, "status"] == "error" and "planted failure" in df.loc[victim, "error"]
     assert (df.drop(victim)["status"] == "ok").all()
     # the sweep ends with its report, failed point and all
@@ -74,7 +78,9 @@ def test_out_of_memory_is_a_status(tmp_path, smoke, monkeypatch):
 
 def test_resume_after_sigkill_loses_at_most_the_point_in_flight(tmp_path, smoke):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "uhd_profile.cli", "sweep", "smoke", "--out", str(run_dir), "--device", "cpu"]
+    only = "tiny@128x128/baseline/*"  # six points: four counted, then two measured (slow enough to be killed among)
+    chosen = [p for p in smoke.points if fnmatch.fnmatch(p.to_dict()["variant_id"], only)]
+    cmd = [sys.executable, "-m", "uhd_profile.cli", "sweep", "smoke", "--out", str(run_dir), "--device", "cpu", "--only", only]
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = run_dir / RESULTS_FILE
     deadline = time.time() + 120
@@ -85,11 +91,11 @@ def test_resume_after_sigkill_loses_at_most_the_point_in_flight(tmp_path, smoke)
     child.send_signal(signal.SIGKILL)
     child.wait()
     before = _ids(run_dir)
-    assert 2 <= len(before) < len(smoke.points), "the child finished before it could be killed"
-    s = run_sweep(smoke, str(run_dir), resume=True)
+    assert 2 <= len(before) < len(chosen), "the child finished before it could be killed"
+    s = run_sweep(smoke, str(run_dir), resume=True, only=only)
     after = _ids(run_dir)
     assert s.already_done == len(before)
-    assert sorted(after) == sorted(p.point_id for p in smoke.points)  # every point once, none twice
+    assert sorted(after) == sorted(p.point_id for p in chosen)  # every point once, none twice
     assert len(after) == len(set(after))
 
 
