@@ -27,3 +27,15 @@ def test_readme_snapshot_matches_counted_values():
         assert f"{row.executed_gflops:.2f}" in README, row.figure
     assert f"{r.reduction['executed']:.2%}".replace("%", " %") in README
     assert f"{r.reduction['counted']:.2%}".replace("%", " %") in README
+
+
+def test_readme_image_llm_example_is_counted():
+    # "A 3840x2160 image through Qwen3-8B": the LLM prefill over what the LLM sees (sliced: 578 visual
+    # tokens + 22 extras; global: 576), counted by the engine; the vision figures are the table's
+    from uhd_profile.analyse.images import llm_stage_counts
+
+    sliced = llm_stage_counts("qwen3-8b", 600, 64, 0).prefill["macs"] / 1e9
+    global_ = llm_stage_counts("qwen3-8b", 576, 64, 0).prefill["macs"] / 1e9
+    assert f"{2178.2 + sliced:,.1f}" in README and f"{sliced:,.1f}" in README
+    assert f"{9162.7 + global_:,.1f}" in README and f"{3605.2 + global_:,.1f}" in README
+    assert f"{100 * 2178.2 / (2178.2 + sliced):.1f} %" in README
