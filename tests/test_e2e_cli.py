@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from uhd_profile.analyse import report as R
 from uhd_profile.count.analytic import analytic_cost, connector_cost
@@ -200,3 +201,37 @@ def test_report_section_is_left_out_without_points_or_recount(tmp_path, pipeline
 
     blocks = e2e_blocks(pd.DataFrame(), [], recount=False)
     assert blocks[0][0] == "h" and "Left out" in blocks[1][1] and len(blocks) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_llm_checkpoint(tmp_path_factory):
+    from uhd_profile.model.llms import get_llm
+
+    d = tmp_path_factory.mktemp("tiny-llm-ckpt")
+    torch.manual_seed(0)
+    get_llm("tiny-llm").build("cpu").save_pretrained(d)
+    return str(d)
+
+
+def test_llm_weights_run_the_llm_stage_for_real_and_rank_by_real_attention(cli, tiny_llm_checkpoint):
+    args = ("e2e", "--encoder", "tiny", "--resolution", "128", "--llm", "tiny-llm", "--fastv", "1:0.5", "--json")
+    code, out, err = cli(*args, "--llm-weights", tiny_llm_checkpoint)
+    assert code == 0, err
+    rec = json.loads(out)
+    real = rec["llm_weights"]
+    assert real["path"] == tiny_llm_checkpoint and real["prefill_macs_equal"] is True
+    (kept,) = real["kept"]
+    assert len(kept) == len(set(kept)) == rec["tokens"]["visual"] // 2 and kept == sorted(kept)
+    # the same count as without weights (shape only)
+    code, plain, err = cli(*args)
+    assert code == 0 and "llm_weights" not in json.loads(plain)
+
+
+def test_llm_weights_mistakes_are_one_line(cli, tmp_path, tiny_llm_checkpoint):
+    for extra, match in (
+        (("--llm-weights", str(tmp_path / "none")), "none"),
+        (("--llm", "llama-2-7b", "--llm-weights", tiny_llm_checkpoint), "geometry"),
+    ):
+        code, out, err = cli("e2e", "--encoder", "tiny", "--resolution", "128", *extra)
+        lines = [x for x in err.strip().splitlines() if x.strip()]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], err

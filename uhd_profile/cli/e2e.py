@@ -12,13 +12,14 @@ from typing import Any
 import click
 from rich.table import Table
 
-from uhd_profile.cli.console import note, out, warn
+from uhd_profile.cli.console import note, out, say, warn
 from uhd_profile.cli.options import convention_option, variant_options
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
+from uhd_profile.count.llm import count_llm
 from uhd_profile.count.pipeline import PipelineCount, count_pipeline, position_options
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.pipeline import count_metrics
-from uhd_profile.model.llms import DEFAULT_LLM
+from uhd_profile.model.llms import DEFAULT_LLM, get_llm
 from uhd_profile.model.pipeline import (
     DEFAULT_DECODE_TOKENS,
     DEFAULT_PROMPT_TOKENS,
@@ -29,6 +30,7 @@ from uhd_profile.model.pipeline import (
     plan_text,
 )
 from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
+from uhd_profile.model.trunks import check_weights_dir
 from uhd_profile.model.variants import POST_RATIOS, VariantSpec
 from uhd_profile.units import DTYPES, format_bytes, parse_dtype, parse_resolution, parse_size
 
@@ -102,6 +104,24 @@ def pipeline_from_flags(
         if n < 0:
             raise UhdProfileError(f"{flag} {n} is not valid; it must be an integer >= 0")
     return PipelineSpec(spec, llm=llm, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, plan=plan)
+
+
+def _with_weights(pc: PipelineCount, weights: str) -> dict[str, Any]:
+    """The LLM stage of ``pc`` run for real on the CPU with the checkpoint's weights (random visual
+    embeddings: the vision side has no checkpoint here), so a dropping plan ranks tokens by real
+    attention: the kept positions, and whether the count equals the shape-only one."""
+    c = pc.llm
+    spec = get_llm(c.llm)
+    model = spec.build("cpu", weights=weights, attn=c.attn)
+    real = count_llm(
+        spec, c.visual_tokens, c.prompt_tokens, c.decode_tokens, c.lm_head, c.plan, c.attn, shape_only=False, model=model
+    )
+    return {
+        "path": str(weights),
+        "kept": [list(k) for k in real.kept],
+        "prefill_macs": real.prefill_total("macs"),
+        "prefill_macs_equal": real.prefill_total("macs") == c.prefill_total("macs"),
+    }
 
 
 def e2e_record(pc: PipelineCount, convention: str, kv_dtype: str) -> dict[str, Any]:
@@ -236,6 +256,13 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
 )
 @click.option("--kv-dtype", default="bf16", show_default=True, help=f"dtype of the KV-cache bytes shown ({', '.join(DTYPES)})")
 @convention_option
+@click.option(
+    "--llm-weights",
+    default=None,
+    metavar="DIR",
+    help="a local checkpoint of --llm's geometry: also run the LLM stage for real on the CPU with its weights, so an "
+    "in-LLM plan keeps the tokens real attention ranks first (counts are unchanged)",
+)
 @click.option("--positions", is_flag=True, help="also count every position's compression options for this --image")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def e2e(
@@ -256,6 +283,7 @@ def e2e(
     pyramid_drop: str | None,
     kv_dtype: str,
     convention: str,
+    llm_weights: str | None,
     positions: bool,
     as_json: bool,
 ) -> None:
@@ -282,16 +310,27 @@ def e2e(
     )
     if positions and pipeline.variant.encoding == "view":
         raise UhdProfileError("--positions lists the options for a whole image; add --image WxH")
+    if llm_weights is not None:
+        check_weights_dir(llm_weights)
     pc = count_pipeline(pipeline)
     if pc.uncounted_ops:
         warn(f"ops with no formula, NOT in the totals: {pc.uncounted_ops}")
+    real = _with_weights(pc, llm_weights) if llm_weights is not None else None
     if as_json:
         rec = e2e_record(pc, convention, kv_dtype)
+        if real is not None:
+            rec["llm_weights"] = real
         if positions:
             rec["positions"] = _positions(pipeline, convention, as_json=True)
         click.echo(json.dumps(rec))
         return
     out.print(_stage_table(pc, convention, kv_dtype))
+    if real is not None:
+        same = "equal to" if real["prefill_macs_equal"] else "DIFFERENT from"
+        say(f"with the weights of {real['path']}: the LLM stage run for real on the CPU, its prefill count {same} the shape-only")
+        for i, kept in enumerate(real["kept"]):
+            shown = ", ".join(map(str, kept[:16])) + (", ..." if len(kept) > 16 else "")
+            say(f"drop stage {i + 1}: kept {len(kept)} visual tokens at positions {shown}")
     if convention == "paper":
         note("the paper convention does not charge the connector (the paper's scope) and charges causal attention dense")
     else:
