@@ -235,3 +235,19 @@ def test_llm_weights_mistakes_are_one_line(cli, tmp_path, tiny_llm_checkpoint):
         code, out, err = cli("e2e", "--encoder", "tiny", "--resolution", "128", *extra)
         lines = [x for x in err.strip().splitlines() if x.strip()]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], err
+
+
+def test_e2e_memory_is_the_memory_models_prediction_of_the_pipeline(cli):
+    from uhd_profile.count.memory_model import predict_pipeline_memory
+
+    code, out, err = cli(
+        "e2e", "--encoder", "tiny", "--resolution", "128", "--llm", "tiny-llm", "--memory", "--dtype", "fp32", "--json"
+    )
+    assert code == 0, err
+    rec = json.loads(out)
+    (m,) = rec["memory"]
+    spec = VariantSpec(encoder="tiny", resolution=128, post_ratio=16, llm_hidden=get_llm("tiny-llm").hidden)
+    want = predict_pipeline_memory(spec, "tiny-llm", 64, 0, "fp32", "sdpa", "cuda", rec["tokens"]["visual"])
+    assert m["peak_bytes"] == want.peak_bytes > 0 and m["llm"] == "tiny-llm"
+    code, out, err = cli("e2e", "--encoder", "tiny", "--resolution", "128", "--dtype", "fp32")
+    assert code == 2 and "add --memory" in err

@@ -12,10 +12,13 @@ from typing import Any
 import click
 from rich.table import Table
 
+from uhd_profile.analyse.images import MemorySettings
 from uhd_profile.cli.console import note, out, say, warn
+from uhd_profile.cli.images import memory_json, memory_settings, print_memory
 from uhd_profile.cli.options import convention_option, variant_options
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.count.llm import count_llm
+from uhd_profile.count.memory_model import predict_pipeline_memory
 from uhd_profile.count.pipeline import PipelineCount, count_pipeline, position_options
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.pipeline import count_metrics
@@ -29,6 +32,7 @@ from uhd_profile.model.pipeline import (
     parse_plan,
     plan_text,
 )
+from uhd_profile.model.policies import DEFAULT_POLICY
 from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
 from uhd_profile.model.trunks import check_weights_dir
 from uhd_profile.model.variants import POST_RATIOS, VariantSpec
@@ -104,6 +108,23 @@ def pipeline_from_flags(
         if n < 0:
             raise UhdProfileError(f"{flag} {n} is not valid; it must be an integer >= 0")
     return PipelineSpec(spec, llm=llm, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, plan=plan)
+
+
+def _memory(pipeline: Any, pc: PipelineCount, mem: MemorySettings) -> list:
+    """[(encoding, variant, MemoryPrediction)]: the vision stage of the pipeline's variant and the
+    LLM over the visual tokens the count found entering it, plus the prompt."""
+    v = pipeline.variant
+    pred = predict_pipeline_memory(
+        v,
+        pipeline.llm,
+        pipeline.prompt_tokens,
+        pipeline.decode_tokens,
+        mem.dtype,
+        mem.attn,
+        mem.device_kind,
+        pc.llm.visual_tokens,
+    )
+    return [(v.encoding, v.compressor or "baseline", pred)]
 
 
 def _with_weights(pc: PipelineCount, weights: str) -> dict[str, Any]:
@@ -263,6 +284,10 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
     help="a local checkpoint of --llm's geometry: also run the LLM stage for real on the CPU with its weights, so an "
     "in-LLM plan keeps the tokens real attention ranks first (counts are unchanged)",
 )
+@click.option("--memory", is_flag=True, help="also predict the memory per stage, both models resident (docs/memory.md)")
+@click.option("--dtype", default=None, help="with --memory: fp32 | bf16 | fp16 [default: bf16]")
+@click.option("--attn", default=None, help="with --memory: sdpa | eager (eager materialises the scores) [default: sdpa]")
+@click.option("--memory-device", default=None, help="with --memory: cuda | cpu, the device predicted for [default: cuda]")
 @click.option("--positions", is_flag=True, help="also count every position's compression options for this --image")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def e2e(
@@ -284,6 +309,10 @@ def e2e(
     kv_dtype: str,
     convention: str,
     llm_weights: str | None,
+    memory: bool,
+    dtype: str | None,
+    attn: str | None,
+    memory_device: str | None,
     positions: bool,
     as_json: bool,
 ) -> None:
@@ -312,6 +341,16 @@ def e2e(
         raise UhdProfileError("--positions lists the options for a whole image; add --image WxH")
     if llm_weights is not None:
         check_weights_dir(llm_weights)
+    mem = memory_settings(
+        DEFAULT_POLICY,
+        memory,
+        dtype=dtype,
+        attn=attn,
+        memory_device=memory_device,
+        llm=llm,
+        prompt_tokens=prompt_tokens,
+        decode_tokens=decode_tokens,
+    )
     pc = count_pipeline(pipeline)
     if pc.uncounted_ops:
         warn(f"ops with no formula, NOT in the totals: {pc.uncounted_ops}")
@@ -320,11 +359,19 @@ def e2e(
         rec = e2e_record(pc, convention, kv_dtype)
         if real is not None:
             rec["llm_weights"] = real
+        if mem is not None:
+            rec["memory"] = memory_json(_memory(pipeline, pc, mem), mem)
         if positions:
             rec["positions"] = _positions(pipeline, convention, as_json=True)
         click.echo(json.dumps(rec))
         return
     out.print(_stage_table(pc, convention, kv_dtype))
+    if mem is not None:
+        print_memory(_memory(pipeline, pc, mem), mem)
+        if pipeline.plan is not None:
+            note(
+                "memory: the in-LLM plan is not modelled; the prediction keeps every visual token in every layer (an upper bound)"
+            )
     if real is not None:
         same = "equal to" if real["prefill_macs_equal"] else "DIFFERENT from"
         say(f"with the weights of {real['path']}: the LLM stage run for real on the CPU, its prefill count {same} the shape-only")
