@@ -250,6 +250,7 @@ def list_(what: str, markdown: bool) -> None:
                 str(s.vocab),
                 s.description,
             )
+        out.print(t)
     elif what == "policies":
         t = Table(title="image policies (--policy NAME, --policy-param NAME=VALUE; docs/policies.md)", title_justify="left")
         for col in ("name", "tower", "patch", "ViT tokens per LLM token", "parameters (processor defaults)", "description"):
