@@ -6,6 +6,14 @@ FLOPs engine) or ``llm_tokens`` (everything the LLM sees for the image: the poli
 and extras). Every figure the planner reports comes from a probe: the policy's views of one image
 size, counted by the engine or traced by the memory model. Nothing is extrapolated.
 
+Probes are remembered per *geometry*: the views the policy makes of an image (their roles, sizes
+and patch grids, in order) and the tokens the LLM sees. Two image sizes or settings with the same
+geometry run the same forward calls, so they cost the same and the second is not run again: a
+setting past the point where the policy's own cap stops changing the views (Qwen2.5-VL's
+``max_pixels`` above the image's area, ``max_slice_nums`` above the slices the image asks for) costs
+one probe however many grid steps the search visits there. A memory budget runs the memory model
+alone (no FLOPs are counted for it); a token budget runs neither.
+
 Searches are bisections over an integer grid (an image's long side in pixels, a policy setting in
 its own steps). A bisection keeps one end that fits and one that does not, so its answer is
 exact in the sense a test can check: the planned point fits and the next step up does not. If cost
@@ -27,6 +35,8 @@ first step that does not fit, found by halving".
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,9 +47,9 @@ from uhd_profile.analyse.images import (
     MemorySettings,
     cost_policy_image,
     policy_encoder,
-    policy_memory,
     policy_plans,
     spec_memory,
+    views_memory,
 )
 from uhd_profile.count.conventions import get_convention
 from uhd_profile.count.flops import count_flops
@@ -100,8 +110,14 @@ class Budget:
     def __post_init__(self) -> None:
         if self.kind not in BUDGETS:
             raise UhdProfileError(f"budget {self.kind!r} is not valid; valid: {', '.join(BUDGETS)}")
-        if not isinstance(self.limit, (int, float)) or isinstance(self.limit, bool) or not self.limit > 0:
-            raise UhdProfileError(f"{self.kind} budget {self.limit!r} is not valid; it must be a positive number")
+        limit = self.limit
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit <= 0:
+            raise UhdProfileError(f"{self.kind} budget {limit!r} is not valid; it must be a positive finite number")
+
+    @property
+    def option(self) -> str:
+        """The command-line option that sets this budget."""
+        return "--max-" + self.kind.replace("_", "-")
 
     def text(self, value: float | None) -> str:
         if value is None:
@@ -113,22 +129,29 @@ class Budget:
         return f"{int(value):,} tokens"
 
 
-def parse_budget(max_memory: str | None = None, max_gflops: str | float | None = None, max_llm_tokens: str | int | None = None):
+def parse_budget(
+    max_memory: str | int | None = None, max_gflops: str | float | None = None, max_llm_tokens: str | int | None = None
+) -> Budget | None:
     """The one budget given (``--max-memory`` as ``24GiB``, ``--max-gflops``, ``--max-llm-tokens``),
     or None when none is; two are refused."""
     given = [(k, v) for k, v in (("memory", max_memory), ("gflops", max_gflops), ("llm_tokens", max_llm_tokens)) if v is not None]
     if len(given) > 1:
-        raise UhdProfileError(f"give one budget, not {' and '.join('--max-' + k.replace('_', '-') for k, _ in given)}")
+        names = " and ".join("--max-" + k.replace("_", "-") for k, _ in given)
+        raise UhdProfileError(f"give one budget, not {names}; valid: --max-memory, --max-gflops or --max-llm-tokens")
     if not given:
         return None
     kind, value = given[0]
     if kind == "memory":
         return Budget("memory", parse_bytes(value, "--max-memory"))
+    option = "--max-" + kind.replace("_", "-")
+    limit: float
     try:
         limit = float(value) if kind == "gflops" else int(str(value).replace("_", ""))
     except ValueError:
-        what = "a number of GFLOPs (count / 1e9)" if kind == "gflops" else "a whole number of tokens"
-        raise UhdProfileError(f"--max-{kind.replace('_', '-')} {value!r} is not valid; give {what}") from None
+        what = "a positive number of GFLOPs (count / 1e9), e.g. 2000" if kind == "gflops" else "a positive whole number of tokens"
+        raise UhdProfileError(f"{option} {value!r} is not valid; give {what}") from None
+    if not math.isfinite(limit) or limit <= 0:
+        raise UhdProfileError(f"{option} {value!r} is not valid; it must be a positive finite number")
     return Budget(kind, limit)
 
 
@@ -145,7 +168,7 @@ def parse_ratios(text: str | None) -> tuple[tuple[int, int], ...]:
     """``"1:1,16:9"`` -> ((1, 1), (16, 9)); None -> ``RATIOS``."""
     if text is None:
         return RATIOS
-    out = []
+    out: list[tuple[int, int]] = []
     for item in str(text).split(","):
         a, sep, b = item.strip().partition(":")
         if not sep or not a.isdigit() or not b.isdigit() or int(a) < 1 or int(b) < 1:
@@ -279,13 +302,20 @@ class ImagePlan:
 # --------------------------------------------------------------------------------------------
 
 
+def geometry(views: Any) -> tuple:
+    """What a probe's cost depends on, given the planner's tower, plan and settings: every view's
+    role, size and patch grid in order, and everything the LLM sees for the image."""
+    return (tuple((v.role, tuple(v.size), tuple(v.patches)) for v in views.views), views.llm_tokens)
+
+
 @dataclass
 class Planner:
     """Plans for one ``policy`` (``params`` over its defaults), under ``budget``, with the vision
     stage counted under ``plan`` (``minicpm-v-4.6``: the paper's ``baseline`` or ``v4``, default
     v4; other families: ``vit``, their tower alone) in ``convention``, and memory predicted with
     ``memory`` (``MemorySettings``: dtype, attention path, device, LLM, prompt tokens).
-    ``progress(text)`` is told about each probe."""
+    ``progress(text)`` is told about each probe; ``probes`` counts the engine's runs (a geometry
+    seen before is not run again) and ``lookups`` every point the searches asked about."""
 
     policy: str
     budget: Budget | None
@@ -297,49 +327,62 @@ class Planner:
     depth: int | None = None
     progress: Callable[[str], None] | None = None
     probes: int = 0
+    lookups: int = 0
 
     def __post_init__(self) -> None:
         pol = get_policy(self.policy)
-        get_convention(self.convention)
-        self.encoder = policy_encoder(self.policy, self.encoder)
+        self.column = get_convention(self.convention).column
+        self.tower: str = policy_encoder(self.policy, self.encoder)
         plans = policy_plans(self.policy, (self.plan,) if self.plan else None)
-        self.plan = self.plan or ("v4" if self.policy == DEFAULT_POLICY else plans[0])
+        self.plan_name: str = self.plan or ("v4" if self.policy == DEFAULT_POLICY else plans[0])
+        self.encoder, self.plan = self.tower, self.plan_name
         pol.views(1024, 1024, **self.params)  # bad parameters fail here, once
         self._cache: dict[tuple, dict[str, float]] = {}
 
+    @property
+    def limit(self) -> Budget:
+        """The budget; a search without one is refused in one line."""
+        if self.budget is None:
+            raise UhdProfileError("no budget given: add --max-memory, --max-gflops or --max-llm-tokens")
+        return self.budget
+
     # -- one probe --------------------------------------------------------------------------
-    def measure(self, size: Size, params: dict | None = None, metrics: tuple[str, ...] | None = None) -> dict[str, float]:
+    def views(self, size: Size, params: dict[str, Any] | None = None) -> Any:
+        """The policy's ``ImageViews`` of a ``size`` image with ``params`` over the planner's."""
+        return get_policy(self.policy).views(size.width, size.height, **{**self.params, **(params or {})})
+
+    def measure(
+        self, size: Size, params: dict[str, Any] | None = None, metrics: tuple[str, ...] | None = None
+    ) -> dict[str, float]:
         """The budget's metric (or ``metrics``) of a ``size`` image under the policy with
         ``params`` (over the planner's): views by the policy, counts by the engine, memory by the
-        memory model."""
+        memory model, each run once per geometry."""
         params = {**self.params, **(params or {})}
         metrics = metrics or ((self.budget.kind,) if self.budget else BUDGETS)
-        key = (size, tuple(sorted((k, str(v)) for k, v in params.items())))
-        have = self._cache.setdefault(key, {})
+        views = get_policy(self.policy).views(size.width, size.height, **params)
+        have = self._cache.setdefault(geometry(views), {"llm_tokens": float(views.llm_tokens)})
+        self.lookups += 1
         missing = [m for m in metrics if m not in have]
         if missing:
             self.probes += 1
             if self.progress:
                 self.progress(f"probe {self.probes}: {size} {params or ''} ({', '.join(missing)})")
-            views = get_policy(self.policy).views(size.width, size.height, **params)
-            have["llm_tokens"] = views.llm_tokens
-            if "gflops" in missing or "memory" in missing:
-                cost = cost_policy_image(size.width, size.height, self.policy, params, (self.plan,), self.encoder, self.depth)
-                have["gflops"] = cost.counts[self.plan][get_convention(self.convention).column] / 1e9
-                if "memory" in missing:
-                    have["memory"] = policy_memory(cost, self.plan, self.memory, self.depth).peak_bytes
+            if "gflops" in missing:
+                cost = cost_policy_image(size.width, size.height, self.policy, params, (self.plan_name,), self.tower, self.depth)
+                have["gflops"] = cost.counts[self.plan_name][self.column] / 1e9
+            if "memory" in missing:
+                pred = views_memory(self.policy, self.tower, size, views, self.plan_name, self.memory, self.depth)
+                have["memory"] = float(pred.peak_bytes)
         return {m: have[m] for m in metrics}
 
-    def value(self, size: Size, params: dict | None = None) -> float:
-        if self.budget is None:
-            raise UhdProfileError("no budget given: add --max-memory, --max-gflops or --max-llm-tokens")
-        return self.measure(size, params)[self.budget.kind]
+    def value(self, size: Size, params: dict[str, Any] | None = None) -> float:
+        return self.measure(size, params, (self.limit.kind,))[self.limit.kind]
 
-    def fits(self, size: Size, params: dict | None = None) -> bool:
-        return self.value(size, params) <= self.budget.limit
+    def fits(self, size: Size, params: dict[str, Any] | None = None) -> bool:
+        return self.value(size, params) <= self.limit.limit
 
     # -- searches -----------------------------------------------------------------------------
-    def largest_image(self, ratio: tuple[int, int], params: dict | None = None) -> RatioPlan:
+    def largest_image(self, ratio: tuple[int, int], params: dict[str, Any] | None = None) -> RatioPlan:
         """The largest image at ``ratio`` (long side 1 .. ``CEILING_PX`` px) that fits."""
         top = ratio_size(ratio, CEILING_PX)
         if self.fits(top, params):
@@ -351,83 +394,91 @@ class Planner:
         a, b = ratio_size(ratio, lo), ratio_size(ratio, hi)
         return RatioPlan(ratio, "limit", a, self.value(a, params), b, self.value(b, params))
 
-    def largest_setting(self, ratios: tuple[tuple[int, int], ...] = RATIOS) -> SettingPlan | None:
-        """The largest knob value (``KNOBS``) at which the ``CEILING_PX`` image of every ratio
-        fits; None for a family without one."""
+    def _knob(self) -> tuple[Knob, Any] | None:
         knob = KNOBS.get(self.policy)
         if knob is None:
             return None
-        default = {**get_policy(self.policy).defaults, **self.params}[knob.name]
-        images = {r: ratio_size(r, CEILING_PX) for r in ratios}
+        return knob, {**get_policy(self.policy).defaults, **self.params}[knob.name]
 
-        def fits(r, i: int) -> bool:
+    def largest_setting(self, ratios: tuple[tuple[int, int], ...] = RATIOS) -> SettingPlan | None:
+        """The largest knob value (``KNOBS``) at which the ``CEILING_PX`` image of every ratio
+        fits; None for a family without one. The ratio whose image has the most pixels is tried
+        first (it is the one that usually binds); a ratio that fails at the answer found so far is
+        bisected below it, until every ratio fits."""
+        found = self._knob()
+        if found is None:
+            return None
+        knob, default = found
+        images = {r: ratio_size(r, CEILING_PX) for r in ratios}
+        order = sorted(ratios, key=lambda r: -images[r].area)
+
+        def fits(r: tuple[int, int], i: int) -> bool:
             return self.fits(images[r], {knob.name: knob.value(i)})
 
-        last = knob.values() - 1
-        failing = next((r for r in ratios if not fits(r, last)), None)
-        if failing is None:
-            vals = {ratio_text(r): self.value(images[r], {knob.name: knob.high}) for r in ratios}
-            return SettingPlan(knob, default, "ceiling", knob.high, None, vals)
-        if not fits(failing, 0):
-            return SettingPlan(
-                knob, default, "none", None, failing, {}, knob.low, self.value(images[failing], {knob.name: knob.low})
+        def at(r: tuple[int, int], i: int) -> float:
+            return self.value(images[r], {knob.name: knob.value(i)})
+
+        hi = knob.values()  # one past the grid: "fails" by definition until a ratio says otherwise
+        lo = hi - 1
+        binding: tuple[int, int] | None = None
+        for r in order:
+            if fits(r, lo):
+                continue
+            if not fits(r, 0):
+                return SettingPlan(knob, default, "none", None, r, {}, knob.low, at(r, 0))
+            lo, hi = bisect(functools.partial(fits, r), 0, lo)
+            binding = r
+        # each ratio fits at lo: it was checked there, or at a larger value before lo came down to
+        # where another ratio fits; the check below makes the answer the engine's, not the order's
+        vals = {ratio_text(r): at(r, lo) for r in ratios}
+        bad = [r for r, v in zip(ratios, vals.values()) if v > self.limit.limit]
+        if bad:  # a dip (cost not monotone in the setting): say so rather than report a wrong answer
+            raise UhdProfileError(
+                f"{knob.name} {knob.value(lo)} does not fit at {', '.join(map(ratio_text, bad))} although a larger value "
+                f"did: {self.policy}'s cost is not monotone in {knob.name} here; plan with --ratios one at a time"
             )
-        hi = last
-        while True:
-            lo, hi = bisect(lambda i, r=failing: fits(r, i), 0, hi)
-            other = next((r for r in ratios if not fits(r, lo)), None)
-            if other is None:
-                break
-            failing, hi = other, lo  # lo fails for another ratio: bisect again below it
-            if not fits(failing, 0):
-                return SettingPlan(
-                    knob, default, "none", None, failing, {}, knob.low, self.value(images[failing], {knob.name: knob.low})
-                )
-        k, nxt = knob.value(lo), knob.value(hi)
-        vals = {ratio_text(r): self.value(images[r], {knob.name: k}) for r in ratios}
-        return SettingPlan(knob, default, "limit", k, failing, vals, nxt, self.value(images[failing], {knob.name: nxt}))
+        if binding is None:
+            return SettingPlan(knob, default, "ceiling", knob.high, None, vals)
+        return SettingPlan(knob, default, "limit", knob.value(lo), binding, vals, knob.value(hi), at(binding, hi))
 
     def designs(self, image: Size = REFERENCE_IMAGE) -> list[DesignPlan]:
         """For ``minicpm-v-4.6``: each in-ViT compressor's deepest insertion layer index (0-based)
         that fits for ``image`` (sliced, the design's 4x connector after it), and the baseline."""
         if self.policy != DEFAULT_POLICY:
             raise UhdProfileError(f"the design table is for the {DEFAULT_POLICY} policy (the paper's designs), not {self.policy}")
+        budget = self.limit
         p = {**get_policy(self.policy).defaults, **self.params}
         extras = get_policy(self.policy).views(image.width, image.height, **p).extra_tokens
-        layers = get_encoder(self.encoder).layers
-
-        def spec(compressor: str | None, depth: int | None) -> VariantSpec:
-            return VariantSpec(
-                encoder=self.encoder,
-                resolution=image,
-                encoding="sliced",
-                compressor=compressor,
-                depth=depth,
-                max_slices=p["max_slice_nums"],
-                scale_resolution=p["scale_resolution"],
-            )
-
-        cache: dict[tuple, float] = {}
+        layers = get_encoder(self.tower).layers
+        cache: dict[tuple[str | None, int | None], float] = {}
 
         def value(compressor: str | None, depth: int | None) -> float:
             key = (compressor, depth)
             if key not in cache:
                 self.probes += 1
+                self.lookups += 1
                 if self.progress:
-                    self.progress(
-                        f"probe {self.probes}: {image} with {compressor or 'baseline'}{'' if depth is None else '@' + str(depth)}"
-                    )
-                s = spec(compressor, depth)
-                if self.budget.kind == "llm_tokens":
-                    cache[key] = s.tokens_llm + extras
-                elif self.budget.kind == "gflops":
+                    where = "" if depth is None else f"@{depth}"
+                    self.progress(f"probe {self.probes}: {image} with {compressor or 'baseline'}{where}")
+                s = VariantSpec(
+                    encoder=self.tower,
+                    resolution=image,
+                    encoding="sliced",
+                    compressor=compressor,
+                    depth=depth,
+                    max_slices=p["max_slice_nums"],
+                    scale_resolution=p["scale_resolution"],
+                )
+                if budget.kind == "llm_tokens":
+                    cache[key] = float(s.tokens_llm + extras)
+                elif budget.kind == "gflops":
                     cache[key] = count_flops(s).get(self.convention) / 1e9
                 else:
-                    cache[key] = spec_memory(s, self.memory, s.tokens_llm + extras).peak_bytes
+                    cache[key] = float(spec_memory(s, self.memory, s.tokens_llm + extras).peak_bytes)
             return cache[key]
 
-        def ok(c, d) -> bool:
-            return value(c, d) <= self.budget.limit
+        def ok(c: str | None, d: int | None) -> bool:
+            return value(c, d) <= budget.limit
 
         out = [DesignPlan("baseline", "fits" if ok(None, None) else "none", None, value(None, None))]
         for name in COMPRESSORS:
@@ -436,7 +487,7 @@ class Planner:
             elif not ok(name, 0):
                 out.append(DesignPlan(name, "none", None, None, 0, value(name, 0)))
             else:
-                lo, hi = bisect(lambda d, c=name: ok(c, d), 0, layers - 1)
+                lo, hi = bisect(functools.partial(ok, name), 0, layers - 1)
                 out.append(DesignPlan(name, "limit", lo, value(name, lo), hi, value(name, hi)))
         return out
 
@@ -444,41 +495,39 @@ class Planner:
         """What ``size`` costs under the policy (every metric), whether it fits the budget, and the
         largest knob value at which it does."""
         m = self.measure(size, metrics=BUDGETS)
-        views = get_policy(self.policy).views(size.width, size.height, **self.params)
+        views = self.views(size)
+        fits = None if self.budget is None else m[self.budget.kind] <= self.budget.limit
         plan = ImagePlan(
             self.policy,
-            self.encoder,
-            self.plan,
+            self.tower,
+            self.plan_name,
             size,
             len(views.views),
             views.vit_tokens,
             int(m["llm_tokens"]),
             m["gflops"],
             int(m["memory"]),
-            None if self.budget is None else m[self.budget.kind] <= self.budget.limit,
+            fits,
         )
-        knob = KNOBS.get(self.policy)
-        if self.budget is not None and knob is not None:
-            default = {**get_policy(self.policy).defaults, **self.params}[knob.name]
+        found = self._knob()
+        if self.budget is not None and found is not None:
+            knob, default = found
             last = knob.values() - 1
 
-            def fits(i: int) -> bool:
+            def ok(i: int) -> bool:
                 return self.fits(size, {knob.name: knob.value(i)})
 
+            def at(i: int) -> float:
+                return self.value(size, {knob.name: knob.value(i)})
+
             setting: dict[str, Any] = {"name": knob.name, "default": default, "step": knob.step}
-            if fits(last):
-                setting.update(status="ceiling", largest=knob.high, value=self.value(size, {knob.name: knob.high}))
-            elif not fits(0):
-                setting.update(status="none", largest=None, next=knob.low, next_value=self.value(size, {knob.name: knob.low}))
+            if ok(last):
+                setting.update(status="ceiling", largest=knob.high, value=at(last))
+            elif not ok(0):
+                setting.update(status="none", largest=None, next=knob.low, next_value=at(0))
             else:
-                lo, hi = bisect(fits, 0, last)
-                setting.update(
-                    status="limit",
-                    largest=knob.value(lo),
-                    value=self.value(size, {knob.name: knob.value(lo)}),
-                    next=knob.value(hi),
-                    next_value=self.value(size, {knob.name: knob.value(hi)}),
-                )
+                lo, hi = bisect(ok, 0, last)
+                setting.update(status="limit", largest=knob.value(lo), value=at(lo), next=knob.value(hi), next_value=at(hi))
             plan.setting = setting
         return plan
 
@@ -487,8 +536,8 @@ class Planner:
         return {
             "policy": self.policy,
             "params": {k: ([list(x) for x in v] if isinstance(v, tuple) else v) for k, v in self.params.items()},
-            "encoder": self.encoder,
-            "plan": self.plan,
+            "encoder": self.tower,
+            "plan": self.plan_name,
             "convention": self.convention,
             "memory": {
                 "dtype": m.dtype,
@@ -526,7 +575,9 @@ def plan_policy(
         ref = image or REFERENCE_IMAGE
         out["design_image"] = list(ref)
         out["designs"] = [d.as_dict() for d in planner.designs(ref)]
+    out["fits_anything"] = any(r["status"] != "none" for r in out["ratios"])
     out["probes"] = planner.probes
+    out["lookups"] = planner.lookups
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
@@ -546,6 +597,7 @@ __all__ = [
     "RatioPlan",
     "SettingPlan",
     "bisect",
+    "geometry",
     "parse_budget",
     "parse_ratios",
     "plan_policy",

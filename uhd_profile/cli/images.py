@@ -310,9 +310,9 @@ def minicpm_json(r, convention: str, params: dict, memory, depth: int | None = N
     d = r.to_json(convention)
     d.update(policy=DEFAULT_POLICY, policy_params=dict(params))
     if get_encoder(r.encoder).patch == get_policy(DEFAULT_POLICY).patch:
-        d["policy_views"] = cost_policy_image(*r.size, DEFAULT_POLICY, params, r.plans, r.encoder, path=r.path).to_json(
-            convention
-        )
+        w, h = r.size
+        cost = cost_policy_image(w, h, DEFAULT_POLICY, params, r.plans, r.encoder, depth, path=r.path)
+        d["policy_views"] = cost.to_json(convention)
     if memory is not None:
         d["memory"] = memory_json(minicpm_memory(r, params, memory, depth), memory)
     return d
