@@ -192,6 +192,84 @@ def bisect(fits: Callable[[int], bool], lo: int, hi: int) -> tuple[int, int]:
     return lo, hi
 
 
+def search(
+    value: Callable[[int], float], limit: float, lo: int, hi: int, lo_value: float, hi_value: float | None = None
+) -> tuple[int, int]:
+    """Grid indices (last that fits, first that does not) between ``lo`` (fits: its value is
+    ``lo_value`` <= ``limit``) and ``hi`` (does not; ``hi_value`` if known), probing with ``value``.
+
+    Like ``bisect``, it keeps one end that fits and one that does not until they are neighbours,
+    so its answer is checked the same way; it only chooses the points it probes differently: where
+    the straight line between the two ends' values meets the limit, then steps away from that
+    point growing twofold until the limit is crossed (costs here grow smoothly with size, so the
+    guess lands close and the steps stay small). Without ``hi_value`` it starts by halving."""
+    while hi - lo > 1:
+        if hi_value is None or hi_value <= lo_value:
+            mid = (lo + hi) // 2
+            v = value(mid)
+            if v <= limit:
+                lo, lo_value = mid, v
+            else:
+                hi, hi_value = mid, v
+            continue
+        guess = lo + int((limit - lo_value) / (hi_value - lo_value) * (hi - lo))
+        point = min(max(guess, lo + 1), hi - 1)
+        step = max(1, (hi - lo) // 64)
+        direction = 0
+        while hi - lo > 1:
+            v = value(point)
+            if v <= limit:
+                lo, lo_value, d = point, v, 1
+            else:
+                hi, hi_value, d = point, v, -1
+            if direction and d != direction:
+                break  # crossed the limit: interpolate again in the narrower bracket
+            direction, point, step = d, point + d * step, step * 2
+            if not lo < point < hi:
+                break
+    return lo, hi
+
+
+def find_limit(
+    value: Callable[[int], float], limit: float, low: int, high: int, start: int | None = None
+) -> tuple[str, int | None, int | None]:
+    """The largest grid index in ``low`` .. ``high`` whose ``value`` is within ``limit``, found
+    from below: ``("none", None, low)`` when ``low`` does not fit, ``("ceiling", high, None)`` when
+    ``high`` does, else ``("limit", lo, lo + 1)`` with ``lo`` fitting and ``lo + 1`` not.
+
+    It climbs from ``low`` (and ``start``, e.g. a setting's default, when that fits) along the line
+    through the last two points that fit, never less than half its previous stride, until a point
+    does not fit, then narrows with ``search``. Points above the first one that does not fit are
+    never probed, so the largest sizes (the slowest to count or trace) are run only when the
+    budget reaches them."""
+    low_value = value(low)
+    if low_value > limit:
+        return "none", None, low
+    lo, lo_value = low, low_value
+    prev: tuple[int, float] | None = None
+    if start is not None and low < start < high:
+        v = value(start)
+        if v > limit:
+            a, b = search(value, limit, lo, start, lo_value, v)
+            return "limit", a, b
+        prev, lo, lo_value = (lo, lo_value), start, v
+    while True:
+        if prev is not None and lo_value > prev[1]:
+            stride = lo - prev[0]
+            guess = lo + int((limit - lo_value) * stride / (lo_value - prev[1]))
+            guess = max(guess, lo + max(1, stride // 2))
+        else:
+            guess = lo + max(1, (high - lo) // 2)
+        point = min(guess, high)
+        v = value(point)
+        if v > limit:
+            a, b = search(value, limit, lo, point, lo_value, v)
+            return "limit", a, b
+        if point == high:
+            return "ceiling", high, None
+        prev, lo, lo_value = (lo, lo_value), point, v
+
+
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
@@ -390,7 +468,14 @@ class Planner:
         one = ratio_size(ratio, 1)
         if not self.fits(one, params):
             return RatioPlan(ratio, "none", None, None, one, self.value(one, params))
-        lo, hi = bisect(lambda n: self.fits(ratio_size(ratio, n), params), 1, CEILING_PX)
+        lo, hi = search(
+            lambda n: self.value(ratio_size(ratio, n), params),
+            self.limit.limit,
+            1,
+            CEILING_PX,
+            self.value(one, params),
+            self.value(top, params),
+        )
         a, b = ratio_size(ratio, lo), ratio_size(ratio, hi)
         return RatioPlan(ratio, "limit", a, self.value(a, params), b, self.value(b, params))
 
@@ -403,8 +488,8 @@ class Planner:
     def largest_setting(self, ratios: tuple[tuple[int, int], ...] = RATIOS) -> SettingPlan | None:
         """The largest knob value (``KNOBS``) at which the ``CEILING_PX`` image of every ratio
         fits; None for a family without one. The ratio whose image has the most pixels is tried
-        first (it is the one that usually binds); a ratio that fails at the answer found so far is
-        bisected below it, until every ratio fits."""
+        first (it is the one that usually binds), climbing from the default (``find_limit``); a
+        ratio that fails at the answer found so far is searched below it, until every ratio fits."""
         found = self._knob()
         if found is None:
             return None
@@ -412,38 +497,36 @@ class Planner:
         images = {r: ratio_size(r, CEILING_PX) for r in ratios}
         order = sorted(ratios, key=lambda r: -images[r].area)
 
-        def fits(r: tuple[int, int], i: int) -> bool:
-            return self.fits(images[r], {knob.name: knob.value(i)})
-
         def at(r: tuple[int, int], i: int) -> float:
             return self.value(images[r], {knob.name: knob.value(i)})
 
-        hi = knob.values()  # one past the grid: "fails" by definition until a ratio says otherwise
-        lo = hi - 1
-        binding: tuple[int, int] | None = None
-        for r in order:
-            if fits(r, lo):
-                continue
-            if not fits(r, 0):
-                return SettingPlan(knob, default, "none", None, r, {}, knob.low, at(r, 0))
-            lo, hi = bisect(functools.partial(fits, r), 0, lo)
-            binding = r
-        # each ratio fits at lo: it was checked there, or at a larger value before lo came down to
-        # where another ratio fits; the check below makes the answer the engine's, not the order's
+        last = knob.values() - 1
+        start = (int(default) - knob.low) // knob.step if isinstance(default, int) else None
+        first = order[0]
+        status, found_lo, found_hi = find_limit(functools.partial(at, first), self.limit.limit, 0, last, start)
+        if status == "none":
+            return SettingPlan(knob, default, "none", None, first, {}, knob.low, at(first, 0))
+        lo, hi = (last, last + 1) if found_lo is None or found_hi is None else (found_lo, found_hi)
+        binding = None if status == "ceiling" else first
+        # every ratio is checked at the answer so far (its values are reported); one that does not
+        # fit there is searched below it, and the others checked again at the new answer
+        failing = next((r for r in order[1:] if at(r, lo) > self.limit.limit), None)
+        while failing is not None:
+            zero = at(failing, 0)
+            if zero > self.limit.limit:
+                return SettingPlan(knob, default, "none", None, failing, {}, knob.low, zero)
+            lo, hi = search(functools.partial(at, failing), self.limit.limit, 0, lo, zero, at(failing, lo))
+            binding = failing
+            failing = next((r for r in order if at(r, lo) > self.limit.limit), None)
         vals = {ratio_text(r): at(r, lo) for r in ratios}
-        bad = [r for r, v in zip(ratios, vals.values()) if v > self.limit.limit]
-        if bad:  # a dip (cost not monotone in the setting): say so rather than report a wrong answer
-            raise UhdProfileError(
-                f"{knob.name} {knob.value(lo)} does not fit at {', '.join(map(ratio_text, bad))} although a larger value "
-                f"did: {self.policy}'s cost is not monotone in {knob.name} here; plan with --ratios one at a time"
-            )
         if binding is None:
             return SettingPlan(knob, default, "ceiling", knob.high, None, vals)
         return SettingPlan(knob, default, "limit", knob.value(lo), binding, vals, knob.value(hi), at(binding, hi))
 
-    def designs(self, image: Size = REFERENCE_IMAGE) -> list[DesignPlan]:
-        """For ``minicpm-v-4.6``: each in-ViT compressor's deepest insertion layer index (0-based)
-        that fits for ``image`` (sliced, the design's 4x connector after it), and the baseline."""
+    def designs(self, image: Size = REFERENCE_IMAGE, compressors: tuple[str, ...] | None = None) -> list[DesignPlan]:
+        """For ``minicpm-v-4.6``: each in-ViT compressor's (``compressors``, default all) deepest
+        insertion layer index (0-based) that fits for ``image`` (sliced, the design's 4x connector
+        after it), and the baseline."""
         if self.policy != DEFAULT_POLICY:
             raise UhdProfileError(f"the design table is for the {DEFAULT_POLICY} policy (the paper's designs), not {self.policy}")
         budget = self.limit
@@ -481,7 +564,9 @@ class Planner:
             return value(c, d) <= budget.limit
 
         out = [DesignPlan("baseline", "fits" if ok(None, None) else "none", None, value(None, None))]
-        for name in COMPRESSORS:
+        for name in compressors or tuple(COMPRESSORS):
+            if name not in COMPRESSORS:
+                raise UhdProfileError(f"compressor {name!r} is not valid; valid: {', '.join(COMPRESSORS)}")
             if ok(name, layers - 1):
                 out.append(DesignPlan(name, "all", layers - 1, value(name, layers - 1)))
             elif not ok(name, 0):
@@ -514,19 +599,17 @@ class Planner:
             knob, default = found
             last = knob.values() - 1
 
-            def ok(i: int) -> bool:
-                return self.fits(size, {knob.name: knob.value(i)})
-
             def at(i: int) -> float:
                 return self.value(size, {knob.name: knob.value(i)})
 
             setting: dict[str, Any] = {"name": knob.name, "default": default, "step": knob.step}
-            if ok(last):
+            start = (int(default) - knob.low) // knob.step if isinstance(default, int) else None
+            status, lo, hi = find_limit(at, self.limit.limit, 0, last, start)
+            if status == "ceiling":
                 setting.update(status="ceiling", largest=knob.high, value=at(last))
-            elif not ok(0):
+            elif status == "none" or lo is None or hi is None:
                 setting.update(status="none", largest=None, next=knob.low, next_value=at(0))
             else:
-                lo, hi = bisect(ok, 0, last)
                 setting.update(status="limit", largest=knob.value(lo), value=at(lo), next=knob.value(hi), next_value=at(hi))
             plan.setting = setting
         return plan
