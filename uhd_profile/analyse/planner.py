@@ -487,21 +487,26 @@ class Planner:
 
     def largest_setting(self, ratios: tuple[tuple[int, int], ...] = RATIOS) -> SettingPlan | None:
         """The largest knob value (``KNOBS``) at which the ``CEILING_PX`` image of every ratio
-        fits; None for a family without one. The ratio whose image has the most pixels is tried
-        first (it is the one that usually binds), climbing from the default (``find_limit``); a
+        fits; None for a family without one. The ratio whose image costs most at the default setting
+        is tried first (it usually binds), climbing from the default (``find_limit``); a
         ratio that fails at the answer found so far is searched below it, until every ratio fits."""
         found = self._knob()
         if found is None:
             return None
         knob, default = found
         images = {r: ratio_size(r, CEILING_PX) for r in ratios}
-        order = sorted(ratios, key=lambda r: -images[r].area)
 
         def at(r: tuple[int, int], i: int) -> float:
             return self.value(images[r], {knob.name: knob.value(i)})
 
         last = knob.values() - 1
         start = (int(default) - knob.low) // knob.step if isinstance(default, int) else None
+        if start is not None and 0 <= start <= last:
+            # the costliest ratio at the default is searched first (these probes are the ones
+            # largest_image made already): the one most likely to bind, so fewer searches again
+            order = sorted(ratios, key=lambda r: (-at(r, start), -images[r].area))
+        else:
+            order = sorted(ratios, key=lambda r: -images[r].area)
         first = order[0]
         status, found_lo, found_hi = find_limit(functools.partial(at, first), self.limit.limit, 0, last, start)
         if status == "none":
