@@ -924,30 +924,35 @@ def spec_memory(spec: VariantSpec, settings: MemorySettings, llm_tokens: int | N
 
 def policy_memory(cost: PolicyCost, plan: str, settings: MemorySettings, depth: int | None = None):
     """The ``MemoryPrediction`` of one image under its policy and ``plan`` (``depth`` moves v4's
-    compressor): the vision stage as the
-    family runs its views (``minicpm-v-4.6``: the whole sliced image, thumbnail and slices as two
-    calls; the others: their equal views as one batched call), then with ``settings.llm`` the LLM
-    stage over everything the LLM sees for the image (visual tokens and extras) plus the prompt."""
+    compressor): ``views_memory`` of the cost's views."""
+    return views_memory(cost.policy, cost.encoder, cost.size, cost.views, plan, settings, depth)
+
+
+def views_memory(policy: str, encoder: str, size: Size, views, plan: str, settings: MemorySettings, depth: int | None = None):
+    """The ``MemoryPrediction`` of a ``size`` image whose ``views`` (the policy's ``ImageViews``)
+    run on ``encoder`` under ``plan``, with no FLOPs counted: the vision stage as the family runs its
+    views (``minicpm-v-4.6``: the whole sliced image, thumbnail and slices as two calls; the
+    others: their equal views as one batched call), then with ``settings.llm`` the LLM stage over
+    everything the LLM sees for the image (visual tokens and extras) plus the prompt."""
     s = settings
-    if cost.policy == DEFAULT_POLICY:
-        p = cost.views.params
+    if policy == DEFAULT_POLICY:
+        p = views.params
         spec = plan_spec(
             plan,
-            cost.encoder,
-            cost.size,
+            encoder,
+            size,
             depth,
             encoding="sliced",
             max_slices=p["max_slice_nums"],
             scale_resolution=p["scale_resolution"],
         )
-        return spec_memory(spec, s, cost.llm_tokens)
-    calls = tuple(
-        vision_stage(view_spec(cost.encoder, plan, size, depth), s.dtype, k, s.attn, s.device_kind) for k, size in cost.calls
-    )
+        return spec_memory(spec, s, views.llm_tokens)
+    groups = view_groups(views)
+    calls = tuple(vision_stage(view_spec(encoder, plan, vsize, depth), s.dtype, k, s.attn, s.device_kind) for k, vsize in groups)
     # the current families run all their views in one call; should one run several, the largest is the stage
     vision = max(calls, key=lambda c: c.held_bytes + c.activation_bytes)
     stages = [vision]
     if s.llm is not None:
-        stages += llm_stages(s.llm, cost.llm_tokens, s.prompt_tokens, s.decode_tokens, s.dtype, s.attn, s.device_kind)
-    what = f"{cost.size} under {cost.policy} ({plan})" + (f" + {s.llm}" if s.llm else "")
+        stages += llm_stages(s.llm, views.llm_tokens, s.prompt_tokens, s.decode_tokens, s.dtype, s.attn, s.device_kind)
+    what = f"{size} under {policy} ({plan})" + (f" + {s.llm}" if s.llm else "")
     return combine(what, stages, calls if len(calls) > 1 else (), s.dtype, 1, s.attn, s.device_kind)

@@ -6,6 +6,14 @@ FLOPs engine) or ``llm_tokens`` (everything the LLM sees for the image: the poli
 and extras). Every figure the planner reports comes from a probe: the policy's views of one image
 size, counted by the engine or traced by the memory model. Nothing is extrapolated.
 
+Probes are remembered per *geometry*: the views the policy makes of an image (their roles, sizes
+and patch grids, in order) and the tokens the LLM sees. Two image sizes or settings with the same
+geometry run the same forward calls, so they cost the same and the second is not run again: a
+setting past the point where the policy's own cap stops changing the views (Qwen2.5-VL's
+``max_pixels`` above the image's area, ``max_slice_nums`` above the slices the image asks for) costs
+one probe however many grid steps the search visits there. A memory budget runs the memory model
+alone (no FLOPs are counted for it); a token budget runs neither.
+
 Searches are bisections over an integer grid (an image's long side in pixels, a policy setting in
 its own steps). A bisection keeps one end that fits and one that does not, so its answer is
 exact in the sense a test can check: the planned point fits and the next step up does not. If cost
@@ -27,6 +35,8 @@ first step that does not fit, found by halving".
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,9 +47,9 @@ from uhd_profile.analyse.images import (
     MemorySettings,
     cost_policy_image,
     policy_encoder,
-    policy_memory,
     policy_plans,
     spec_memory,
+    views_memory,
 )
 from uhd_profile.count.conventions import get_convention
 from uhd_profile.count.flops import count_flops
@@ -100,8 +110,14 @@ class Budget:
     def __post_init__(self) -> None:
         if self.kind not in BUDGETS:
             raise UhdProfileError(f"budget {self.kind!r} is not valid; valid: {', '.join(BUDGETS)}")
-        if not isinstance(self.limit, (int, float)) or isinstance(self.limit, bool) or not self.limit > 0:
-            raise UhdProfileError(f"{self.kind} budget {self.limit!r} is not valid; it must be a positive number")
+        limit = self.limit
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit <= 0:
+            raise UhdProfileError(f"{self.kind} budget {limit!r} is not valid; it must be a positive finite number")
+
+    @property
+    def option(self) -> str:
+        """The command-line option that sets this budget."""
+        return "--max-" + self.kind.replace("_", "-")
 
     def text(self, value: float | None) -> str:
         if value is None:
@@ -113,22 +129,29 @@ class Budget:
         return f"{int(value):,} tokens"
 
 
-def parse_budget(max_memory: str | None = None, max_gflops: str | float | None = None, max_llm_tokens: str | int | None = None):
+def parse_budget(
+    max_memory: str | int | None = None, max_gflops: str | float | None = None, max_llm_tokens: str | int | None = None
+) -> Budget | None:
     """The one budget given (``--max-memory`` as ``24GiB``, ``--max-gflops``, ``--max-llm-tokens``),
     or None when none is; two are refused."""
     given = [(k, v) for k, v in (("memory", max_memory), ("gflops", max_gflops), ("llm_tokens", max_llm_tokens)) if v is not None]
     if len(given) > 1:
-        raise UhdProfileError(f"give one budget, not {' and '.join('--max-' + k.replace('_', '-') for k, _ in given)}")
+        names = " and ".join("--max-" + k.replace("_", "-") for k, _ in given)
+        raise UhdProfileError(f"give one budget, not {names}; valid: --max-memory, --max-gflops or --max-llm-tokens")
     if not given:
         return None
     kind, value = given[0]
     if kind == "memory":
         return Budget("memory", parse_bytes(value, "--max-memory"))
+    option = "--max-" + kind.replace("_", "-")
+    limit: float
     try:
         limit = float(value) if kind == "gflops" else int(str(value).replace("_", ""))
     except ValueError:
-        what = "a number of GFLOPs (count / 1e9)" if kind == "gflops" else "a whole number of tokens"
-        raise UhdProfileError(f"--max-{kind.replace('_', '-')} {value!r} is not valid; give {what}") from None
+        what = "a positive number of GFLOPs (count / 1e9), e.g. 2000" if kind == "gflops" else "a positive whole number of tokens"
+        raise UhdProfileError(f"{option} {value!r} is not valid; give {what}") from None
+    if not math.isfinite(limit) or limit <= 0:
+        raise UhdProfileError(f"{option} {value!r} is not valid; it must be a positive finite number")
     return Budget(kind, limit)
 
 
@@ -145,7 +168,7 @@ def parse_ratios(text: str | None) -> tuple[tuple[int, int], ...]:
     """``"1:1,16:9"`` -> ((1, 1), (16, 9)); None -> ``RATIOS``."""
     if text is None:
         return RATIOS
-    out = []
+    out: list[tuple[int, int]] = []
     for item in str(text).split(","):
         a, sep, b = item.strip().partition(":")
         if not sep or not a.isdigit() or not b.isdigit() or int(a) < 1 or int(b) < 1:
@@ -167,6 +190,84 @@ def bisect(fits: Callable[[int], bool], lo: int, hi: int) -> tuple[int, int]:
         else:
             hi = mid
     return lo, hi
+
+
+def search(
+    value: Callable[[int], float], limit: float, lo: int, hi: int, lo_value: float, hi_value: float | None = None
+) -> tuple[int, int]:
+    """Grid indices (last that fits, first that does not) between ``lo`` (fits: its value is
+    ``lo_value`` <= ``limit``) and ``hi`` (does not; ``hi_value`` if known), probing with ``value``.
+
+    Like ``bisect``, it keeps one end that fits and one that does not until they are neighbours,
+    so its answer is checked the same way; it only chooses the points it probes differently: where
+    the straight line between the two ends' values meets the limit, then steps away from that
+    point growing twofold until the limit is crossed (costs here grow smoothly with size, so the
+    guess lands close and the steps stay small). Without ``hi_value`` it starts by halving."""
+    while hi - lo > 1:
+        if hi_value is None or hi_value <= lo_value:
+            mid = (lo + hi) // 2
+            v = value(mid)
+            if v <= limit:
+                lo, lo_value = mid, v
+            else:
+                hi, hi_value = mid, v
+            continue
+        guess = lo + int((limit - lo_value) / (hi_value - lo_value) * (hi - lo))
+        point = min(max(guess, lo + 1), hi - 1)
+        step = max(1, (hi - lo) // 64)
+        direction = 0
+        while hi - lo > 1:
+            v = value(point)
+            if v <= limit:
+                lo, lo_value, d = point, v, 1
+            else:
+                hi, hi_value, d = point, v, -1
+            if direction and d != direction:
+                break  # crossed the limit: interpolate again in the narrower bracket
+            direction, point, step = d, point + d * step, step * 2
+            if not lo < point < hi:
+                break
+    return lo, hi
+
+
+def find_limit(
+    value: Callable[[int], float], limit: float, low: int, high: int, start: int | None = None
+) -> tuple[str, int | None, int | None]:
+    """The largest grid index in ``low`` .. ``high`` whose ``value`` is within ``limit``, found
+    from below: ``("none", None, low)`` when ``low`` does not fit, ``("ceiling", high, None)`` when
+    ``high`` does, else ``("limit", lo, lo + 1)`` with ``lo`` fitting and ``lo + 1`` not.
+
+    It climbs from ``low`` (and ``start``, e.g. a setting's default, when that fits) along the line
+    through the last two points that fit, never less than half its previous stride, until a point
+    does not fit, then narrows with ``search``. Points above the first one that does not fit are
+    never probed, so the largest sizes (the slowest to count or trace) are run only when the
+    budget reaches them."""
+    low_value = value(low)
+    if low_value > limit:
+        return "none", None, low
+    lo, lo_value = low, low_value
+    prev: tuple[int, float] | None = None
+    if start is not None and low < start < high:
+        v = value(start)
+        if v > limit:
+            a, b = search(value, limit, lo, start, lo_value, v)
+            return "limit", a, b
+        prev, lo, lo_value = (lo, lo_value), start, v
+    while True:
+        if prev is not None and lo_value > prev[1]:
+            stride = lo - prev[0]
+            guess = lo + int((limit - lo_value) * stride / (lo_value - prev[1]))
+            guess = max(guess, lo + max(1, stride // 2))
+        else:
+            guess = lo + max(1, (high - lo) // 2)
+        point = min(guess, high)
+        v = value(point)
+        if v > limit:
+            a, b = search(value, limit, lo, point, lo_value, v)
+            return "limit", a, b
+        if point == high:
+            return "ceiling", high, None
+        prev, lo, lo_value = (lo, lo_value), point, v
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,13 +380,20 @@ class ImagePlan:
 # --------------------------------------------------------------------------------------------
 
 
+def geometry(views: Any) -> tuple:
+    """What a probe's cost depends on, given the planner's tower, plan and settings: every view's
+    role, size and patch grid in order, and everything the LLM sees for the image."""
+    return (tuple((v.role, tuple(v.size), tuple(v.patches)) for v in views.views), views.llm_tokens)
+
+
 @dataclass
 class Planner:
     """Plans for one ``policy`` (``params`` over its defaults), under ``budget``, with the vision
     stage counted under ``plan`` (``minicpm-v-4.6``: the paper's ``baseline`` or ``v4``, default
     v4; other families: ``vit``, their tower alone) in ``convention``, and memory predicted with
     ``memory`` (``MemorySettings``: dtype, attention path, device, LLM, prompt tokens).
-    ``progress(text)`` is told about each probe."""
+    ``progress(text)`` is told about each probe; ``probes`` counts the engine's runs (a geometry
+    seen before is not run again) and ``lookups`` every point the searches asked about."""
 
     policy: str
     budget: Budget | None
@@ -297,49 +405,62 @@ class Planner:
     depth: int | None = None
     progress: Callable[[str], None] | None = None
     probes: int = 0
+    lookups: int = 0
 
     def __post_init__(self) -> None:
         pol = get_policy(self.policy)
-        get_convention(self.convention)
-        self.encoder = policy_encoder(self.policy, self.encoder)
+        self.column = get_convention(self.convention).column
+        self.tower: str = policy_encoder(self.policy, self.encoder)
         plans = policy_plans(self.policy, (self.plan,) if self.plan else None)
-        self.plan = self.plan or ("v4" if self.policy == DEFAULT_POLICY else plans[0])
+        self.plan_name: str = self.plan or ("v4" if self.policy == DEFAULT_POLICY else plans[0])
+        self.encoder, self.plan = self.tower, self.plan_name
         pol.views(1024, 1024, **self.params)  # bad parameters fail here, once
         self._cache: dict[tuple, dict[str, float]] = {}
 
+    @property
+    def limit(self) -> Budget:
+        """The budget; a search without one is refused in one line."""
+        if self.budget is None:
+            raise UhdProfileError("no budget given: add --max-memory, --max-gflops or --max-llm-tokens")
+        return self.budget
+
     # -- one probe --------------------------------------------------------------------------
-    def measure(self, size: Size, params: dict | None = None, metrics: tuple[str, ...] | None = None) -> dict[str, float]:
+    def views(self, size: Size, params: dict[str, Any] | None = None) -> Any:
+        """The policy's ``ImageViews`` of a ``size`` image with ``params`` over the planner's."""
+        return get_policy(self.policy).views(size.width, size.height, **{**self.params, **(params or {})})
+
+    def measure(
+        self, size: Size, params: dict[str, Any] | None = None, metrics: tuple[str, ...] | None = None
+    ) -> dict[str, float]:
         """The budget's metric (or ``metrics``) of a ``size`` image under the policy with
         ``params`` (over the planner's): views by the policy, counts by the engine, memory by the
-        memory model."""
+        memory model, each run once per geometry."""
         params = {**self.params, **(params or {})}
         metrics = metrics or ((self.budget.kind,) if self.budget else BUDGETS)
-        key = (size, tuple(sorted((k, str(v)) for k, v in params.items())))
-        have = self._cache.setdefault(key, {})
+        views = get_policy(self.policy).views(size.width, size.height, **params)
+        have = self._cache.setdefault(geometry(views), {"llm_tokens": float(views.llm_tokens)})
+        self.lookups += 1
         missing = [m for m in metrics if m not in have]
         if missing:
             self.probes += 1
             if self.progress:
                 self.progress(f"probe {self.probes}: {size} {params or ''} ({', '.join(missing)})")
-            views = get_policy(self.policy).views(size.width, size.height, **params)
-            have["llm_tokens"] = views.llm_tokens
-            if "gflops" in missing or "memory" in missing:
-                cost = cost_policy_image(size.width, size.height, self.policy, params, (self.plan,), self.encoder, self.depth)
-                have["gflops"] = cost.counts[self.plan][get_convention(self.convention).column] / 1e9
-                if "memory" in missing:
-                    have["memory"] = policy_memory(cost, self.plan, self.memory, self.depth).peak_bytes
+            if "gflops" in missing:
+                cost = cost_policy_image(size.width, size.height, self.policy, params, (self.plan_name,), self.tower, self.depth)
+                have["gflops"] = cost.counts[self.plan_name][self.column] / 1e9
+            if "memory" in missing:
+                pred = views_memory(self.policy, self.tower, size, views, self.plan_name, self.memory, self.depth)
+                have["memory"] = float(pred.peak_bytes)
         return {m: have[m] for m in metrics}
 
-    def value(self, size: Size, params: dict | None = None) -> float:
-        if self.budget is None:
-            raise UhdProfileError("no budget given: add --max-memory, --max-gflops or --max-llm-tokens")
-        return self.measure(size, params)[self.budget.kind]
+    def value(self, size: Size, params: dict[str, Any] | None = None) -> float:
+        return self.measure(size, params, (self.limit.kind,))[self.limit.kind]
 
-    def fits(self, size: Size, params: dict | None = None) -> bool:
-        return self.value(size, params) <= self.budget.limit
+    def fits(self, size: Size, params: dict[str, Any] | None = None) -> bool:
+        return self.value(size, params) <= self.limit.limit
 
     # -- searches -----------------------------------------------------------------------------
-    def largest_image(self, ratio: tuple[int, int], params: dict | None = None) -> RatioPlan:
+    def largest_image(self, ratio: tuple[int, int], params: dict[str, Any] | None = None) -> RatioPlan:
         """The largest image at ``ratio`` (long side 1 .. ``CEILING_PX`` px) that fits."""
         top = ratio_size(ratio, CEILING_PX)
         if self.fits(top, params):
@@ -347,96 +468,116 @@ class Planner:
         one = ratio_size(ratio, 1)
         if not self.fits(one, params):
             return RatioPlan(ratio, "none", None, None, one, self.value(one, params))
-        lo, hi = bisect(lambda n: self.fits(ratio_size(ratio, n), params), 1, CEILING_PX)
+        lo, hi = search(
+            lambda n: self.value(ratio_size(ratio, n), params),
+            self.limit.limit,
+            1,
+            CEILING_PX,
+            self.value(one, params),
+            self.value(top, params),
+        )
         a, b = ratio_size(ratio, lo), ratio_size(ratio, hi)
         return RatioPlan(ratio, "limit", a, self.value(a, params), b, self.value(b, params))
 
-    def largest_setting(self, ratios: tuple[tuple[int, int], ...] = RATIOS) -> SettingPlan | None:
-        """The largest knob value (``KNOBS``) at which the ``CEILING_PX`` image of every ratio
-        fits; None for a family without one."""
+    def _knob(self) -> tuple[Knob, Any] | None:
         knob = KNOBS.get(self.policy)
         if knob is None:
             return None
-        default = {**get_policy(self.policy).defaults, **self.params}[knob.name]
+        return knob, {**get_policy(self.policy).defaults, **self.params}[knob.name]
+
+    def largest_setting(self, ratios: tuple[tuple[int, int], ...] = RATIOS) -> SettingPlan | None:
+        """The largest knob value (``KNOBS``) at which the ``CEILING_PX`` image of every ratio
+        fits; None for a family without one. The ratio whose image costs most at the default setting
+        is tried first (it usually binds), climbing from the default (``find_limit``); a
+        ratio that fails at the answer found so far is searched below it, until every ratio fits."""
+        found = self._knob()
+        if found is None:
+            return None
+        knob, default = found
         images = {r: ratio_size(r, CEILING_PX) for r in ratios}
 
-        def fits(r, i: int) -> bool:
-            return self.fits(images[r], {knob.name: knob.value(i)})
+        def at(r: tuple[int, int], i: int) -> float:
+            return self.value(images[r], {knob.name: knob.value(i)})
 
         last = knob.values() - 1
-        failing = next((r for r in ratios if not fits(r, last)), None)
-        if failing is None:
-            vals = {ratio_text(r): self.value(images[r], {knob.name: knob.high}) for r in ratios}
+        start = (int(default) - knob.low) // knob.step if isinstance(default, int) else None
+        if start is not None and 0 <= start <= last:
+            # the costliest ratio at the default is searched first (these probes are the ones
+            # largest_image made already): the one most likely to bind, so fewer searches again
+            order = sorted(ratios, key=lambda r: (-at(r, start), -images[r].area))
+        else:
+            order = sorted(ratios, key=lambda r: -images[r].area)
+        first = order[0]
+        status, found_lo, found_hi = find_limit(functools.partial(at, first), self.limit.limit, 0, last, start)
+        if status == "none":
+            return SettingPlan(knob, default, "none", None, first, {}, knob.low, at(first, 0))
+        lo, hi = (last, last + 1) if found_lo is None or found_hi is None else (found_lo, found_hi)
+        binding = None if status == "ceiling" else first
+        # every ratio is checked at the answer so far (its values are reported); one that does not
+        # fit there is searched below it, and the others checked again at the new answer
+        failing = next((r for r in order[1:] if at(r, lo) > self.limit.limit), None)
+        while failing is not None:
+            zero = at(failing, 0)
+            if zero > self.limit.limit:
+                return SettingPlan(knob, default, "none", None, failing, {}, knob.low, zero)
+            lo, hi = search(functools.partial(at, failing), self.limit.limit, 0, lo, zero, at(failing, lo))
+            binding = failing
+            failing = next((r for r in order if at(r, lo) > self.limit.limit), None)
+        vals = {ratio_text(r): at(r, lo) for r in ratios}
+        if binding is None:
             return SettingPlan(knob, default, "ceiling", knob.high, None, vals)
-        if not fits(failing, 0):
-            return SettingPlan(
-                knob, default, "none", None, failing, {}, knob.low, self.value(images[failing], {knob.name: knob.low})
-            )
-        hi = last
-        while True:
-            lo, hi = bisect(lambda i, r=failing: fits(r, i), 0, hi)
-            other = next((r for r in ratios if not fits(r, lo)), None)
-            if other is None:
-                break
-            failing, hi = other, lo  # lo fails for another ratio: bisect again below it
-            if not fits(failing, 0):
-                return SettingPlan(
-                    knob, default, "none", None, failing, {}, knob.low, self.value(images[failing], {knob.name: knob.low})
-                )
-        k, nxt = knob.value(lo), knob.value(hi)
-        vals = {ratio_text(r): self.value(images[r], {knob.name: k}) for r in ratios}
-        return SettingPlan(knob, default, "limit", k, failing, vals, nxt, self.value(images[failing], {knob.name: nxt}))
+        return SettingPlan(knob, default, "limit", knob.value(lo), binding, vals, knob.value(hi), at(binding, hi))
 
-    def designs(self, image: Size = REFERENCE_IMAGE) -> list[DesignPlan]:
-        """For ``minicpm-v-4.6``: each in-ViT compressor's deepest insertion layer index (0-based)
-        that fits for ``image`` (sliced, the design's 4x connector after it), and the baseline."""
+    def designs(self, image: Size = REFERENCE_IMAGE, compressors: tuple[str, ...] | None = None) -> list[DesignPlan]:
+        """For ``minicpm-v-4.6``: each in-ViT compressor's (``compressors``, default all) deepest
+        insertion layer index (0-based) that fits for ``image`` (sliced, the design's 4x connector
+        after it), and the baseline."""
         if self.policy != DEFAULT_POLICY:
             raise UhdProfileError(f"the design table is for the {DEFAULT_POLICY} policy (the paper's designs), not {self.policy}")
+        budget = self.limit
         p = {**get_policy(self.policy).defaults, **self.params}
         extras = get_policy(self.policy).views(image.width, image.height, **p).extra_tokens
-        layers = get_encoder(self.encoder).layers
-
-        def spec(compressor: str | None, depth: int | None) -> VariantSpec:
-            return VariantSpec(
-                encoder=self.encoder,
-                resolution=image,
-                encoding="sliced",
-                compressor=compressor,
-                depth=depth,
-                max_slices=p["max_slice_nums"],
-                scale_resolution=p["scale_resolution"],
-            )
-
-        cache: dict[tuple, float] = {}
+        layers = get_encoder(self.tower).layers
+        cache: dict[tuple[str | None, int | None], float] = {}
 
         def value(compressor: str | None, depth: int | None) -> float:
             key = (compressor, depth)
             if key not in cache:
                 self.probes += 1
+                self.lookups += 1
                 if self.progress:
-                    self.progress(
-                        f"probe {self.probes}: {image} with {compressor or 'baseline'}{'' if depth is None else '@' + str(depth)}"
-                    )
-                s = spec(compressor, depth)
-                if self.budget.kind == "llm_tokens":
-                    cache[key] = s.tokens_llm + extras
-                elif self.budget.kind == "gflops":
+                    where = "" if depth is None else f"@{depth}"
+                    self.progress(f"probe {self.probes}: {image} with {compressor or 'baseline'}{where}")
+                s = VariantSpec(
+                    encoder=self.tower,
+                    resolution=image,
+                    encoding="sliced",
+                    compressor=compressor,
+                    depth=depth,
+                    max_slices=p["max_slice_nums"],
+                    scale_resolution=p["scale_resolution"],
+                )
+                if budget.kind == "llm_tokens":
+                    cache[key] = float(s.tokens_llm + extras)
+                elif budget.kind == "gflops":
                     cache[key] = count_flops(s).get(self.convention) / 1e9
                 else:
-                    cache[key] = spec_memory(s, self.memory, s.tokens_llm + extras).peak_bytes
+                    cache[key] = float(spec_memory(s, self.memory, s.tokens_llm + extras).peak_bytes)
             return cache[key]
 
-        def ok(c, d) -> bool:
-            return value(c, d) <= self.budget.limit
+        def ok(c: str | None, d: int | None) -> bool:
+            return value(c, d) <= budget.limit
 
         out = [DesignPlan("baseline", "fits" if ok(None, None) else "none", None, value(None, None))]
-        for name in COMPRESSORS:
+        for name in compressors or tuple(COMPRESSORS):
+            if name not in COMPRESSORS:
+                raise UhdProfileError(f"compressor {name!r} is not valid; valid: {', '.join(COMPRESSORS)}")
             if ok(name, layers - 1):
                 out.append(DesignPlan(name, "all", layers - 1, value(name, layers - 1)))
             elif not ok(name, 0):
                 out.append(DesignPlan(name, "none", None, None, 0, value(name, 0)))
             else:
-                lo, hi = bisect(lambda d, c=name: ok(c, d), 0, layers - 1)
+                lo, hi = bisect(functools.partial(ok, name), 0, layers - 1)
                 out.append(DesignPlan(name, "limit", lo, value(name, lo), hi, value(name, hi)))
         return out
 
@@ -444,41 +585,37 @@ class Planner:
         """What ``size`` costs under the policy (every metric), whether it fits the budget, and the
         largest knob value at which it does."""
         m = self.measure(size, metrics=BUDGETS)
-        views = get_policy(self.policy).views(size.width, size.height, **self.params)
+        views = self.views(size)
+        fits = None if self.budget is None else m[self.budget.kind] <= self.budget.limit
         plan = ImagePlan(
             self.policy,
-            self.encoder,
-            self.plan,
+            self.tower,
+            self.plan_name,
             size,
             len(views.views),
             views.vit_tokens,
             int(m["llm_tokens"]),
             m["gflops"],
             int(m["memory"]),
-            None if self.budget is None else m[self.budget.kind] <= self.budget.limit,
+            fits,
         )
-        knob = KNOBS.get(self.policy)
-        if self.budget is not None and knob is not None:
-            default = {**get_policy(self.policy).defaults, **self.params}[knob.name]
+        found = self._knob()
+        if self.budget is not None and found is not None:
+            knob, default = found
             last = knob.values() - 1
 
-            def fits(i: int) -> bool:
-                return self.fits(size, {knob.name: knob.value(i)})
+            def at(i: int) -> float:
+                return self.value(size, {knob.name: knob.value(i)})
 
             setting: dict[str, Any] = {"name": knob.name, "default": default, "step": knob.step}
-            if fits(last):
-                setting.update(status="ceiling", largest=knob.high, value=self.value(size, {knob.name: knob.high}))
-            elif not fits(0):
-                setting.update(status="none", largest=None, next=knob.low, next_value=self.value(size, {knob.name: knob.low}))
+            start = (int(default) - knob.low) // knob.step if isinstance(default, int) else None
+            status, lo, hi = find_limit(at, self.limit.limit, 0, last, start)
+            if status == "ceiling":
+                setting.update(status="ceiling", largest=knob.high, value=at(last))
+            elif status == "none" or lo is None or hi is None:
+                setting.update(status="none", largest=None, next=knob.low, next_value=at(0))
             else:
-                lo, hi = bisect(fits, 0, last)
-                setting.update(
-                    status="limit",
-                    largest=knob.value(lo),
-                    value=self.value(size, {knob.name: knob.value(lo)}),
-                    next=knob.value(hi),
-                    next_value=self.value(size, {knob.name: knob.value(hi)}),
-                )
+                setting.update(status="limit", largest=knob.value(lo), value=at(lo), next=knob.value(hi), next_value=at(hi))
             plan.setting = setting
         return plan
 
@@ -487,8 +624,8 @@ class Planner:
         return {
             "policy": self.policy,
             "params": {k: ([list(x) for x in v] if isinstance(v, tuple) else v) for k, v in self.params.items()},
-            "encoder": self.encoder,
-            "plan": self.plan,
+            "encoder": self.tower,
+            "plan": self.plan_name,
             "convention": self.convention,
             "memory": {
                 "dtype": m.dtype,
@@ -526,7 +663,9 @@ def plan_policy(
         ref = image or REFERENCE_IMAGE
         out["design_image"] = list(ref)
         out["designs"] = [d.as_dict() for d in planner.designs(ref)]
+    out["fits_anything"] = any(r["status"] != "none" for r in out["ratios"])
     out["probes"] = planner.probes
+    out["lookups"] = planner.lookups
     out["seconds"] = round(time.perf_counter() - t0, 3)
     return out
 
@@ -546,6 +685,7 @@ __all__ = [
     "RatioPlan",
     "SettingPlan",
     "bisect",
+    "geometry",
     "parse_budget",
     "parse_ratios",
     "plan_policy",

@@ -162,6 +162,13 @@ def _render_plan(r: dict, budget: Budget, convention: str) -> None:
         pixels = f"{row['largest_pixels']:,}" if row["largest_pixels"] and row["status"] == "limit" else ""
         t.add_row(row["ratio"], largest, pixels, _fmt(kind, row["value"]), _size(row["next"]), _fmt(kind, row["next_value"]))
     out.print(t)
+    if not r.get("fits_anything", True):
+        smallest = r["ratios"][0]
+        say(
+            f"nothing fits within {budget.text(budget.limit)}: even a {_size(smallest['next'])} image needs "
+            f"{_fmt(kind, smallest['next_value'])} ({what}); raise the budget"
+            + (" or predict without the LLM (--llm none)" if kind == "memory" else "")
+        )
     s = r.get("setting")
     if s is None:
         say(r.get("setting_note", ""))

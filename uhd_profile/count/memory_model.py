@@ -239,7 +239,7 @@ class _Live:
 
     def see_outputs(self, op: str, tensors, inputs: Sequence[int], module: str | None = None) -> list[int]:
         """Record the new storages among ``tensors`` (made by ``op``); returns their indices."""
-        made = []
+        made: list[int] = []
         if self.paused:
             return made
         for t in tensors:
@@ -330,7 +330,7 @@ def _out_template(out: Any, input_storages: list) -> tuple | None:
     larger than its strides need."""
     items = out if isinstance(out, (tuple, list)) else (out,)
     seen: list = []
-    template = []
+    template: list[tuple] = []
     for o in items:
         if isinstance(o, torch.Tensor):
             st = o.untyped_storage()
@@ -958,16 +958,17 @@ def trace_llm(
     def embeds(k: int) -> torch.Tensor:
         return torch.empty(1, k, spec.hidden, device="meta", dtype=dt)
 
-    cache = DynamicCache(config=model.config)
+    config: Any = model.config
+    cache = DynamicCache(config=config)
     x = embeds(n)
     t0 = time.perf_counter()
     with tracking(model, device_kind) as live:
         out = model(inputs_embeds=x, cache=cache, use_cache=True, logits_to_keep=1)
         prefill = trace_of(live, time.perf_counter() - t0)
     del out
-    result = dict(cache_after_prefill=cache_size(cache))
+    result: dict[str, Any] = dict(cache_after_prefill=cache_size(cache))
     if decode_tokens:
-        cache = DynamicCache(config=model.config)
+        cache = DynamicCache(config=config)
         with counting(model, shape_only=True) as state:
             state.suppress += 1
             model(inputs_embeds=embeds(n + decode_tokens - 1), cache=cache, use_cache=True, logits_to_keep=1)
