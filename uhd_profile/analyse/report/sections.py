@@ -433,11 +433,19 @@ def _measurement_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> Non
         rep.p(
             f"{len(q)} measured points, {n_flag} flagged {FLAG_MARK}: noise flag `noisy` (IQR/median >= 10%) or "
             f"`unreliable` (>= 25%); throttled_fraction > 0; or a slow outlier, whose throughput (flops convention "
-            f"/ median latency) is more than {SLOW_OUTLIER_FACTOR:g}x below the median of its peers (same device, "
-            f"dtype, encoder, batch): a steady slowdown from outside the process (another job on the machine, a "
-            f"throttled or shared host) that lasts the whole measurement, so the sample spread cannot show it. "
+            f"/ median latency) is more than {SLOW_OUTLIER_FACTOR:g}x below the median of its peers (of a pair: "
+            f"the other point; same device, dtype, encoder, batch): a steady slowdown from outside the process (another job on the machine, a "
+            f"throttled or shared host) that lasts the whole measurement, so the sample spread cannot show it; "
+            f"or too few samples, when the time limit stopped the measurement before the stop rule's minimum count. "
             f"{thr}."
         )
+        why = measured_rows(df)[["dtype", "dtype_reason"]].dropna().drop_duplicates()
+        if len(why):
+            rep.p(
+                "Measured dtype: "
+                + "; ".join(f"{dt} ({reason})" for dt, reason in zip(why["dtype"], why["dtype_reason"]))
+                + ". FLOP counts do not depend on it."
+            )
         shown = pd.DataFrame(
             {
                 "variant": q["label"],
@@ -585,8 +593,9 @@ GLOSSARY = (
     ("paper-reported", "a number the paper prints, shipped as reference data with its table and page; never computed here"),
     (
         f"{FLAG_MARK} flagged latency",
-        "noisy (IQR/median >= 10%), unreliable (>= 25%), throttled, or a slow outlier "
-        f"(throughput more than {SLOW_OUTLIER_FACTOR:g}x below its peers' median)",
+        "noisy (IQR/median >= 10%), unreliable (>= 25%), throttled, a slow outlier "
+        f"(throughput more than {SLOW_OUTLIER_FACTOR:g}x below its peers' median), or too few samples "
+        "(the time limit came before the stop rule's minimum)",
     ),
     ("G, M", "1e9 and 1e6; GMACs in the macs convention, GFLOPs in the others"),
 )
