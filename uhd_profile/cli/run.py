@@ -168,7 +168,7 @@ def format_phases(phases: dict[str, float]) -> str:
 
 
 def _write_phases(out_dir: str, phases: dict[str, float]) -> None:
-    say(format_phases(phases))
+    out.print(format_phases(phases), markup=False, highlight=False, soft_wrap=True)  # one line, for grep
     try:
         atomic_write_text(Path(out_dir, PHASES_FILE), json.dumps(phases, indent=1, sort_keys=True) + "\n", what="--out")
     except WriteError as exc:  # the results are safe; the split is a convenience
