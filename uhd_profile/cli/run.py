@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -13,12 +16,14 @@ from rich.table import Table
 from uhd_profile.analyse.report import write_report
 from uhd_profile.cli.console import err, note, out, say
 from uhd_profile.errors import EXIT_FAILED, EXIT_WRITE, UhdProfileError, WriteError
-from uhd_profile.files import check_output_dir
+from uhd_profile.files import atomic_write_text, check_output_dir
+from uhd_profile.measure.roofline import DtypeChoice
 from uhd_profile.run.executors import check_executor
 from uhd_profile.run.lock import RunLock, stale_note
 from uhd_profile.run.recipe import load_recipe
+from uhd_profile.run.store import RESULTS_FILE, read_header
 from uhd_profile.run.store import merge as merge_dirs
-from uhd_profile.run.sweep import SweepSummary, parse_shard, run_point, run_point_isolated, run_sweep, select
+from uhd_profile.run.sweep import PHASES_FILE, SweepSummary, parse_shard, run_point, run_point_isolated, run_sweep, select
 from uhd_profile.units import format_bytes
 
 
@@ -55,6 +60,7 @@ def sweep(
 
     With no RECIPE it runs paper.toml. Exit code 1 if any point failed (oom or error).
     """
+    started_s, t_start = process_age_s(), time.perf_counter()
     check_executor(executor)
     if ray_address is not None and executor != "ray":
         raise UhdProfileError("--ray-address needs --executor ray")
@@ -63,8 +69,15 @@ def sweep(
         raise UhdProfileError("--resume needs --out DIR (the run directory to continue)")
     if out_dir is not None and not dry_run:
         check_output_dir(out_dir, "--out")  # a file or a read-only place fails now, not after the expansion
+    recorded = _recorded_dtype_choice(out_dir) if resume and out_dir is not None else None
     with ExpansionProgress() as expanding:
-        rec = load_recipe(recipe, device=device, progress=expanding.update)
+        rec = load_recipe(recipe, device=device, progress=expanding.update, dtype_choice=recorded)
+    if rec.dtype_choice is not None and not dry_run:
+        note(
+            f"dtype auto -> {rec.dtype_choice.dtype}"
+            + (" (recorded in the run)" if recorded else "")
+            + f": {rec.dtype_choice.reason}"
+        )
     if dry_run:
         _dry_run(rec, select([p.to_dict() for p in rec.points], shard_t, only), shard)
         return
@@ -72,6 +85,7 @@ def sweep(
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out_dir = os.path.join("runs", f"{rec.name}-{stamp}")
     code = 0
+    setup_s = time.perf_counter() - t_start + started_s
     # one lock over the sweep and its report: no other writer gets in between
     with RunLock(out_dir, "sweep", what="--out") as lock:
         stale = stale_note(lock)
@@ -93,10 +107,72 @@ def sweep(
             note(n)
         if summary.failed:
             code = EXIT_FAILED
+        phases = {"setup_s": round(setup_s, 3), **summary.phases}
         if not no_report:
+            t_report = time.perf_counter()
             code = _sweep_report(out_dir) or code
+            phases["report_s"] = round(time.perf_counter() - t_report, 3)
+        phases["wall_s"] = round(time.perf_counter() - t_start + started_s, 3)
+        _write_phases(out_dir, phases)
     if code:
         sys.exit(code)
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc; 0 elsewhere): the imports before a
+    command runs are part of its wall time."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _recorded_dtype_choice(out_dir: str) -> DtypeChoice | None:
+    """The dtype ``auto`` resolved to in a run being resumed (its header), so a resumed run
+    measures in the same dtype; None for a new directory or a run without ``auto``."""
+    if not Path(out_dir, RESULTS_FILE).is_file():
+        return None
+    recorded = read_header(out_dir).get("dtype_auto")
+    return DtypeChoice.from_dict(recorded) if recorded is not None else None
+
+
+PHASE_LABELS = (
+    ("setup_s", "setup (imports, recipe, dtype choice)"),
+    ("counting_s", "counting"),
+    ("measuring_s", "measuring"),
+    ("report_s", "report"),
+)
+
+
+def format_phases(phases: dict[str, float]) -> str:
+    """One line: where the sweep's wall time went."""
+    parts = []
+    for key, label in PHASE_LABELS:
+        if key not in phases:
+            continue
+        text = f"{label} {phases[key]:.1f} s"
+        if key == "counting_s" and phases.get("count_workers", 1) > 1:
+            text += f" ({int(phases['count_workers'])} processes)"
+        if key == "measuring_s":
+            split = [
+                ("measure_start_s", "process start"),
+                ("measure_build_s", "model builds"),
+                ("measure_count_s", "counts"),
+                ("measure_time_s", "timing and memory"),
+            ]
+            text += " (" + ", ".join(f"{lab} {phases.get(k, 0.0):.1f} s" for k, lab in split) + ")"
+        parts.append(text)
+    return f"wall {phases.get('wall_s', 0.0):.1f} s: " + "; ".join(parts)
+
+
+def _write_phases(out_dir: str, phases: dict[str, float]) -> None:
+    out.print(format_phases(phases), markup=False, highlight=False, soft_wrap=True)  # one line, for grep
+    try:
+        atomic_write_text(Path(out_dir, PHASES_FILE), json.dumps(phases, indent=1, sort_keys=True) + "\n", what="--out")
+    except WriteError as exc:  # the results are safe; the split is a convenience
+        err.print(f"phase split not written: {exc}", markup=False)
 
 
 DRY_RUN_TABLE_MAX = 1000

@@ -11,6 +11,7 @@ import contextlib
 import glob
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -209,8 +210,24 @@ def _peak(device: torch.device, dtype: str, threads: int):
     return _CPU_PEAKS[key]
 
 
-def bench(spec: VariantSpec, settings: BenchSettings = BenchSettings(), weights: str | None = None) -> BenchResult:
-    """Build ``spec`` on the settings' device and measure it (see module docstring)."""
+def precount(spec: VariantSpec, settings: BenchSettings, device_kind: str) -> dict[str, Any]:
+    """What ``bench`` counts and predicts before it measures (count metrics, and the memory
+    model's prediction on ``device_kind``), as record metrics: pure functions of the shapes, so a
+    sweep computes them beforehand, in parallel, and hands them to ``bench(counted=...)``."""
+    metrics = count_metrics(count_flops(spec, batch=settings.batch))
+    if device_kind in DEVICE_KINDS:
+        metrics.update(predicted_memory_metrics(predict_memory(spec, settings.dtype, settings.batch, settings.attn, device_kind)))
+    return metrics
+
+
+def bench(
+    spec: VariantSpec,
+    settings: BenchSettings = BenchSettings(),
+    weights: str | None = None,
+    counted: dict[str, Any] | None = None,
+) -> BenchResult:
+    """Build ``spec`` on the settings' device and measure it (see module docstring). ``counted``:
+    ``precount``'s metrics for this spec and settings, computed beforehand (None: count here)."""
     device = resolve_device(settings.device)
     notes: list[str] = []
     if settings.device == "auto" and device.type == "cpu":
@@ -229,8 +246,11 @@ def bench(spec: VariantSpec, settings: BenchSettings = BenchSettings(), weights:
         torch.set_num_threads(settings.threads)
     dtype = torch_dtype(settings.dtype)
 
-    counted = count_flops(spec, batch=settings.batch)
-    model = build_variant(spec, device=device, weights=weights, attn=settings.attn).to(dtype)
+    pre = counted if counted is not None else precount(spec, settings, device.type)
+    t_build = time.perf_counter()
+    # random weights: filled fast (values do not change a dense kernel's time; model.variants.fast_fill_)
+    model = build_variant(spec, device=device, weights=weights, attn=settings.attn, init="fast").to(dtype)
+    build_s = time.perf_counter() - t_build
     x = example_input(spec, settings.batch, device, dtype)
     runner: Any = model
     if settings.compile:
@@ -260,7 +280,7 @@ def bench(spec: VariantSpec, settings: BenchSettings = BenchSettings(), weights:
 
     threads = torch.get_num_threads()
     env = fingerprint(device, threads=threads)
-    metrics = count_metrics(counted)
+    metrics = dict(pre)
     fill(metrics, lat)
     if memory is not None:
         fill(metrics, memory)
@@ -279,10 +299,8 @@ def bench(spec: VariantSpec, settings: BenchSettings = BenchSettings(), weights:
         threads=threads,
         env_key=fingerprint_key(env),
         pid=os.getpid(),
+        build_s=round(build_s, 6),
     )
-    if device.type in DEVICE_KINDS:
-        # the memory model's prediction for the same forward, next to what was measured
-        metrics.update(predicted_memory_metrics(predict_memory(spec, settings.dtype, settings.batch, settings.attn, device.type)))
     if telemetry.available and telemetry.throttled_fraction:
         notes.append(f"{telemetry.throttled_fraction:.0%} of telemetry samples were under clock slowdown")
     return BenchResult(

@@ -137,6 +137,9 @@ register_metric("peak_source", "string", "roofline", None, "where the peak comes
 register_metric("threads", "Int64", "run", None, "CPU threads torch used")
 register_metric("env_key", "string", "run", None, "hash of the environment fields that make timings comparable")
 register_metric("pid", "Int64", "run", None, "the measuring process")
+register_metric("measured_dtype", "string", "run", None, "the dtype the point ran in (a measured point, or dtype auto)")
+register_metric("dtype_reason", "string", "run", None, "why that dtype: the recipe's, or what auto compared on the device")
+register_metric("build_s", "Float64", "run", None, "wall time of building the measured model (random weights), s")
 # end to end: points with an LLM (uhd_profile.model.pipeline; counted by uhd_profile.count.pipeline,
 # timed by uhd_profile.measure.pipeline). Such a point keeps the variant's own metrics above (macs,
 # tokens_llm, ...: what the same point without an LLM records) and adds its stages.
@@ -233,7 +236,9 @@ class Point:
     """One thing a sweep does: a variant, what to measure (``MEASURES``; counting always) and how.
 
     ``device`` is ``meta`` for a count-only point (nothing runs on a device), else ``cpu``/``cuda[:N]``;
-    ``timing`` holds ``TimingSettings`` fields (only measured points use them).
+    ``timing`` holds ``TimingSettings`` fields (only measured points use them). ``dtype_reason``
+    says why ``dtype`` (set when the recipe asked for ``auto``: what the device compared); it is
+    not part of the point's identity (the resolved ``dtype`` is).
     """
 
     spec: VariantSpec
@@ -243,6 +248,7 @@ class Point:
     device: str = "meta"
     timing: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     pipeline: PipelineSpec | None = None
+    dtype_reason: str | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         # a point with an LLM carries the pipeline; its spec is the pipeline's variant (llm_hidden
@@ -285,6 +291,8 @@ class Point:
         """The point as stored: ``point_id``, ``variant_id``, ``spec`` (``VariantSpec.to_dict``), the settings."""
         d = self._identity()
         d["timing"] = dict(self.timing)
+        if self.dtype_reason is not None:
+            d["dtype_reason"] = self.dtype_reason
         return {"point_id": self.point_id, "variant_id": self.variant_id, **d}
 
     @classmethod
@@ -298,7 +306,15 @@ class Point:
             device=d["device"],
             timing=dict(d.get("timing") or {}),
             pipeline=PipelineSpec.from_parts(spec, d["pipeline"]) if d.get("pipeline") else None,
+            dtype_reason=d.get("dtype_reason"),
         )
+
+    def dtype_metrics(self) -> dict[str, Any]:
+        """``measured_dtype`` and ``dtype_reason`` for a measured point or one whose dtype came from
+        ``auto`` (empty for a count-only point with a fixed dtype: nothing ran in it)."""
+        if not self.measured and self.dtype_reason is None:
+            return {}
+        return {"measured_dtype": self.dtype, "dtype_reason": self.dtype_reason or f"the recipe asks for {self.dtype}"}
 
 
 POINT_COLUMNS: dict[str, str] = {

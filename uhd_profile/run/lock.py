@@ -82,6 +82,20 @@ _HELD: dict[str, list] = {}  # realpath -> [fd, depth, Holder]
 _GUARD = threading.Lock()
 
 
+def _forget_held_in_child() -> None:
+    """In a forked child (a sweep's counting processes): close the inherited lock descriptors, so
+    that the lock goes with the writer that took it (a flock lives while any descriptor of it is
+    open: a child outliving a killed sweep would otherwise keep the directory locked)."""
+    for fd, *_ in _HELD.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held_in_child)
+
+
 def _key(run_dir: Path) -> str:
     return os.path.realpath(run_dir)
 

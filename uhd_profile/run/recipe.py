@@ -14,7 +14,8 @@ A recipe file::
     compressors = ["none"]         # "none" = post-ViT compression only, or in-ViT design names
     depths = [6]                   # encoder layer index after which the compressor runs, or "all"
     post_ratios = ["auto"]         # 1, 4, 16 or "auto" (the design's own: 16 without, 4 with an in-ViT compressor)
-    dtypes = ["fp32"]
+    dtypes = ["fp32"]              # fp32, bf16, fp16, or "auto": what is fast on the sweep's device
+                                   # (uhd_profile.measure.roofline.choose_dtype), resolved once per run
     batches = [1]
     measure = ["flops"]            # any of flops, latency, memory, energy (flops always included)
     llms = ["none"]                # LLM presets: each point then runs the whole pipeline (vision ->
@@ -54,6 +55,7 @@ from typing import Any
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.devices import resolve_device
 from uhd_profile.measure.pipeline import check_measurable
+from uhd_profile.measure.roofline import AUTO_DTYPE, DtypeChoice, choose_dtype
 from uhd_profile.measure.schema import MEASURES, Point
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.model.compressors import COMPRESSORS
@@ -108,6 +110,7 @@ class Recipe:
     text: str  # the file as written (copied into the run directory)
     points: list[Point]
     device: str  # the device kind the recipe was expanded for: cpu or cuda
+    dtype_choice: DtypeChoice | None = None  # what dtype "auto" resolved to (None: the recipe has no auto)
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,6 +181,7 @@ def load_recipe(
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     max_points: int | None = MAX_POINTS,
+    dtype_choice: DtypeChoice | None = None,
 ) -> Recipe:
     """Read, validate and expand a recipe for ``device`` (``auto``/``cpu``/``cuda[:N]``).
 
@@ -259,11 +263,15 @@ def load_recipe(
             f"expands to {total:,} points, more than the {max_points:,} a recipe may hold",
             "split it into several recipes (one run directory each), or narrow its lists",
         )
+    if any(AUTO_DTYPE in lists["dtypes"] for _, _, lists in blocks) and dtype_choice is None:
+        dtype_choice = choose_dtype(concrete)
+    if not any(AUTO_DTYPE in lists["dtypes"] for _, _, lists in blocks):
+        dtype_choice = None
     tick = progress if progress is not None and total > PROGRESS_ABOVE else None
     points: list[Point] = []
     seen: dict[str, str] = {}
     for gkey, block, lists in blocks:
-        for p in _expand(where, gkey, block, lists, timing, concrete):
+        for p in _expand(where, gkey, block, lists, timing, concrete, dtype_choice):
             pid = p.point_id
             if pid in seen:
                 raise where.error(
@@ -282,7 +290,7 @@ def load_recipe(
             "grid", f"expands to no points on a {kind} device", "at least one [[grid]] block for 'any' or that device"
         )
     digest = hashlib.sha256("\n".join(sorted(seen)).encode()).hexdigest()[:16]
-    return Recipe(name=name, path=str(path), description=description, hash=digest, text=text, points=points, device=kind)
+    return Recipe(name, str(path), description, digest, text, points, kind, dtype_choice)
 
 
 def _resolution(where: _Where, key: str, r: Any) -> Any:
@@ -308,11 +316,16 @@ def _lists(where: _Where, gkey: str, block: dict) -> dict[str, list]:
             raise where.error(f"{gkey}.post_ratios", f"{pr!r} is not valid", "auto, " + ", ".join(map(str, POST_RATIOS)))
     canonical = []
     for dt in lists["dtypes"]:
+        if dt == AUTO_DTYPE:
+            canonical.append(AUTO_DTYPE)
+            continue
         try:
             canonical.append(parse_dtype(dt))
         except UhdProfileError:
             raise where.error(
-                f"{gkey}.dtypes", f"{dt!r} is not valid", ", ".join(DTYPES) + " (or float32, bfloat16, float16)"
+                f"{gkey}.dtypes",
+                f"{dt!r} is not valid",
+                ", ".join(DTYPES) + f" (or float32, bfloat16, float16), or {AUTO_DTYPE} (the faster on the device)",
             ) from None
     lists["dtypes"] = canonical
     for b in lists["batches"]:
@@ -378,9 +391,17 @@ def _count(lists: dict[str, list]) -> int:
     return per * sum(len(_depths(lists, e, c)) for e in lists["encoders"] for c in lists["compressors"])
 
 
-def _expand(where: _Where, gkey: str, block: dict, lists: dict[str, list], timing: dict, device: str) -> Iterator[Point]:
+def _expand(
+    where: _Where,
+    gkey: str,
+    block: dict,
+    lists: dict[str, list],
+    timing: dict,
+    device: str,
+    dtype_choice: DtypeChoice | None = None,
+) -> Iterator[Point]:
     """The block's points, in grid order. A spec is built (and validated) once and shared by the
-    points that differ only in dtype or batch."""
+    points that differ only in dtype or batch. ``auto`` dtypes become ``dtype_choice``'s."""
     measure_t = tuple(m for m in MEASURES if m in set(lists["measure"]) | {"flops"})
     llm_hidden = block["llm_hidden"]
     measured = measure_t != ("flops",)
@@ -430,10 +451,12 @@ def _expand(where: _Where, gkey: str, block: dict, lists: dict[str, list], timin
                             check_measurable(pipeline, measure_t)
                     except UhdProfileError as exc:
                         raise where.error(gkey, str(exc)) from None
+                auto = dt == AUTO_DTYPE and dtype_choice is not None
                 yield Point(
                     spec=spec if pipeline is None else pipeline.variant,
                     measure=measure_t,
-                    dtype=dt,
+                    dtype=dtype_choice.dtype if auto and dtype_choice is not None else dt,
+                    dtype_reason=dtype_choice.reason if auto and dtype_choice is not None else None,
                     batch=b,
                     device=point_device,
                     timing=dict(timing) if measured else {},

@@ -57,14 +57,17 @@ __all__ = [
 ]
 
 
-def _header(recipe_hash: str, recipe_name: str) -> dict:
-    return {
+def _header(recipe_hash: str, recipe_name: str, dtype_auto: dict | None = None) -> dict:
+    head = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "recipe_hash": recipe_hash,
         "recipe_name": recipe_name,
         "uhd_profile_version": __version__,
     }
+    if dtype_auto is not None:  # what the recipe's dtype "auto" resolved to: a resumed run reuses it
+        head["dtype_auto"] = dtype_auto
+    return head
 
 
 def read_header(run_dir: str | os.PathLike) -> dict:
@@ -204,8 +207,10 @@ class ResultStore:
         recipe_text: str | None = None,
         resume: bool = False,
         purpose: str = "sweep",
+        dtype_auto: dict | None = None,
     ):
         self.run_dir = Path(run_dir)
+        self.dtype_auto = dtype_auto
         self.path = self.run_dir / RESULTS_FILE
         self.recipe_hash, self.recipe_name = recipe_hash, recipe_name
         self.repaired: list[LineIssue] = []
@@ -230,6 +235,11 @@ class ResultStore:
                     f"{self.run_dir} already holds results of recipe {head.get('recipe_name')!r}; "
                     "add --resume to continue it, or choose another --out"
                 )
+            if head.get("dtype_auto") != self.dtype_auto and head.get("recipe_hash") == self.recipe_hash:
+                raise UhdProfileError(
+                    f"{self.run_dir} was run with dtype auto = {head.get('dtype_auto')}, this sweep has "
+                    f"{self.dtype_auto}; resume with the recorded choice (`uhd-profile sweep --resume` reads it)"
+                )
             if head.get("recipe_hash") != self.recipe_hash:
                 raise UhdProfileError(
                     f"{self.run_dir} holds recipe {head.get('recipe_name')!r} (hash {head.get('recipe_hash')}), "
@@ -241,7 +251,9 @@ class ResultStore:
             self._records = scan.records
         else:
             atomic_write_text(
-                self.path, json.dumps(_header(self.recipe_hash, self.recipe_name), sort_keys=True) + "\n", what="--out"
+                self.path,
+                json.dumps(_header(self.recipe_hash, self.recipe_name, self.dtype_auto), sort_keys=True) + "\n",
+                what="--out",
             )
             self._records = []
         if recipe_text is not None and not (self.run_dir / RECIPE_FILE).exists():
@@ -396,7 +408,7 @@ def merge(run_dirs: list[str], out_dir: str, allow_partial: bool = False) -> int
     with RunLock(out, "merge", what="--out"):
         if Path(out, RESULTS_FILE).exists():  # written meanwhile by another process
             raise UhdProfileError(f"{out_dir} already holds results; merge into a new directory")
-        lines = [json.dumps(_header(first["recipe_hash"], first["recipe_name"]), sort_keys=True)]
+        lines = [json.dumps(_header(first["recipe_hash"], first["recipe_name"], first.get("dtype_auto")), sort_keys=True)]
         lines += [json.dumps(r, sort_keys=True, allow_nan=True, default=str) for r in merged]
         atomic_write_text(out / RESULTS_FILE, "\n".join(lines) + "\n", what="--out", kept="nothing was merged")
         if recipe_text is not None:

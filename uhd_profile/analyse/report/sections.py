@@ -64,6 +64,9 @@ from uhd_profile.measure.schema import Point
 from uhd_profile.model.variants import V4_COMPRESSOR, V4_DEPTH, VariantSpec
 from uhd_profile.run import store
 
+FLAG_WHAT = "noisy, throttled, a slow outlier or too few samples"
+"""What a flagged latency can be (defined in the Measurement quality section)."""
+
 
 @dataclass
 class Figure:
@@ -130,7 +133,7 @@ def build_report(run_dir: str | os.PathLike, recount: bool = True, quality: Sequ
         f"{len(df)} points ({len(ok)} ok, {len(df) - len(ok)} failed), {len(counted_rows(df))} distinct counted "
         f"configurations, {n_meas} measured on a device. Every number below is taken from the run's records or "
         f"counted by running uhd-profile's FLOPs counter (on the meta device: shapes only); the paper's numbers "
-        f"appear only as the reference. {FLAG_MARK} marks a flagged latency (noisy, throttled or a slow outlier; see Measurement quality) wherever it appears. "
+        f"appear only as the reference. {FLAG_MARK} marks a flagged latency ({FLAG_WHAT}; see Measurement quality) wherever it appears. "
         f"FLOP counts are per view (one image of the stated size, batch 1) unless said otherwise; the counting "
         f"conventions and the terms used are defined once, in the last section."
     )
@@ -290,11 +293,7 @@ def _pareto_section(rep: Report, df: pd.DataFrame) -> None:
                     f"Single-view points; one panel per setting (encoder, resolution{', device, dtype' if y == 'latency_median_s' else ''}). "
                     f"The dashed line is each setting's Pareto front, the boundary of the region its outlined points dominate: "
                     f"no other point of that setting has both fewer FLOPs and {lower}. Quality against cost: see the section above."
-                    + (
-                        f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)."
-                        if t["flagged"].any()
-                        else ""
-                    )
+                    + (f" Points ringed {FLAG_MARK} had a flagged latency ({FLAG_WHAT})." if t["flagged"].any() else "")
                 ),
             )
         )
@@ -312,11 +311,7 @@ def _pareto_section(rep: Report, df: pd.DataFrame) -> None:
                 f"Insertion depth k of the in-ViT compressor vs compute ({conv} convention) and, where measured, median latency; "
                 f"horizontal lines: the post-ViT baseline of the same setting. Deeper insertion keeps more layers at full "
                 f"token count."
-                + (
-                    f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)."
-                    if t["flagged"].any()
-                    else ""
-                )
+                + (f" Points ringed {FLAG_MARK} had a flagged latency ({FLAG_WHAT})." if t["flagged"].any() else "")
             ),
         )
     )
@@ -390,11 +385,7 @@ def _encoding_section(rep: Report, df: pd.DataFrame) -> None:
                 f"slices (and thumbnail) the slicing rule picks. Compute per image ({conv} convention)"
                 + (", median latency per image where measured" if t["latency_median_s"].notna().any() else "")
                 + "."
-                + (
-                    f" Points ringed {FLAG_MARK} had a flagged latency (noisy, throttled or a slow outlier)."
-                    if t["flagged"].any()
-                    else ""
-                )
+                + (f" Points ringed {FLAG_MARK} had a flagged latency ({FLAG_WHAT})." if t["flagged"].any() else "")
             ),
         )
     )
@@ -433,11 +424,19 @@ def _measurement_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> Non
         rep.p(
             f"{len(q)} measured points, {n_flag} flagged {FLAG_MARK}: noise flag `noisy` (IQR/median >= 10%) or "
             f"`unreliable` (>= 25%); throttled_fraction > 0; or a slow outlier, whose throughput (flops convention "
-            f"/ median latency) is more than {SLOW_OUTLIER_FACTOR:g}x below the median of its peers (same device, "
-            f"dtype, encoder, batch): a steady slowdown from outside the process (another job on the machine, a "
-            f"throttled or shared host) that lasts the whole measurement, so the sample spread cannot show it. "
+            f"/ median latency) is more than {SLOW_OUTLIER_FACTOR:g}x below the median of its peers (of a pair: "
+            f"the other point; same device, dtype, encoder, batch): a steady slowdown from outside the process (another job on the machine, a "
+            f"throttled or shared host) that lasts the whole measurement, so the sample spread cannot show it; "
+            f"or too few samples, when the time limit stopped the measurement before the stop rule's minimum count. "
             f"{thr}."
         )
+        why = measured_rows(df)[["dtype", "dtype_reason"]].dropna().drop_duplicates()
+        if len(why):
+            rep.p(
+                "Measured dtype: "
+                + "; ".join(f"{dt} ({reason})" for dt, reason in zip(why["dtype"], why["dtype_reason"]))
+                + ". FLOP counts do not depend on it."
+            )
         shown = pd.DataFrame(
             {
                 "variant": q["label"],
@@ -585,8 +584,9 @@ GLOSSARY = (
     ("paper-reported", "a number the paper prints, shipped as reference data with its table and page; never computed here"),
     (
         f"{FLAG_MARK} flagged latency",
-        "noisy (IQR/median >= 10%), unreliable (>= 25%), throttled, or a slow outlier "
-        f"(throughput more than {SLOW_OUTLIER_FACTOR:g}x below its peers' median)",
+        "noisy (IQR/median >= 10%), unreliable (>= 25%), throttled, a slow outlier "
+        f"(throughput more than {SLOW_OUTLIER_FACTOR:g}x below its peers' median), or too few samples "
+        "(the time limit came before the stop rule's minimum)",
     ),
     ("G, M", "1e9 and 1e6; GMACs in the macs convention, GFLOPs in the others"),
 )

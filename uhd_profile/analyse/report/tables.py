@@ -28,15 +28,16 @@ from uhd_profile.measure.env import fingerprint_key
 from uhd_profile.model.variants import V4_COMPRESSOR, V4_DEPTH, VariantSpec
 
 #: a measured point whose throughput (flops / median latency) is this many times below the median
-#: of its peers (same device, dtype, encoder, batch; at least 3 points) is flagged a slow outlier:
-#: a steady slowdown from outside the process (another job, a throttled or shared host) that the
-#: sample spread cannot show, because it lasts the whole measurement
+#: of its peers (same device, dtype, encoder, batch; at least 3 points; of a pair, the other point)
+#: is flagged a slow outlier: a steady slowdown from outside the process (another job, a throttled
+#: or shared host) that the sample spread cannot show, because it lasts the whole measurement
 SLOW_OUTLIER_FACTOR = 3.0
 
 
 def slow_outliers(df: pd.DataFrame) -> pd.Series:
     """Per row: the throughput of the row's peers' median over its own (> ``SLOW_OUTLIER_FACTOR``
-    flags it), NaN where not measured or with fewer than 3 peers."""
+    flags it), NaN where not measured or alone. Of two points (the headline pair a CPU run
+    measures), each is compared with the other: the median of two would hide a 3x gap."""
     out = pd.Series(float("nan"), index=df.index, dtype="float64")
     m = df[(df["status"] == "ok") & df["latency_median_s"].notna() & df["flops"].notna()]
     if not len(m):
@@ -46,6 +47,9 @@ def slow_outliers(df: pd.DataFrame) -> pd.Series:
         if len(g) >= 3:
             med = tput[g.index].median()
             out[g.index] = med / tput[g.index]
+        elif len(g) == 2:
+            a, b = g.index
+            out[a], out[b] = tput[b] / tput[a], tput[a] / tput[b]
     return out
 
 
@@ -61,10 +65,16 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     noisy = d["noise_flag"].notna() & (d["noise_flag"].fillna("ok") != "ok")
     throttled = d["throttled_fraction"].fillna(0).astype(float) > 0
     slow = d["slowdown"].fillna(0) > SLOW_OUTLIER_FACTOR
-    d["flagged"] = (noisy | throttled | slow).astype(bool)
+    # the time limit stopped it before the stop rule's minimum sample count: its spread says little
+    few = d["latency_unmet"].fillna("").astype(str).str.contains("min_samples", regex=False)
+    d["flagged"] = (noisy | throttled | slow | few).astype(bool)
     reasons = []
-    for n, t, sl, flag, frac, k in zip(noisy, throttled, slow, d["noise_flag"], d["throttled_fraction"], d["slowdown"]):
+    for n, t, sl, fw, flag, frac, k, count in zip(
+        noisy, throttled, slow, few, d["noise_flag"], d["throttled_fraction"], d["slowdown"], d["latency_n"]
+    ):
         r = []
+        if fw:
+            r.append(f"too few samples ({int(count) if not pd.isna(count) else 0}: the time limit came first)")
         if n:
             r.append(str(flag))
         if t:
