@@ -92,7 +92,7 @@ def test_resume_after_sigkill_loses_at_most_the_point_in_flight(tmp_path, smoke)
     child.wait()
     before = _ids(run_dir)
     assert 2 <= len(before) < len(chosen), "the child finished before it could be killed"
-    s = run_sweep(smoke, str(run_dir), resume=True, only=only)
+    s = run_sweep(smoke, str(run_dir), resume=True, only=only, runner=run_point)  # the rest in-process: resume is tested
     after = _ids(run_dir)
     assert s.already_done == len(before)
     assert sorted(after) == sorted(p.point_id for p in chosen)  # every point once, none twice

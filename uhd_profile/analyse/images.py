@@ -334,6 +334,12 @@ def cost_dataset(
             rows.extend(cost_rows(cost))
         if progress is not None:
             progress(p)
+    return _readable(rows, skipped)
+
+
+def _readable(rows: list[dict], skipped: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(rows, skipped) of a dataset; files but no readable image among them is a one-line error
+    (nothing to cost is not a result)."""
     if skipped and not rows:
         which = "the one file is not" if len(skipped) == 1 else f"none of the {len(skipped)} files is"
         raise UhdProfileError(f"{which} a readable image (first: {skipped[0]['reason']})")
@@ -824,10 +830,7 @@ def cost_policies_dataset(
                     rows.extend(policy_rows(cost_policy_image(w, h, name, params, None, None, path=str(p), depth=depth)))
         if progress is not None:
             progress(p)
-    if skipped and not rows:
-        which = "the one file is not" if len(skipped) == 1 else f"none of the {len(skipped)} files is"
-        raise UhdProfileError(f"{which} a readable image (first: {skipped[0]['reason']})")
-    return rows, skipped
+    return _readable(rows, skipped)
 
 
 def summarize_policies(rows: list[dict]):

@@ -603,30 +603,8 @@ def dataset_under_policies(
         (dest / "summary.json").write_text(json.dumps(meta, indent=1))
         fig.savefig(dest / "histogram.png", dpi=110)
     unit = conv.giga
-    t = Table(
-        title=f"{meta['images']} images in {directory} under {', '.join(policies)} ({unit}, {convention} convention)",
-        title_justify="left",
-    )
-    cols = ("policy", "encoding", "plan", "LLM tokens mean", "median", "p90", f"{unit} mean", "median", "p90", f"{unit} total")
-    for title in cols:
-        t.add_column(title, justify="left" if title in ("policy", "encoding", "plan") else "right")
-    if not summary.empty:
-        for (pol, enc, plan), g in summary.groupby(["policy", "encoding", "plan"], sort=False):
-            tok = g[g.metric == "llm_tokens"].iloc[0]
-            fl = g[g.metric == conv.column].iloc[0]
-            t.add_row(
-                pol,
-                enc,
-                plan,
-                f"{tok['mean']:,.0f}",
-                f"{tok['median']:,.0f}",
-                f"{tok['p90']:,.0f}",
-                _g(fl["mean"] / 1e9),
-                _g(fl["median"] / 1e9),
-                _g(fl["p90"] / 1e9),
-                _g(fl["total"] / 1e9),
-            )
-    out.print(t)
+    title = f"{meta['images']} images in {directory} under {', '.join(policies)} ({unit}, {convention} convention)"
+    out.print(_summary_table(summary, ("policy", "encoding", "plan"), title, conv.column, unit, sort=False))
     out.print(f"wrote {dest}/per_image.csv, summary.csv, summary.json, histogram.png")
     if llm is not None:
         print_dataset_llm(summary, llm, convention)
@@ -805,6 +783,29 @@ def image(
             print_llm(minicpm_llm(r, params, llm), llm, convention)
 
 
+def _summary_table(summary, keys: tuple[str, ...], title: str, col: str, unit: str, sort: bool) -> Table:
+    """The dataset summary as printed: per group of ``keys``, LLM tokens and cost (mean, median,
+    p90, total; cost in ``unit`` of count column ``col``)."""
+    t = Table(title=title, title_justify="left")
+    for name in (*keys, "LLM tokens mean", "median", "p90", f"{unit} mean", "median", "p90", f"{unit} total"):
+        t.add_column(name, justify="left" if name in keys else "right")
+    if not summary.empty:
+        for key, g in summary.groupby(list(keys), sort=sort):
+            tok = g[g.metric == "llm_tokens"].iloc[0]
+            fl = g[g.metric == col].iloc[0]
+            t.add_row(
+                *(str(k) for k in key),
+                f"{tok['mean']:,.0f}",
+                f"{tok['median']:,.0f}",
+                f"{tok['p90']:,.0f}",
+                _g(fl["mean"] / 1e9),
+                _g(fl["median"] / 1e9),
+                _g(fl["p90"] / 1e9),
+                _g(fl["total"] / 1e9),
+            )
+    return t
+
+
 def with_llm(rows: list[dict], choice: LlmChoice, max_slices: int, scale_resolution: int) -> list[dict]:
     """``dataset --llm``: every row with its LLM stages (``add_llm_stages``), with a progress bar
     (each distinct token count is one count of the LLM)."""
@@ -969,25 +970,8 @@ def dataset(
         (dest / "summary.json").write_text(json.dumps(meta, indent=1))
         fig.savefig(dest / "histogram.png", dpi=110)
     unit = conv.giga
-    t = Table(title=f"{meta['images']} images in {directory} ({encoder}; {unit}, {convention} convention)", title_justify="left")
-    for title in ("encoding", "plan", "LLM tokens mean", "median", "p90", f"{unit} mean", "median", "p90", f"{unit} total"):
-        t.add_column(title, justify="left" if title in ("encoding", "plan") else "right")
-    if not summary.empty:
-        for (enc, plan), g in summary.groupby(["encoding", "plan"], sort=True):
-            tok = g[g.metric == "llm_tokens"].iloc[0]
-            fl = g[g.metric == conv.column].iloc[0]
-            t.add_row(
-                enc,
-                plan,
-                f"{tok['mean']:,.0f}",
-                f"{tok['median']:,.0f}",
-                f"{tok['p90']:,.0f}",
-                _g(fl["mean"] / 1e9),
-                _g(fl["median"] / 1e9),
-                _g(fl["p90"] / 1e9),
-                _g(fl["total"] / 1e9),
-            )
-    out.print(t)
+    title = f"{meta['images']} images in {directory} ({encoder}; {unit}, {convention} convention)"
+    out.print(_summary_table(summary, ("encoding", "plan"), title, conv.column, unit, sort=True))
     out.print(f"wrote {dest}/per_image.csv, summary.csv, summary.json, histogram.png")
     if choice is not None:
         print_dataset_llm(summary, choice, convention)
