@@ -324,17 +324,24 @@ def cost_dataset(
     check_params(max_slices, scale_resolution, get_encoder(encoder or DEFAULT_ENCODER).patch * 4)
     rows: list[dict] = []
     skipped: list[dict] = []
+    for p, w, h in _sized(paths, exif_transpose, skipped, progress):
+        cost = cost_image(w, h, encoder, plans, IMAGE_ENCODINGS, max_slices, scale_resolution, path=str(p), depth=depth)
+        rows.extend(cost_rows(cost))
+    return _readable(rows, skipped)
+
+
+def _sized(paths, exif_transpose: bool, skipped: list[dict], progress=None):
+    """(path, width, height) of each readable image in ``paths``; an unreadable file is appended to
+    ``skipped`` as ``{"path", "reason"}``. ``progress(path)`` is called once each file is done."""
     for p in paths:
         try:
             w, h = image_size(p, exif_transpose)
         except UhdProfileError as exc:
             skipped.append({"path": str(p), "reason": str(exc)})
         else:
-            cost = cost_image(w, h, encoder, plans, IMAGE_ENCODINGS, max_slices, scale_resolution, path=str(p), depth=depth)
-            rows.extend(cost_rows(cost))
+            yield p, w, h
         if progress is not None:
             progress(p)
-    return _readable(rows, skipped)
 
 
 def _readable(rows: list[dict], skipped: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -812,24 +819,17 @@ def cost_policies_dataset(
         get_policy(name).views(1024, 1024, **(params or {}))
     rows: list[dict] = []
     skipped: list[dict] = []
-    for p in paths:
-        try:
-            w, h = image_size(p, exif_transpose)
-        except UhdProfileError as exc:
-            skipped.append({"path": str(p), "reason": str(exc)})
-        else:
-            for name, params in policies:
-                if name == DEFAULT_POLICY:
-                    params = {"max_slice_nums": max_slices, "scale_resolution": scale_resolution, **(params or {})}
-                    m, s = params["max_slice_nums"], params["scale_resolution"]
-                    cost = cost_image(w, h, encoder, policy_plans(name, plans), IMAGE_ENCODINGS, m, s, path=str(p), depth=depth)
-                    extra = get_policy(name).views(w, h, **params).extra_tokens
-                    for r in cost_rows(cost):
-                        rows.append({**r, "policy": name, "extra_tokens": extra if r["encoding"] == "sliced" else None})
-                else:
-                    rows.extend(policy_rows(cost_policy_image(w, h, name, params, None, None, path=str(p), depth=depth)))
-        if progress is not None:
-            progress(p)
+    for p, w, h in _sized(paths, exif_transpose, skipped, progress):
+        for name, params in policies:
+            if name == DEFAULT_POLICY:
+                params = {"max_slice_nums": max_slices, "scale_resolution": scale_resolution, **(params or {})}
+                m, s = params["max_slice_nums"], params["scale_resolution"]
+                cost = cost_image(w, h, encoder, policy_plans(name, plans), IMAGE_ENCODINGS, m, s, path=str(p), depth=depth)
+                extra = get_policy(name).views(w, h, **params).extra_tokens
+                for r in cost_rows(cost):
+                    rows.append({**r, "policy": name, "extra_tokens": extra if r["encoding"] == "sliced" else None})
+            else:
+                rows.extend(policy_rows(cost_policy_image(w, h, name, params, None, None, path=str(p), depth=depth)))
     return _readable(rows, skipped)
 
 

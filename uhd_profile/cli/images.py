@@ -575,10 +575,6 @@ def dataset_under_policies(
     if "extra_tokens" in df:
         df["extra_tokens"] = df["extra_tokens"].astype("Int64")
     summary = summarize_policies(rows)
-    with _writing(dest):
-        dest.mkdir(parents=True, exist_ok=True)
-        df.to_csv(dest / "per_image.csv", index=False)
-        summary.to_csv(dest / "summary.csv", index=False)
     meta = {
         "directory": str(directory),
         "policies": [{"name": p, "params": _jsonable(params[p])} for p in policies],
@@ -586,22 +582,18 @@ def dataset_under_policies(
         "plans": {p: list(policy_plans(p, plans if p == DEFAULT_POLICY else None)) for p in policies},
         "max_slices": max_slices if DEFAULT_POLICY in policies else None,
         "scale_resolution": scale_resolution if DEFAULT_POLICY in policies else None,
-        "images": len({r["path"] for r in rows}),
-        "skipped": skipped,
-        "units": {
-            "vit_tokens": "tokens",
-            "llm_tokens": "visual tokens to the LLM",
-            "extra_tokens": "other tokens the LLM sees for the image (policy extras; not for global encoding)",
-            **{c.column: f"{c.unit} ({c.name} convention)" for c in CONVENTIONS.values()},
-        },
-        "conventions": {c.name: c.meaning for c in CONVENTIONS.values()},
-        "summary": summary.to_dict(orient="records"),
-        **llm_meta(llm),
+        **_results_meta(
+            rows,
+            skipped,
+            summary,
+            {
+                "llm_tokens": "visual tokens to the LLM",
+                "extra_tokens": "other tokens the LLM sees for the image (policy extras; not for global encoding)",
+            },
+            llm,
+        ),
     }
-    fig = policies_histogram(rows, convention)
-    with _writing(dest):
-        (dest / "summary.json").write_text(json.dumps(meta, indent=1))
-        fig.savefig(dest / "histogram.png", dpi=110)
+    _write_dataset(dest, df, summary, meta, policies_histogram(rows, convention))
     unit = conv.giga
     title = f"{meta['images']} images in {directory} under {', '.join(policies)} ({unit}, {convention} convention)"
     out.print(_summary_table(summary, ("policy", "encoding", "plan"), title, conv.column, unit, sort=False))
@@ -862,6 +854,34 @@ def print_dataset_llm(summary, choice: LlmChoice, convention: str) -> None:
     out.print(t)
 
 
+def _results_meta(rows: list[dict], skipped: list[dict], summary, units: dict[str, str], llm: LlmChoice | None) -> dict:
+    """The part of ``summary.json`` both dataset paths share: image count, skipped files, units
+    (``vit_tokens``, ``units``, every count column), conventions, the summary and the LLM entry."""
+    return {
+        "images": len({r["path"] for r in rows}),
+        "skipped": skipped,
+        "units": {
+            "vit_tokens": "tokens",
+            **units,
+            **{c.column: f"{c.unit} ({c.name} convention)" for c in CONVENTIONS.values()},
+        },
+        "conventions": {c.name: c.meaning for c in CONVENTIONS.values()},
+        "summary": summary.to_dict(orient="records"),
+        **llm_meta(llm),
+    }
+
+
+def _write_dataset(dest: Path, per_image, summary, meta: dict, fig) -> None:
+    """The dataset's four files, written in one go after everything is computed (an ``OSError`` is
+    one line: ``_writing``)."""
+    with _writing(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        per_image.to_csv(dest / "per_image.csv", index=False)
+        summary.to_csv(dest / "summary.csv", index=False)
+        (dest / "summary.json").write_text(json.dumps(meta, indent=1))
+        fig.savefig(dest / "histogram.png", dpi=110)
+
+
 @contextlib.contextmanager
 def _writing(dest: Path):
     """An ``OSError`` while writing the dataset's files, as one line (exit 2 or 3)."""
@@ -942,33 +962,16 @@ def dataset(
         )
     if choice is not None:
         rows = with_llm(rows, choice, max_slices, scale_resolution)
-    with _writing(dest):
-        dest.mkdir(parents=True, exist_ok=True)
-        frame(rows).to_csv(dest / "per_image.csv", index=False)
     summary = summarize(rows)
-    with _writing(dest):
-        summary.to_csv(dest / "summary.csv", index=False)
     meta = {
         "directory": str(directory),
         "encoder": encoder,
         "plans": list(plans),
         "max_slices": max_slices,
         "scale_resolution": scale_resolution,
-        "images": len({r["path"] for r in rows}),
-        "skipped": skipped,
-        "units": {
-            "vit_tokens": "tokens",
-            "llm_tokens": "tokens",
-            **{c.column: f"{c.unit} ({c.name} convention)" for c in CONVENTIONS.values()},
-        },
-        "conventions": {c.name: c.meaning for c in CONVENTIONS.values()},
-        "summary": summary.to_dict(orient="records"),
-        **llm_meta(choice),
+        **_results_meta(rows, skipped, summary, {"llm_tokens": "tokens"}, choice),
     }
-    fig = histogram(rows, convention)
-    with _writing(dest):
-        (dest / "summary.json").write_text(json.dumps(meta, indent=1))
-        fig.savefig(dest / "histogram.png", dpi=110)
+    _write_dataset(dest, frame(rows), summary, meta, histogram(rows, convention))
     unit = conv.giga
     title = f"{meta['images']} images in {directory} ({encoder}; {unit}, {convention} convention)"
     out.print(_summary_table(summary, ("encoding", "plan"), title, conv.column, unit, sort=True))
