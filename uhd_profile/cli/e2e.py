@@ -14,8 +14,8 @@ from rich.table import Table
 
 from uhd_profile.analyse.images import MemorySettings
 from uhd_profile.cli.console import note, out, say, warn
-from uhd_profile.cli.images import memory_json, memory_settings, print_memory
-from uhd_profile.cli.options import convention_option, variant_options
+from uhd_profile.cli.images import memory_flags, memory_json, memory_settings, print_memory
+from uhd_profile.cli.options import check_variant_flags, convention_option, variant_options
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.count.llm import count_llm
 from uhd_profile.count.memory_model import predict_pipeline_memory
@@ -35,7 +35,7 @@ from uhd_profile.model.pipeline import (
 from uhd_profile.model.policies import DEFAULT_POLICY
 from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
 from uhd_profile.model.trunks import check_weights_dir
-from uhd_profile.model.variants import POST_RATIOS, VariantSpec
+from uhd_profile.model.variants import VariantSpec
 from uhd_profile.units import DTYPES, format_bytes, parse_dtype, parse_resolution, parse_size
 
 IMAGE_ENCODINGS = ("sliced", "global")
@@ -63,16 +63,7 @@ def pipeline_from_flags(
 ) -> PipelineSpec:
     """The pipeline the flags describe. Without ``--post-ratio`` the design's connector (16x in
     total) is used, and a token grid it cannot divide is refused in one line (never rounded)."""
-    if compressor is not None and variant is not None:
-        raise UhdProfileError(
-            f"--variant {variant} and --compressor {compressor} both given; use one (v4 = window-attn-reused-mlp at depth 6)"
-        )
-    if variant == "baseline" and depth is not None:
-        raise UhdProfileError("--depth does not apply to --variant baseline (no in-ViT compression)")
-    if compressor is not None and depth is None:
-        raise UhdProfileError(f"--compressor {compressor} needs --depth K (0-based encoder layer index after which it runs)")
-    if post_ratio is not None and post_ratio not in {str(r) for r in POST_RATIOS}:
-        raise UhdProfileError(f"--post-ratio {post_ratio} is not valid; valid: {', '.join(map(str, POST_RATIOS))}")
+    check_variant_flags(variant, compressor, depth, post_ratio)
     kw: dict[str, Any] = dict(encoder=encoder, post_ratio=1)
     if image is not None:
         if resolution is not None:
@@ -284,10 +275,7 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
     help="a local checkpoint of --llm's geometry: also run the LLM stage for real on the CPU with its weights, so an "
     "in-LLM plan keeps the tokens real attention ranks first (counts are unchanged)",
 )
-@click.option("--memory", is_flag=True, help="also predict the memory per stage, both models resident (docs/memory.md)")
-@click.option("--dtype", default=None, help="with --memory: fp32 | bf16 | fp16 [default: bf16]")
-@click.option("--attn", default=None, help="with --memory: sdpa | eager (eager materialises the scores) [default: sdpa]")
-@click.option("--memory-device", default=None, help="with --memory: cuda | cpu, the device predicted for [default: cuda]")
+@memory_flags("per stage, both models resident")
 @click.option("--positions", is_flag=True, help="also count every position's compression options for this --image")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def e2e(

@@ -146,15 +146,26 @@ def dataset_policy_options(f):
 
 
 def memory_options(f):
+    """--memory and its settings, then the LLM options (``image``)."""
+    return llm_options(memory_flags("per view and stage")(f))
+
+
+def memory_flags(what: str):
+    """A decorator adding --memory (predict the memory ``what``), --dtype, --attn and
+    --memory-device (``image``, ``e2e``)."""
     opts = [
-        click.option("--memory", is_flag=True, help="also predict the memory per view and stage (docs/memory.md)"),
+        click.option("--memory", is_flag=True, help=f"also predict the memory {what} (docs/memory.md)"),
         click.option("--dtype", default=None, help="with --memory: fp32 | bf16 | fp16 [default: bf16]"),
         click.option("--attn", default=None, help="with --memory: sdpa | eager (eager materialises the scores) [default: sdpa]"),
         click.option("--memory-device", default=None, help="with --memory: cuda | cpu, the device predicted for [default: cuda]"),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return llm_options(f)
+
+    def add(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return add
 
 
 def llm_options(f):

@@ -59,11 +59,8 @@ def variant_options(
     return f
 
 
-def resolve_spec(
-    encoder: str, resolution: str | None, variant: str | None, compressor: str | None, depth: int | None, post_ratio: str | None
-) -> VariantSpec:
-    """Turn CLI choices into a VariantSpec. ``post_ratio`` None means the design's ratio where the
-    token grid allows it, else 1 (the ViT alone), said on stderr."""
+def check_variant_flags(variant: str | None, compressor: str | None, depth: int | None, post_ratio: str | None) -> None:
+    """The rules between --variant, --compressor, --depth and --post-ratio (one line each)."""
     if compressor is not None and variant is not None:
         raise UhdProfileError(
             f"--variant {variant} and --compressor {compressor} both given; use one (v4 = window-attn-reused-mlp at depth 6)"
@@ -74,6 +71,14 @@ def resolve_spec(
         raise UhdProfileError(f"--compressor {compressor} needs --depth K (0-based encoder layer index after which it runs)")
     if post_ratio is not None and post_ratio not in {str(r) for r in POST_RATIOS}:
         raise UhdProfileError(f"--post-ratio {post_ratio} is not valid; valid: {', '.join(map(str, POST_RATIOS))}")
+
+
+def resolve_spec(
+    encoder: str, resolution: str | None, variant: str | None, compressor: str | None, depth: int | None, post_ratio: str | None
+) -> VariantSpec:
+    """Turn CLI choices into a VariantSpec. ``post_ratio`` None means the design's ratio where the
+    token grid allows it, else 1 (the ViT alone), said on stderr."""
+    check_variant_flags(variant, compressor, depth, post_ratio)
     kw: dict[str, Any] = dict(encoder=encoder, resolution=parse_resolution(resolution, "--resolution"), post_ratio=1)
     if compressor is not None:
         spec = VariantSpec(compressor=compressor, depth=depth, **kw)
