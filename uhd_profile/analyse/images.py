@@ -739,19 +739,12 @@ class LlmStages:
         }
 
 
-@lru_cache(maxsize=4)
-def _meta_llm(llm: str):
-    """The LLM built on ``meta`` once per preset: a count brings its own cache, and building an 8B
-    model takes longer than counting it."""
-    return get_llm(llm).build("meta", attn="sdpa")
-
-
 @lru_cache(maxsize=4096)
 def llm_stage_counts(llm: str, visual_tokens: int, prompt_tokens: int = 64, decode_tokens: int = 0) -> LlmStages:
     """``LlmStages`` of an image the LLM sees as ``visual_tokens`` tokens (cached per token count:
     the LLM's cost depends on the image only through it)."""
     get_llm(llm)  # an unknown preset is one line before anything is built
-    c = count_llm(llm, visual_tokens, prompt_tokens, decode_tokens, model=_meta_llm(llm))
+    c = count_llm(llm, visual_tokens, prompt_tokens, decode_tokens)
     cols = {conv.column: conv.name for conv in CONVENTIONS.values()}
     return LlmStages(
         llm=llm,

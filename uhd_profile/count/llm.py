@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -421,6 +422,14 @@ class LlmCount:
         }
 
 
+@lru_cache(maxsize=8)
+def _meta_model(spec: LlmSpec, attn: str) -> Any:
+    """The LLM on ``meta``, built once per geometry and attention path: a meta model holds no state
+    between counts (each brings its own cache; dropping hooks are removed when a count ends), and
+    building an 8B model takes longer than counting a short prefill."""
+    return spec.build("meta", attn=attn)
+
+
 def _resolve(llm: str | LlmSpec) -> LlmSpec:
     return llm if isinstance(llm, LlmSpec) else get_llm(llm)
 
@@ -459,7 +468,7 @@ def count_llm(
     t0 = time.perf_counter()
     device = "meta" if shape_only else "cpu"
     if model is None:
-        model = spec.build(device, attn=attn)
+        model = _meta_model(spec, attn) if shape_only else spec.build(device, attn=attn)
     n, d = visual_tokens + prompt_tokens, spec.hidden
 
     def embeds(k: int) -> torch.Tensor:
