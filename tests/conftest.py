@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,32 @@ def cli(capsys):
             code = exc.code
         cap = capsys.readouterr()
         return code, cap.out, cap.err
+
+    return run
+
+
+@pytest.fixture
+def cli_json(cli):
+    """Run the CLI, require exit 0 and return its stdout parsed as JSON."""
+
+    def run(*args):
+        code, out, err = cli(*args)
+        assert code == 0, err
+        return json.loads(out)
+
+    return run
+
+
+@pytest.fixture
+def cli_error(cli):
+    """Run the CLI, require exit 2 with exactly one line ``error: ...`` on stderr; return that line."""
+
+    def run(*args) -> str:
+        code, out, err = cli(*args)
+        assert code == 2, (out, err)
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        return lines[0]
 
     return run
 

@@ -20,27 +20,13 @@ LLM = ("--llm", "tiny-llm")
 TINY = ("--encoder", "tiny", "--depth", "2")  # tiny has 4 layers: v4 after layer index 2
 
 
-def _json(cli, *args):
-    code, out, err = cli(*args)
-    assert code == 0, err
-    return json.loads(out)
-
-
-def _error(cli, *args) -> str:
-    code, out, err = cli(*args)
-    assert code == 2, (out, err)
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 def _expected(tokens: int, prompt: int, decode: int) -> tuple[int, int]:
     c = count_llm("tiny-llm", tokens, prompt, decode)
     return c.prefill_total("macs"), c.decode_total("macs")
 
 
-def test_image_llm_stages_are_the_llms_count_of_what_it_sees(cli):
-    (d,) = _json(cli, "image", "896x448", *TINY, *LLM, "--prompt-tokens", "16", "--decode-tokens", "2", "--json")
+def test_image_llm_stages_are_the_llms_count_of_what_it_sees(cli_json):
+    (d,) = cli_json("image", "896x448", *TINY, *LLM, "--prompt-tokens", "16", "--decode-tokens", "2", "--json")
     stages = {(s["encoding"], s["plan"]): s for s in d["llm_stages"]}
     assert set(stages) == {(e, p) for e in ("sliced", "global") for p in ("baseline", "v4")}
     extras = get_policy(DEFAULT_POLICY).views(896, 448).extra_tokens
@@ -55,12 +41,12 @@ def test_image_llm_stages_are_the_llms_count_of_what_it_sees(cli):
         for col in ("macs", "flops", "paper_flops"):
             assert s["total"][col] == s["vision"][col] + s["prefill"][col] + s["decode"][col]
     # without --llm the object has no LLM stages and is otherwise the same
-    (plain,) = _json(cli, "image", "896x448", *TINY, "--json")
+    (plain,) = cli_json("image", "896x448", *TINY, "--json")
     assert "llm_stages" not in plain and plain["sliced"] == d["sliced"]
 
 
-def test_image_llm_under_another_policy_counts_its_tokens_with_extras(cli):
-    (d,) = _json(cli, "image", "1000x700", "--policy", "llava-next", *LLM, "--json")
+def test_image_llm_under_another_policy_counts_its_tokens_with_extras(cli_json):
+    (d,) = cli_json("image", "1000x700", "--policy", "llava-next", *LLM, "--json")
     (s,) = d["llm_stages"]
     tokens = d["policy_views"]["llm_tokens"]
     assert s["visual_tokens"] == tokens > d["policy_views"]["view_llm_tokens"]  # llava-next adds row newlines
@@ -83,8 +69,8 @@ def test_image_llm_table(cli):
         ((*LLM, "--prompt-tokens", "-1"), "--prompt-tokens -1: must be >= 0"),
     ],
 )
-def test_bad_llm_options_are_one_line_errors(cli, args, match):
-    assert match in _error(cli, "image", "640x480", *TINY, *args)
+def test_bad_llm_options_are_one_line_errors(args, match, cli_error):
+    assert match in cli_error("image", "640x480", *TINY, *args)
 
 
 def test_dataset_llm_adds_the_stages_per_row_and_to_the_summary(cli, tmp_path):

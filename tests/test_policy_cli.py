@@ -17,20 +17,6 @@ from uhd_profile.model.policies import DEFAULT_POLICY, POLICIES, get_policy
 from uhd_profile.units import Size
 
 
-def _json(cli, *args):
-    code, out, err = cli(*args)
-    assert code == 0, err
-    return json.loads(out)
-
-
-def _error(cli, *args) -> str:
-    code, out, err = cli(*args)
-    assert code == 2, (out, err)
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 def test_list_policies(cli):
     code, out, _ = cli("list", "policies")
     assert code == 0
@@ -40,8 +26,8 @@ def test_list_policies(cli):
 
 
 @pytest.mark.parametrize("name", list(POLICIES))
-def test_image_3840x2160_json_works_for_every_policy(cli, name):
-    (d,) = _json(cli, "image", "3840x2160", "--policy", name, "--json")
+def test_image_3840x2160_json_works_for_every_policy(name, cli_json):
+    (d,) = cli_json("image", "3840x2160", "--policy", name, "--json")
     pol = get_policy(name)
     views = pol.views(3840, 2160)
     pv = d["policy_views"]
@@ -75,23 +61,23 @@ def test_image_3840x2160_json_works_for_every_policy(cli, name):
         assert "sliced" not in d and any("tower alone" in n for n in pv["notes"])
 
 
-def test_image_default_is_unchanged_but_for_added_keys(cli):
-    (d,) = _json(cli, "image", "896x672", "--json")
-    (e,) = _json(cli, "image", "896x672", "--json", "--policy", DEFAULT_POLICY)
+def test_image_default_is_unchanged_but_for_added_keys(cli_json):
+    (d,) = cli_json("image", "896x672", "--json")
+    (e,) = cli_json("image", "896x672", "--json", "--policy", DEFAULT_POLICY)
     assert d == e
     assert {"path", "size", "encoder", "plans", "convention", "convention_help", "sliced", "global"} <= set(d)
     assert d["sliced"]["llm_tokens"]["v4"] + d["policy_views"]["extra_tokens"] == d["policy_views"]["llm_tokens"]
 
 
-def test_policy_params(cli):
-    (d,) = _json(cli, "image", "1600x1200", "--policy", "qwen2.5-vl", "--policy-param", "max_pixels=2000000", "--json")
+def test_policy_params(cli_json):
+    (d,) = cli_json("image", "1600x1200", "--policy", "qwen2.5-vl", "--policy-param", "max_pixels=2000000", "--json")
     big = get_policy("qwen2.5-vl").views(1600, 1200, max_pixels=2000000)
     assert (
         d["policy_views"]["view_llm_tokens"] == big.view_llm_tokens > get_policy("qwen2.5-vl").views(1600, 1200).view_llm_tokens
     )
     assert d["policy_params"]["max_pixels"] == 2000000
-    (a,) = _json(cli, "image", "896x672", "--json", "--max-slices", "4")
-    (b,) = _json(cli, "image", "896x672", "--json", "--policy-param", "max_slice_nums=4")
+    (a,) = cli_json("image", "896x672", "--json", "--max-slices", "4")
+    (b,) = cli_json("image", "896x672", "--json", "--policy-param", "max_slice_nums=4")
     assert a == b and a["policy_params"]["max_slice_nums"] == 4
 
 
@@ -111,17 +97,17 @@ def test_policy_params(cli):
         (("--memory", "--attn", "flash"), "attention path 'flash'"),
     ],
 )
-def test_bad_policy_options_are_one_line_errors(cli, args, match):
-    assert match in _error(cli, "image", "1000x800", *args)
+def test_bad_policy_options_are_one_line_errors(args, match, cli_error):
+    assert match in cli_error("image", "1000x800", *args)
 
 
-def test_own_encoder_may_be_named(cli):
-    (d,) = _json(cli, "image", "672x672", "--policy", "llava-1.5", "--encoder", "clip-vit-l14-336", "--json")
+def test_own_encoder_may_be_named(cli_json):
+    (d,) = cli_json("image", "672x672", "--policy", "llava-1.5", "--encoder", "clip-vit-l14-336", "--json")
     assert d["encoder"] == "clip-vit-l14-336"
 
 
-def test_memory_json_adds_up_and_uses_count_llms_cache(cli):
-    (d,) = _json(cli, "image", "700x500", "--policy", "llava-1.5", "--memory", "--llm", "tiny-llm", "--json")
+def test_memory_json_adds_up_and_uses_count_llms_cache(cli_json):
+    (d,) = cli_json("image", "700x500", "--policy", "llava-1.5", "--memory", "--llm", "tiny-llm", "--json")
     (m,) = d["memory"]
     assert [s["stage"] for s in m["stages"]] == ["vision", "llm_prefill"] and m["llm"] == "tiny-llm"
     peak = next(s for s in m["stages"] if s["stage"] == m["peak_stage"])
@@ -130,7 +116,7 @@ def test_memory_json_adds_up_and_uses_count_llms_cache(cli):
     cache = count_llm("tiny-llm", tokens, 64).cache_after_prefill.bytes("bf16")
     assert m["stages"][1]["kv_cache_bytes"] == cache and m["parts"]["kv_cache"] == cache
     assert m["stages"][0]["attention_score_bytes"] == 0 and m["device_kind"] == "cuda" and m["dtype"] == "bf16"
-    (e,) = _json(cli, "image", "700x500", "--policy", "llava-1.5", "--memory", "--llm", "none", "--attn", "eager", "--json")
+    (e,) = cli_json("image", "700x500", "--policy", "llava-1.5", "--memory", "--llm", "none", "--attn", "eager", "--json")
     (me,) = e["memory"]
     assert [s["stage"] for s in me["stages"]] == ["vision"]
     clip = get_policy("llava-1.5")
@@ -139,8 +125,8 @@ def test_memory_json_adds_up_and_uses_count_llms_cache(cli):
     assert clip.encoder == me["stages"][0]["model"]
 
 
-def test_minicpm_memory_per_encoding_and_plan(cli):
-    (d,) = _json(cli, "image", "1344x896", "--memory", "--llm", "none", "--variant", "v4", "--json")
+def test_minicpm_memory_per_encoding_and_plan(cli_json):
+    (d,) = cli_json("image", "1344x896", "--memory", "--llm", "none", "--variant", "v4", "--json")
     got = {(m["encoding"], m["plan"]) for m in d["memory"]}
     assert got == {("global", "v4"), ("sliced", "v4")}
     sliced = next(m for m in d["memory"] if m["encoding"] == "sliced")
@@ -187,9 +173,9 @@ def test_dataset_puts_policies_side_by_side(cli, tmp_path):
     assert "internvl" in out and "skipped" in err
 
 
-def test_dataset_policy_errors(cli, tmp_path):
+def test_dataset_policy_errors(tmp_path, cli_error):
     d = _images(tmp_path)
-    assert "--max-slices applies" in _error(cli, "dataset", str(d), "--policy", "qwen2.5-vl", "--max-slices", "4")
-    assert "names policy 'internvl'" in _error(
-        cli, "dataset", str(d), "--policy", "qwen2.5-vl", "--policy-param", "internvl:max_tiles=4"
+    assert "--max-slices applies" in cli_error("dataset", str(d), "--policy", "qwen2.5-vl", "--max-slices", "4")
+    assert "names policy 'internvl'" in cli_error(
+        "dataset", str(d), "--policy", "qwen2.5-vl", "--policy-param", "internvl:max_tiles=4"
     )
