@@ -561,14 +561,8 @@ def dataset_under_policies(
             policy_encoder(p, encoder)
             policy_plans(p, tuple(variants) or None)
         max_slices, scale_resolution, plans = MAX_SLICE_NUMS, SCALE_RESOLUTION, None
-    files = list_files(directory)
-    if not files:
-        raise UhdProfileError(f"{directory}: holds no files; give a folder of images")
-    dest = check_output_dir(Path(out_dir) if out_dir else Path(f"dataset-{Path(directory).resolve().name}"), "--out")
-    with Progress(
-        TextColumn("costing images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
-    ) as bar:
-        task = bar.add_task("images", total=len(files))
+    files, dest = _dataset_files(directory, out_dir)
+    with _progress("costing images", len(files)) as advance:
         rows, skipped = cost_policies_dataset(
             files,
             [(p, params[p]) for p in policies],
@@ -576,7 +570,7 @@ def dataset_under_policies(
             plans,
             max_slices,
             scale_resolution,
-            progress=lambda p: bar.advance(task),
+            progress=advance,
             depth=depth,
             exif_transpose=exif_transpose,
         )
@@ -812,14 +806,11 @@ def _summary_table(summary, keys: tuple[str, ...], title: str, col: str, unit: s
 def with_llm(rows: list[dict], choice: LlmChoice, max_slices: int, scale_resolution: int) -> list[dict]:
     """``dataset --llm``: every row with its LLM stages (``add_llm_stages``), with a progress bar
     (each distinct token count is one count of the LLM)."""
-    with Progress(
-        TextColumn(f"counting {choice.llm}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
-    ) as bar:
-        task = bar.add_task("rows", total=len(rows))
+    with _progress(f"counting {choice.llm}", len(rows)) as advance:
         out = []
         for r in rows:
             out.extend(add_llm_stages([r], choice.llm, choice.prompt_tokens, choice.decode_tokens, max_slices, scale_resolution))
-            bar.advance(task)
+            advance(r)
     return out
 
 
@@ -893,6 +884,23 @@ def _write_dataset(dest: Path, per_image, summary, meta: dict, fig) -> None:
         fig.savefig(dest / "histogram.png", dpi=110)
 
 
+def _dataset_files(directory, out_dir) -> tuple[list, Path]:
+    """The files of ``dataset DIRECTORY`` (none is a one-line error) and its checked output folder."""
+    files = list_files(directory)
+    if not files:
+        raise UhdProfileError(f"{directory}: holds no files; give a folder of images")
+    dest = check_output_dir(Path(out_dir) if out_dir else Path(f"dataset-{Path(directory).resolve().name}"), "--out")
+    return files, dest
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int):
+    """A transient progress bar on stderr; yields ``advance(item)``, called once per item done."""
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda _item: bar.advance(task)
+
+
 @contextlib.contextmanager
 def _writing(dest: Path):
     """An ``OSError`` while writing the dataset's files, as one line (exit 2 or 3)."""
@@ -960,17 +968,9 @@ def dataset(
     conv = get_convention(convention)
     plans = _plans(variants)
     check_params(max_slices, scale_resolution, get_encoder(encoder).patch * 4)
-    files = list_files(directory)
-    if not files:
-        raise UhdProfileError(f"{directory}: holds no files; give a folder of images")
-    dest = check_output_dir(Path(out_dir) if out_dir else Path(f"dataset-{Path(directory).resolve().name}"), "--out")
-    with Progress(
-        TextColumn("costing images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
-    ) as bar:
-        task = bar.add_task("images", total=len(files))
-        rows, skipped = cost_dataset(
-            files, encoder, plans, max_slices, scale_resolution, lambda p: bar.advance(task), depth, exif_transpose
-        )
+    files, dest = _dataset_files(directory, out_dir)
+    with _progress("costing images", len(files)) as advance:
+        rows, skipped = cost_dataset(files, encoder, plans, max_slices, scale_resolution, advance, depth, exif_transpose)
     if choice is not None:
         rows = with_llm(rows, choice, max_slices, scale_resolution)
     summary = summarize(rows)
