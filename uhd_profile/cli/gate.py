@@ -6,6 +6,7 @@ Exit codes of ``check``: 0 clean (pass, or only noisy changes), 1 regression, 2 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -26,6 +27,16 @@ _STYLE = {
     "better": "green",
     "same": "dim",
 }
+
+
+_SETTINGS = {f.name: f for f in dataclasses.fields(gate.GateSettings)}
+
+
+def _tunable(flag: str, text: str, field: str | None = None):
+    """A ``check`` option for one threshold of ``gate.GateSettings`` (the field named like the
+    option, or ``field``), with that field's default and type."""
+    default = _SETTINGS[field or flag[2:].replace("-", "_")].default
+    return click.option(flag, default=default, type=type(default), show_default=True, help=text)
 
 
 @click.command()
@@ -62,41 +73,11 @@ def baseline(run_dir, out_file, counts_only, allow_partial):
 @click.command()
 @click.argument("run_dir")
 @click.option("--baseline", "baseline_file", required=True, help="the baseline file (from `uhd-profile baseline`)")
-@click.option(
-    "--flops-tolerance",
-    default=gate.DEFAULT_FLOPS_TOLERANCE,
-    type=float,
-    show_default=True,
-    help="relative change of a count (FLOPs, params, tokens) still taken as the same",
-)
-@click.option(
-    "--time-threshold",
-    default=gate.DEFAULT_TIME_THRESHOLD,
-    type=float,
-    show_default=True,
-    help="relative change of the median latency that fails when significant",
-)
-@click.option(
-    "--memory-threshold",
-    default=gate.DEFAULT_MEMORY_THRESHOLD,
-    type=float,
-    show_default=True,
-    help="relative change of peak / activation memory that fails (when above --memory-floor too)",
-)
-@click.option(
-    "--memory-floor",
-    default=gate.DEFAULT_MEMORY_FLOOR_BYTES,
-    type=int,
-    show_default=True,
-    help="absolute memory change, bytes, below which memory is the same",
-)
-@click.option(
-    "--alpha",
-    default=gate.DEFAULT_ALPHA,
-    type=float,
-    show_default=True,
-    help="significance level of the Mann-Whitney U test on the latency samples",
-)
+@_tunable("--flops-tolerance", "relative change of a count (FLOPs, params, tokens) still taken as the same")
+@_tunable("--time-threshold", "relative change of the median latency that fails when significant")
+@_tunable("--memory-threshold", "relative change of peak / activation memory that fails (when above --memory-floor too)")
+@_tunable("--memory-floor", "absolute memory change, bytes, below which memory is the same", "memory_floor_bytes")
+@_tunable("--alpha", "significance level of the Mann-Whitney U test on the latency samples")
 @click.option("--allow-cross-machine", is_flag=True, help="compare time and memory even when the environment fingerprints differ")
 @click.option("--counts-only", is_flag=True, help="compare statuses and counts only")
 @click.option(
@@ -107,20 +88,7 @@ def baseline(run_dir, out_file, counts_only, allow_partial):
 )
 @click.option("--allow-partial", is_flag=True, help="let --update write a baseline of a run with a torn or corrupt line")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
-def check(
-    run_dir,
-    baseline_file,
-    flops_tolerance,
-    time_threshold,
-    memory_threshold,
-    memory_floor,
-    alpha,
-    allow_cross_machine,
-    counts_only,
-    update_file,
-    allow_partial,
-    as_json,
-):
+def check(run_dir, baseline_file, memory_floor, update_file, allow_partial, as_json, **thresholds):
     """Compare RUN_DIR with a baseline: exit 0 clean, 1 on a regression, 2 on a usage error.
 
     Counts must match exactly (or within --flops-tolerance) in both directions. Latency fails when
@@ -130,22 +98,14 @@ def check(
     side only is missing. Time and memory are not compared across machines (fingerprints) unless
     --allow-cross-machine.
     """
-    settings = gate.GateSettings(
-        flops_tolerance=flops_tolerance,
-        time_threshold=time_threshold,
-        memory_threshold=memory_threshold,
-        memory_floor_bytes=memory_floor,
-        alpha=alpha,
-        allow_cross_machine=allow_cross_machine,
-        counts_only=counts_only,
-    )
+    settings = gate.GateSettings(memory_floor_bytes=memory_floor, **thresholds)
     if update_file is not None:
         check_output_file(update_file, "--update")
     base = gate.load_baseline(baseline_file)
     result = gate.check_run(run_dir, base, settings)
     if update_file is not None:
         new = gate.baseline_from_run(
-            run_dir, counts_only=bool(base.get("counts_only")) or counts_only, allow_partial=allow_partial
+            run_dir, counts_only=bool(base.get("counts_only")) or settings.counts_only, allow_partial=allow_partial
         )
         gate.write_baseline(new, update_file, what="--update")
     if as_json:

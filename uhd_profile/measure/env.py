@@ -31,6 +31,9 @@ import torch
 
 from uhd_profile.version import __version__
 
+# the CUDA runtime and the torch backend flags that choose its kernels
+_CUDA_SETTINGS = ("cuda_runtime", "cudnn", "tf32_matmul", "tf32_cudnn", "cudnn_benchmark", "float32_matmul_precision")
+
 FIELDS: tuple[str, ...] = (
     "uhd_profile_version",
     "python",
@@ -43,12 +46,7 @@ FIELDS: tuple[str, ...] = (
     "torch_threads",
     "torch",
     "transformers",
-    "cuda_runtime",
-    "cudnn",
-    "tf32_matmul",
-    "tf32_cudnn",
-    "cudnn_benchmark",
-    "float32_matmul_precision",
+    *_CUDA_SETTINGS,
     "device",
     "gpu_name",
     "gpu_uuid",
@@ -85,12 +83,7 @@ KEY_FIELDS_COMMON: tuple[str, ...] = (
 KEY_FIELDS_GPU: tuple[str, ...] = (
     "gpu_name",
     "gpu_driver",
-    "cuda_runtime",
-    "cudnn",
-    "tf32_matmul",
-    "tf32_cudnn",
-    "cudnn_benchmark",
-    "float32_matmul_precision",
+    *_CUDA_SETTINGS,
     "mig_mode",
     "ecc_mode",
 )

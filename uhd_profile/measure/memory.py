@@ -57,6 +57,21 @@ class MemoryStats:
     memory_note: str | None
 
 
+def _stats(
+    device: str,
+    method: str,
+    weights: int,
+    baseline: int | None,
+    peak: int | None,
+    activation: int | None,
+    note: str,
+    reserved: int | None = None,
+    nvml_used: int | None = None,
+) -> MemoryStats:
+    """A ``MemoryStats`` from one measurement's figures (the CUDA-only ones default to None)."""
+    return MemoryStats(device, method, weights, baseline, peak, reserved, activation, nvml_used, note)
+
+
 def model_bytes(model: torch.nn.Module) -> int:
     """Bytes held by the model's parameters and buffers (shared tensors counted once)."""
     seen: set[int] = set()
@@ -121,34 +136,16 @@ def _measure_cpu(fn: Callable[[], object], weights: int) -> MemoryStats:
     try:
         baseline = _reset_peak_rss()
     except OSError as e:
-        return MemoryStats(
-            device="cpu",
-            memory_method=METHOD_CPU,
-            weights_bytes=weights,
-            baseline_mem_bytes=None,
-            peak_mem_bytes=None,
-            reserved_peak_mem_bytes=None,
-            activation_mem_bytes=None,
-            nvml_used_mem_bytes=None,
-            memory_note=(
-                f"peak RSS cannot be reset in this process ({e}); the forward was not run. "
-                "Use measure_cpu_in_child() to measure it in a fresh process."
-            ),
+        note = (
+            f"peak RSS cannot be reset in this process ({e}); the forward was not run. "
+            "Use measure_cpu_in_child() to measure it in a fresh process."
         )
+        return _stats("cpu", METHOD_CPU, weights, None, None, None, note)
     out = fn()
     peak = _read_status_kb("VmHWM")["VmHWM"]
     del out
-    return MemoryStats(
-        device="cpu",
-        memory_method=METHOD_CPU,
-        weights_bytes=weights,
-        baseline_mem_bytes=baseline,
-        peak_mem_bytes=peak,
-        reserved_peak_mem_bytes=None,
-        activation_mem_bytes=max(peak - baseline, 0),
-        nvml_used_mem_bytes=None,
-        memory_note="process RSS: baseline includes the interpreter, libraries, weights and inputs",
-    )
+    note = "process RSS: baseline includes the interpreter, libraries, weights and inputs"
+    return _stats("cpu", METHOD_CPU, weights, baseline, peak, max(peak - baseline, 0), note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,17 +266,7 @@ def _measure_cuda(fn: Callable[[], object], dev: torch.device, weights: int) -> 
     note = "nvml_used_mem_bytes includes the CUDA context and the allocator's cache"
     if why:
         note = f"nvml_used_mem_bytes unavailable: {why}"
-    return MemoryStats(
-        device=str(dev),
-        memory_method=METHOD_CUDA,
-        weights_bytes=weights,
-        baseline_mem_bytes=baseline,
-        peak_mem_bytes=peak,
-        reserved_peak_mem_bytes=reserved,
-        activation_mem_bytes=peak - baseline,
-        nvml_used_mem_bytes=nvml_used,
-        memory_note=note,
-    )
+    return _stats(str(dev), METHOD_CUDA, weights, baseline, peak, peak - baseline, note, reserved=reserved, nvml_used=nvml_used)
 
 
 def measure_memory(fn: Callable[[], object], model: torch.nn.Module, device: torch.device | str) -> MemoryStats:

@@ -210,11 +210,10 @@ def count_metrics(fc: Any) -> dict[str, Any]:
 
 def predicted_memory_metrics(prediction: Any) -> dict[str, Any]:
     """The memory-model metrics of a ``count.memory_model.MemoryPrediction`` (one vision stage)."""
-    stage = prediction.peak_stage
     return {
         "predicted_peak_mem_bytes": prediction.peak_bytes,
         "predicted_activation_mem_bytes": prediction.activation_bytes,
-        "predicted_attention_score_bytes": stage.score_bytes,
+        "predicted_attention_score_bytes": prediction.peak_stage.score_bytes,
         "memory_model_device": prediction.device_kind,
     }
 

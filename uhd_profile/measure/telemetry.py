@@ -30,7 +30,8 @@ import contextlib
 import functools
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
@@ -122,23 +123,9 @@ class Telemetry:
 
 
 def null_telemetry(reason: str) -> Telemetry:
-    return Telemetry(
-        available=False,
-        telemetry_reason=reason,
-        gpu_name=None,
-        gpu_uuid=None,
-        samples=[],
-        energy_j=None,
-        energy_method=None,
-        mean_power_w=None,
-        max_temp_c=None,
-        min_sm_clock_mhz=None,
-        default_sm_clock_mhz=None,
-        throttled_fraction=None,
-        throttle_reasons_seen=[],
-        clocks_locked=None,
-        window_s=None,
-    )
+    """No telemetry, because of ``reason``: no samples, every reading None."""
+    none: dict[str, Any] = {f.name: None for f in fields(Telemetry)}
+    return Telemetry(**{**none, "available": False, "telemetry_reason": reason, "samples": [], "throttle_reasons_seen": []})
 
 
 def import_nvml():

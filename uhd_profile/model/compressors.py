@@ -88,6 +88,13 @@ def _copy_(dst: torch.Tensor | None, src: torch.Tensor | None) -> None:
         dst.copy_(src)
 
 
+def _copy_modules_(*pairs: tuple[nn.Module, nn.Module]) -> None:
+    """Copy each source module's ``weight`` and ``bias`` into its twin (where both have one)."""
+    for mine, theirs in pairs:
+        for attr in ("weight", "bias"):
+            _copy_(getattr(mine, attr, None), getattr(theirs, attr, None))
+
+
 def _norm_like(template: nn.Module, dim: int, eps: float) -> nn.Module:
     """A norm of the same kind as ``template`` (LayerNorm, or RMS-style) over ``dim`` features."""
     if isinstance(template, nn.LayerNorm):
@@ -100,7 +107,24 @@ def _norm_like(template: nn.Module, dim: int, eps: float) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 
-class WindowAttention(nn.Module):
+class _WindowAttentionBase(nn.Module):
+    """The attention both window designs share: ``heads``, a pre-norm ``norm1`` and Linear(d, d)
+    ``q``, ``k``, ``v``, ``o``, which the reuse initialisation copies from layer k."""
+
+    def __init__(self, d: int, heads: int, norm1: nn.Module):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = norm1
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        self.v = nn.Linear(d, d)
+        self.o = nn.Linear(d, d)
+
+    def reuse_(self, parts: LayerParts) -> None:
+        _copy_modules_((self.q, parts.q), (self.k, parts.k), (self.v, parts.v), (self.o, parts.o), (self.norm1, parts.norm1))
+
+
+class WindowAttention(_WindowAttentionBase):
     """Pre-norm self-attention inside each 2x2 window, plus the residual.
 
     All windows run as one batched attention call: (B * windows, heads, 4, head_dim).
@@ -110,13 +134,7 @@ class WindowAttention(nn.Module):
     _uhd_paper = "dense_attention"
 
     def __init__(self, d: int, heads: int, norm: nn.Module):
-        super().__init__()
-        self.heads = heads
-        self.norm1 = norm
-        self.q = nn.Linear(d, d)
-        self.k = nn.Linear(d, d)
-        self.v = nn.Linear(d, d)
-        self.o = nn.Linear(d, d)
+        super().__init__(d, heads, norm)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         b, n, d = x.shape
@@ -131,13 +149,6 @@ class WindowAttention(nn.Module):
         attn = F.scaled_dot_product_attention(split(self.q(y)), split(self.k(y)), split(self.v(y)))
         attn = attn.transpose(1, 2).reshape(b, n // 4, 4, d)
         return x + self.o(unwindows(attn, grid))
-
-    def reuse_(self, parts: LayerParts) -> None:
-        for mine, theirs in ((self.q, parts.q), (self.k, parts.k), (self.v, parts.v), (self.o, parts.o)):
-            _copy_(mine.weight, theirs.weight)
-            _copy_(mine.bias, theirs.bias)
-        _copy_(getattr(self.norm1, "weight", None), getattr(parts.norm1, "weight", None))
-        _copy_(getattr(self.norm1, "bias", None), getattr(parts.norm1, "bias", None))
 
 
 class FusionMLP(nn.Module):
@@ -214,7 +225,7 @@ class Sequential2(nn.Module):
         return self.mlp(self.attn(x, grid), grid)
 
 
-class CrossAttnMerge(nn.Module):
+class CrossAttnMerge(_WindowAttentionBase):
     """One query per window attends to its window's 4 keys, then an FFN (docs/paper.md §3).
 
     The structure is the one of eight candidates that reproduces the paper's 1402.0 G; the paper
@@ -222,14 +233,8 @@ class CrossAttnMerge(nn.Module):
     """
 
     def __init__(self, d: int, heads: int, m: int, act: Callable, norm1: nn.Module, norm2: nn.Module, query: str):
-        super().__init__()
-        self.heads = heads
+        super().__init__(d, heads, norm1)
         self.query = query
-        self.norm1 = norm1
-        self.q = nn.Linear(d, d)
-        self.k = nn.Linear(d, d)
-        self.v = nn.Linear(d, d)
-        self.o = nn.Linear(d, d)
         self.norm2 = norm2
         self.fc1 = nn.Linear(d, m)
         self.act = act
@@ -254,20 +259,8 @@ class CrossAttnMerge(nn.Module):
         return h + self.fc2(self.act(self.fc1(self.norm2(h))))
 
     def reuse_(self, parts: LayerParts) -> None:
-        pairs = [
-            (self.q, parts.q),
-            (self.k, parts.k),
-            (self.v, parts.v),
-            (self.o, parts.o),
-            (self.fc1, parts.fc1),
-            (self.fc2, parts.fc2),
-        ]
-        for mine, theirs in pairs:
-            _copy_(mine.weight, theirs.weight)
-            _copy_(mine.bias, theirs.bias)
-        for norm, their_norm in ((self.norm1, parts.norm1), (self.norm2, parts.norm2)):
-            _copy_(getattr(norm, "weight", None), getattr(their_norm, "weight", None))
-            _copy_(getattr(norm, "bias", None), getattr(their_norm, "bias", None))
+        super().reuse_(parts)
+        _copy_modules_((self.fc1, parts.fc1), (self.fc2, parts.fc2), (self.norm2, parts.norm2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,79 +298,76 @@ def _win_attn(g: Geometry) -> WindowAttention:
     return WindowAttention(g.d, g.heads, _norm_like(g.norm_template, g.d, g.eps))
 
 
-COMPRESSORS: dict[str, CompressorDesign] = {}
-
-
-def _register(name: str, description: str, label: str, reuse: bool):
-    def deco(fn: Callable[[Geometry], nn.Module]):
-        if name in COMPRESSORS:
-            raise ValueError(f"compressor {name} registered twice")
-        COMPRESSORS[name] = CompressorDesign(name, description, label, fn, reuse)
-        return fn
-
-    return deco
-
-
-@_register("avg-pool", "2x2 average pooling, no parameters", "Average Pool", reuse=False)
-def _avg(g: Geometry) -> nn.Module:
-    return AvgPool()
-
-
-@_register(
-    "pixel-unshuffle-mlp",
-    "unshuffle -> LN(4d) -> Linear(4d,4d) -> GELU -> Linear(4d,d) + mean; random init",
-    "Pixel-Unshuffle MLP",
-    reuse=False,
-)
-def _pu(g: Geometry) -> nn.Module:
+def _pu_mlp(g: Geometry) -> FusionMLP:
+    """unshuffle -> LN(4d) -> Linear(4d,4d) -> GELU -> Linear(4d,d) + mean, randomly initialised."""
     return FusionMLP(g.d, 4 * g.d, _gelu_exact, nn.LayerNorm(4 * g.d, eps=g.eps))
 
 
-@_register(
-    "reused-mlp",
-    "unshuffle -> norm(4d) -> Linear(4d,4m) -> act -> Linear(4m,d) + mean; from layer k's FFN",
-    "Reused MLP",
-    reuse=True,
-)
-def _reused(g: Geometry) -> nn.Module:
+def _reused_mlp(g: Geometry) -> FusionMLP:
+    """unshuffle -> norm(4d) -> Linear(4d,4m) -> act -> Linear(4m,d) + mean, reusable from layer k's FFN."""
     return FusionMLP(g.d, 4 * g.m, g.act, _norm_like(g.norm_template, 4 * g.d, g.eps), gated=g.gated, reusable=True)
 
 
-@_register(
+def _cross_attn(query: str) -> Callable[[Geometry], nn.Module]:
+    def build(g: Geometry) -> nn.Module:
+        norm1, norm2 = _norm_like(g.norm_template, g.d, g.eps), _norm_like(g.norm_template, g.d, g.eps)
+        return CrossAttnMerge(g.d, g.heads, g.m, g.act, norm1, norm2, query)
+
+    return build
+
+
+COMPRESSORS: dict[str, CompressorDesign] = {}
+
+
+def _register(name: str, description: str, label: str, reuse: bool, factory: Callable[[Geometry], nn.Module]) -> None:
+    if name in COMPRESSORS:
+        raise ValueError(f"compressor {name} registered twice")
+    COMPRESSORS[name] = CompressorDesign(name, description, label, factory, reuse)
+
+
+_register("avg-pool", "2x2 average pooling, no parameters", "Average Pool", False, lambda g: AvgPool())
+_register(
+    "pixel-unshuffle-mlp",
+    "unshuffle -> LN(4d) -> Linear(4d,4d) -> GELU -> Linear(4d,d) + mean; random init",
+    "Pixel-Unshuffle MLP",
+    False,
+    _pu_mlp,
+)
+_register(
+    "reused-mlp",
+    "unshuffle -> norm(4d) -> Linear(4d,4m) -> act -> Linear(4m,d) + mean; from layer k's FFN",
+    "Reused MLP",
+    True,
+    _reused_mlp,
+)
+_register(
     "cross-attn-topleft",
     "window top-left token queries its 4 tokens, then FFN (structure inferred)",
     "Cross-Attn (top-left query)",
-    reuse=True,
+    True,
+    _cross_attn("topleft"),
 )
-def _xtl(g: Geometry) -> nn.Module:
-    return CrossAttnMerge(
-        g.d, g.heads, g.m, g.act, _norm_like(g.norm_template, g.d, g.eps), _norm_like(g.norm_template, g.d, g.eps), "topleft"
-    )
-
-
-@_register(
-    "cross-attn-mean", "window mean queries its 4 tokens, then FFN (structure inferred)", "Cross-Attn (mean query)", reuse=True
+_register(
+    "cross-attn-mean",
+    "window mean queries its 4 tokens, then FFN (structure inferred)",
+    "Cross-Attn (mean query)",
+    True,
+    _cross_attn("mean"),
 )
-def _xmean(g: Geometry) -> nn.Module:
-    return CrossAttnMerge(
-        g.d, g.heads, g.m, g.act, _norm_like(g.norm_template, g.d, g.eps), _norm_like(g.norm_template, g.d, g.eps), "mean"
-    )
-
-
-@_register("window-attn-mlp", "2x2 window attention (from layer k) + pixel-unshuffle MLP (random)", "Win-Attn w/ MLP", reuse=True)
-def _wmlp(g: Geometry) -> nn.Module:
-    return Sequential2(_win_attn(g), FusionMLP(g.d, 4 * g.d, _gelu_exact, nn.LayerNorm(4 * g.d, eps=g.eps)))
-
-
-@_register(
+_register(
+    "window-attn-mlp",
+    "2x2 window attention (from layer k) + pixel-unshuffle MLP (random)",
+    "Win-Attn w/ MLP",
+    True,
+    lambda g: Sequential2(_win_attn(g), _pu_mlp(g)),
+)
+_register(
     "window-attn-reused-mlp",
     "2x2 window attention + reused MLP, both from layer k (LLaVA-UHD v4's D)",
     "Win-Attn w/ Reused MLP (LLaVA-UHD v4)",
-    reuse=True,
+    True,
+    lambda g: Sequential2(_win_attn(g), _reused_mlp(g)),
 )
-def _wreused(g: Geometry) -> nn.Module:
-    mlp = FusionMLP(g.d, 4 * g.m, g.act, _norm_like(g.norm_template, 4 * g.d, g.eps), gated=g.gated, reusable=True)
-    return Sequential2(_win_attn(g), mlp)
 
 
 def get_compressor(name: str) -> CompressorDesign:

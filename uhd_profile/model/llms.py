@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.model.trunks import check_weights_dir, hf_geometry, load_pretrained
 
 FAMILIES: dict[str, tuple[str, str]] = {
     # family -> (config class, causal-LM class), both importable from ``transformers``
@@ -124,10 +125,7 @@ class LlmSpec:
         rope = {"rope_type": "default", "rope_theta": self.rope_theta}
         kw = dict(
             vocab_size=self.vocab,
-            hidden_size=self.hidden,
-            intermediate_size=self.mlp,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
+            **hf_geometry(self),
             num_key_value_heads=self.kv_heads,
             head_dim=self.head_dim,
             hidden_act="silu",
@@ -140,14 +138,7 @@ class LlmSpec:
             rope["partial_rotary_factor"] = self.partial_rotary
             if self.mrope_section:
                 rope["mrope_section"] = list(self.mrope_section)
-            kw.update(
-                layer_types=list(self.types),
-                linear_conv_kernel_dim=self.conv_kernel,
-                linear_key_head_dim=self.linear_k_dim,
-                linear_value_head_dim=self.linear_v_dim,
-                linear_num_key_heads=self.linear_k_heads,
-                linear_num_value_heads=self.linear_v_heads,
-            )
+            kw.update(layer_types=list(self.types), **{hf: getattr(self, ours) for ours, hf in _LINEAR_ATTENTION_NAMES.items()})
         if self.family == "qwen2":
             kw.pop("attention_bias")  # Qwen2 hard-codes its q/k/v biases
         cfg = cls(rope_parameters=rope, **kw)
@@ -172,7 +163,7 @@ class LlmSpec:
                 model = cls(self.config(attn))
             return model.eval()
         check_attn(attn)
-        path = check_weights_dir(weights)
+        path = check_weights_dir(weights, "weights")
         if torch.device(device).type == "meta":
             raise UhdProfileError(
                 f"weights={path!r} with device='meta': counting needs no weights; drop weights or pick a real device"
@@ -191,12 +182,7 @@ class LlmSpec:
         override: dict[str, Any] = {"num_hidden_layers": self.layers}
         if self.layer_types:
             override["layer_types"] = list(self.types)
-        try:
-            model = cls.from_pretrained(
-                path, local_files_only=True, attn_implementation=attn, dtype=dtype or torch.float32, **override
-            )
-        except (OSError, ValueError) as exc:
-            raise UhdProfileError(f"weights {path!r} could not be loaded as {cls.__name__}: {str(exc).splitlines()[0]}") from None
+        model = load_pretrained(cls, path, "weights", attn_implementation=attn, dtype=dtype or torch.float32, **override)
         return model.to(device).eval()
 
     def reduced(self, n: int) -> LlmSpec:
@@ -218,15 +204,6 @@ def check_attn(attn: str) -> None:
         raise UhdProfileError(f"unknown attention backend {attn!r}; valid: {', '.join(ATTN_BACKENDS)}")
 
 
-def check_weights_dir(path: str | os.PathLike) -> str:
-    p = os.fspath(path)
-    if not os.path.isdir(p):
-        raise UhdProfileError(f"weights {p!r} is not a directory; give a local checkpoint directory (config.json + weights)")
-    if not os.path.isfile(os.path.join(p, "config.json")):
-        raise UhdProfileError(f"weights {p!r} has no config.json; give a local checkpoint directory saved by transformers")
-    return p
-
-
 @contextlib.contextmanager
 def _default_dtype(dtype: torch.dtype | None) -> Iterator[None]:
     """Build parameters directly in ``dtype`` (an 8B LM head in fp32 then cast would need twice
@@ -241,6 +218,15 @@ def _default_dtype(dtype: torch.dtype | None) -> Iterator[None]:
     finally:
         torch.set_default_dtype(old)
 
+
+_LINEAR_ATTENTION_NAMES = {
+    # LlmSpec field -> the Qwen3.5 text config's name for it
+    "linear_k_heads": "linear_num_key_heads",
+    "linear_v_heads": "linear_num_value_heads",
+    "linear_k_dim": "linear_key_head_dim",
+    "linear_v_dim": "linear_value_head_dim",
+    "conv_kernel": "linear_conv_kernel_dim",
+}
 
 _GEOMETRY_FIELDS = (
     "family",
@@ -284,7 +270,7 @@ _MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3_5_t
 def llm_spec_from_config(path: str | os.PathLike, name: str | None = None) -> LlmSpec:
     """An ``LlmSpec`` read from a local checkpoint's ``config.json`` (a plain causal LM, or a VLM
     whose ``text_config`` is one of the supported families). Local files only."""
-    p = check_weights_dir(path)
+    p = check_weights_dir(path, "weights")
     from transformers import AutoConfig
 
     try:
@@ -305,11 +291,7 @@ def llm_spec_from_config(path: str | os.PathLike, name: str | None = None) -> Ll
     if family == "qwen3_5":
         kw = dict(
             layer_types=types,
-            linear_k_heads=text.linear_num_key_heads,
-            linear_v_heads=text.linear_num_value_heads,
-            linear_k_dim=text.linear_key_head_dim,
-            linear_v_dim=text.linear_value_head_dim,
-            conv_kernel=text.linear_conv_kernel_dim,
+            **{ours: getattr(text, hf) for ours, hf in _LINEAR_ATTENTION_NAMES.items()},
             partial_rotary=float(rope.get("partial_rotary_factor", 1.0)),
             mrope_section=tuple(rope.get("mrope_section", ()) or ()),
         )
@@ -340,6 +322,23 @@ def llm_spec_from_config(path: str | os.PathLike, name: str | None = None) -> Ll
 def _hybrid_types(layers: int, every: int) -> tuple[str, ...]:
     """Qwen3.5's pattern: every ``every``-th layer is full attention, the rest linear."""
     return tuple(FULL if (i + 1) % every == 0 else LINEAR for i in range(layers))
+
+
+def _qwen3_5_hybrid(layers: int, every: int, k_heads: int, v_heads: int, head_dim: int) -> dict[str, Any]:
+    """A Qwen3.5 preset's architecture fields: qk-norm, gated attention output, partial RoPE 0.25,
+    and ``_hybrid_types(layers, every)`` whose linear-attention layers are gated delta nets of
+    ``k_heads`` query/key and ``v_heads`` value heads, all of ``head_dim``, conv kernel 4."""
+    return dict(
+        qk_norm=True,
+        attn_output_gate=True,
+        layer_types=_hybrid_types(layers, every),
+        linear_k_heads=k_heads,
+        linear_v_heads=v_heads,
+        linear_k_dim=head_dim,
+        linear_v_dim=head_dim,
+        conv_kernel=4,
+        partial_rotary=0.25,
+    )
 
 
 _PRESETS = [
@@ -420,15 +419,7 @@ _PRESETS = [
         "128, conv kernel 4, rope_theta 1e4, partial_rotary_factor 0.25, untied. Released checkpoint "
         "(openbmb/MiniCPM-V-4.6 config.json): text hidden_size 1024, intermediate_size 3584, head_dim "
         "256, same 3:1 layer pattern, tie_word_embeddings true",
-        qk_norm=True,
-        attn_output_gate=True,
-        layer_types=_hybrid_types(32, 4),
-        linear_k_heads=16,
-        linear_v_heads=32,
-        linear_k_dim=128,
-        linear_v_dim=128,
-        conv_kernel=4,
-        partial_rotary=0.25,
+        **_qwen3_5_hybrid(32, 4, k_heads=16, v_heads=32, head_dim=128),
     ),
     LlmSpec(
         "tiny-llm",
@@ -456,16 +447,8 @@ _PRESETS = [
         512,
         "tiny Qwen3.5-style hybrid LLM for tests (linear, full, linear, full attention)",
         "made up for tests",
-        qk_norm=True,
-        attn_output_gate=True,
-        layer_types=_hybrid_types(4, 2),
-        linear_k_heads=2,
-        linear_v_heads=4,
-        linear_k_dim=16,
-        linear_v_dim=16,
-        conv_kernel=4,
-        partial_rotary=0.25,
         mrope_section=(2, 1, 1),
+        **_qwen3_5_hybrid(4, 2, k_heads=2, v_heads=4, head_dim=16),
     ),
 ]
 

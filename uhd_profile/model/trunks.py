@@ -32,13 +32,26 @@ def tag(module: nn.Module, paper: str) -> nn.Module:
     return module
 
 
-def check_weights_dir(path: str | os.PathLike) -> str:
+def check_weights_dir(path: str | os.PathLike, what: str = "--weights") -> str:
+    """``path`` as a string, when it is a local checkpoint directory (one with a ``config.json``);
+    a one-line error naming it ``what`` otherwise."""
     p = os.fspath(path)
     if not os.path.isdir(p):
-        raise UhdProfileError(f"--weights {p!r} is not a directory; give a local checkpoint directory (config.json + weights)")
+        raise UhdProfileError(f"{what} {p!r} is not a directory; give a local checkpoint directory (config.json + weights)")
     if not os.path.isfile(os.path.join(p, "config.json")):
-        raise UhdProfileError(f"--weights {p!r} has no config.json; give a local checkpoint directory saved by transformers")
+        raise UhdProfileError(f"{what} {p!r} has no config.json; give a local checkpoint directory saved by transformers")
     return p
+
+
+def load_pretrained(model_cls, path: str, what: str = "--weights", **kwargs):
+    """``model_cls.from_pretrained`` of the local checkpoint ``path`` (local files only, ``kwargs``
+    passed on); a one-line error naming it ``what`` when it does not load."""
+    try:
+        return model_cls.from_pretrained(path, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UhdProfileError(
+            f"{what} {path!r} could not be loaded as {model_cls.__name__}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def from_config_or_weights(model_cls, config, weights: str | None, attn: str):
@@ -46,13 +59,22 @@ def from_config_or_weights(model_cls, config, weights: str | None, attn: str):
     if weights is None:
         config._attn_implementation = attn
         return model_cls(config)
-    path = check_weights_dir(weights)
-    try:
-        return model_cls.from_pretrained(path, local_files_only=True, attn_implementation=attn)
-    except (OSError, ValueError) as exc:
-        raise UhdProfileError(
-            f"--weights {path!r} could not be loaded as {model_cls.__name__}: {str(exc).splitlines()[0]}"
-        ) from None
+    return load_pretrained(model_cls, check_weights_dir(weights), attn_implementation=attn)
+
+
+def hf_geometry(spec: Any) -> dict[str, int]:
+    """A spec's width, MLP width, depth and heads under their ``transformers`` config names."""
+    return dict(
+        hidden_size=spec.hidden, intermediate_size=spec.mlp, num_hidden_layers=spec.layers, num_attention_heads=spec.heads
+    )
+
+
+def build_tower(model_cls, config_cls, spec: Any, weights: str | None, attn: str, **settings):
+    """``model_cls`` from a ``config_cls`` at ``spec``'s width, MLP width, depth, heads and patch
+    size plus the tower's own ``settings`` (random weights), or from the local checkpoint
+    ``weights``. Never downloads."""
+    config = config_cls(**hf_geometry(spec), patch_size=spec.patch, **settings)
+    return from_config_or_weights(model_cls, config, weights, attn)
 
 
 class Trunk(nn.Module):
@@ -75,6 +97,15 @@ class Trunk(nn.Module):
     def set_hf(self, model: nn.Module) -> None:
         self.__dict__["_hf"] = model
 
+    def adopt(self, hf: nn.Module, embed: nn.Module, layers: Any, post_norm: nn.Module) -> None:
+        """Keep the tower ``hf`` unregistered and register its parts under the canonical names:
+        ``embed`` (priced MACs only by the paper convention), ``layers`` and ``post_norm``
+        (excluded by the paper convention, unless it is an ``nn.Identity``)."""
+        self.set_hf(hf)
+        self.embed = tag(embed, "macs_only")
+        self.layers = layers
+        self.post_norm = post_norm if isinstance(post_norm, nn.Identity) else tag(post_norm, "exclude")
+
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -85,17 +116,8 @@ class Trunk(nn.Module):
         raise NotImplementedError
 
     def geometry(self, k: int) -> Geometry:
-        parts = self.layer_parts(k)
-        s = self.spec
-        return Geometry(
-            d=s.hidden,
-            m=s.mlp,
-            heads=s.heads,
-            eps=parts.eps,
-            act=parts.act,
-            norm_template=parts.norm1,
-            gated=parts.gate is not None,
-        )
+        p, s = self.layer_parts(k), self.spec
+        return Geometry(d=s.hidden, m=s.mlp, heads=s.heads, eps=p.eps, act=p.act, norm_template=p.norm1, gated=p.gate is not None)
 
 
 class PreNormTrunk(Trunk):
@@ -136,22 +158,9 @@ class SiglipTrunk(PreNormTrunk):
         super().__init__(spec)
         from transformers import SiglipVisionConfig, SiglipVisionModel
 
-        cfg = SiglipVisionConfig(
-            hidden_size=spec.hidden,
-            intermediate_size=spec.mlp,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
-            image_size=spec.image_size,
-            patch_size=spec.patch,
-            hidden_act="gelu_pytorch_tanh",
-            layer_norm_eps=1e-6,
-            vision_use_head=False,
-        )
-        hf = from_config_or_weights(SiglipVisionModel, cfg, weights, attn)
-        self.set_hf(hf)
-        self.embed = tag(hf.embeddings, "macs_only")
-        self.layers = hf.encoder.layers
-        self.post_norm = tag(hf.post_layernorm, "exclude")
+        settings = dict(image_size=spec.image_size, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False)
+        hf = build_tower(SiglipVisionModel, SiglipVisionConfig, spec, weights, attn, **settings)
+        self.adopt(hf, hf.embeddings, hf.encoder.layers, hf.post_layernorm)
 
 
 def minicpm_model(spec, weights: str | None = None, attn: str = "sdpa"):
@@ -160,16 +169,9 @@ def minicpm_model(spec, weights: str | None = None, attn: str = "sdpa"):
     from transformers.models.minicpmv4_6.configuration_minicpmv4_6 import MiniCPMV4_6VisionConfig
     from transformers.models.minicpmv4_6.modeling_minicpmv4_6 import MiniCPMV4_6VisionModel
 
-    cfg = MiniCPMV4_6VisionConfig(
-        hidden_size=spec.hidden,
-        intermediate_size=spec.mlp,
-        num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads,
-        image_size=spec.image_size,
-        patch_size=spec.patch,
-        insert_layer_id=6,
+    model = build_tower(
+        MiniCPMV4_6VisionModel, MiniCPMV4_6VisionConfig, spec, weights, attn, image_size=spec.image_size, insert_layer_id=6
     )
-    model = from_config_or_weights(MiniCPMV4_6VisionModel, cfg, weights, attn)
     tag(model.embeddings, "macs_only")
     tag(model.post_layernorm, "exclude")
     tag(model.vit_merger, "dense_attention")
@@ -231,21 +233,9 @@ class ClipTrunk(PreNormTrunk):
         super().__init__(spec)
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
-        cfg = CLIPVisionConfig(
-            hidden_size=spec.hidden,
-            intermediate_size=spec.mlp,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
-            image_size=spec.image_size,
-            patch_size=spec.patch,
-            hidden_act="quick_gelu",
-            layer_norm_eps=1e-5,
-        )
-        hf = from_config_or_weights(CLIPVisionModel, cfg, weights, attn)
-        self.set_hf(hf)
-        self.embed = tag(_ClipEmbed(hf.embeddings, hf.pre_layrnorm), "macs_only")
-        self.layers = hf.encoder.layers
-        self.post_norm = tag(hf.post_layernorm, "exclude")
+        settings = dict(image_size=spec.image_size, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+        hf = build_tower(CLIPVisionModel, CLIPVisionConfig, spec, weights, attn, **settings)
+        self.adopt(hf, _ClipEmbed(hf.embeddings, hf.pre_layrnorm), hf.encoder.layers, hf.post_layernorm)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,13 +260,8 @@ class InternVitTrunk(Trunk):
         from transformers.models.internvl import InternVLVisionConfig, InternVLVisionModel
 
         # the values of OpenGVLab's InternViT-300M-448px as converted to transformers
-        cfg = InternVLVisionConfig(
-            hidden_size=spec.hidden,
-            intermediate_size=spec.mlp,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
+        settings = dict(
             image_size=spec.image_size,
-            patch_size=spec.patch,
             hidden_act="gelu",
             attention_bias=True,
             use_qk_norm=False,
@@ -286,11 +271,8 @@ class InternVitTrunk(Trunk):
             use_mean_pooling=True,
             use_absolute_position_embeddings=True,
         )
-        hf = from_config_or_weights(InternVLVisionModel, cfg, weights, attn)
-        self.set_hf(hf)
-        self.embed = tag(hf.embeddings, "macs_only")
-        self.layers = hf.encoder.layer
-        self.post_norm = nn.Identity() if isinstance(hf.layernorm, nn.Identity) else tag(hf.layernorm, "exclude")
+        hf = build_tower(InternVLVisionModel, InternVLVisionConfig, spec, weights, attn, **settings)
+        self.adopt(hf, hf.embeddings, hf.encoder.layer, nn.Identity() if isinstance(hf.layernorm, nn.Identity) else hf.layernorm)
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         # the embeddings interpolate the table themselves when the grid differs from the native one
@@ -304,17 +286,18 @@ class InternVitTrunk(Trunk):
         ``fc2`` is lambda_2 * fc2 (new Linear copies), so a reused compressor's branches start out
         computing exactly what layer k's residual branches add."""
         layer = self.layers[k]
-        a = layer.attention
+        a, mlp = layer.attention, layer.mlp
+        o, fc2 = _linear_copy(a.projection_layer, scale=layer.lambda_1), _linear_copy(mlp.fc2, scale=layer.lambda_2)
         return LayerParts(
             norm1=layer.layernorm_before,
             q=a.q_proj,
             k=a.k_proj,
             v=a.v_proj,
-            o=_linear_copy(a.projection_layer, scale=layer.lambda_1),
+            o=o,
             norm2=layer.layernorm_after,
-            fc1=layer.mlp.fc1,
-            fc2=_linear_copy(layer.mlp.fc2, scale=layer.lambda_2),
-            act=layer.mlp.activation_fn,
+            fc1=mlp.fc1,
+            fc2=fc2,
+            act=mlp.activation_fn,
             eps=layer.layernorm_before.eps,
         )
 
@@ -534,22 +517,9 @@ class Siglip2NaflexTrunk(PreNormTrunk):
         super().__init__(spec)
         from transformers import Siglip2VisionConfig, Siglip2VisionModel
 
-        cfg = Siglip2VisionConfig(
-            hidden_size=spec.hidden,
-            intermediate_size=spec.mlp,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
-            patch_size=spec.patch,
-            num_patches=256,
-            hidden_act="gelu_pytorch_tanh",
-            layer_norm_eps=1e-6,
-            vision_use_head=False,
-        )
-        hf = from_config_or_weights(Siglip2VisionModel, cfg, weights, attn)
-        self.set_hf(hf)
-        self.embed = tag(_NaflexEmbed(hf.embeddings), "macs_only")
-        self.layers = hf.encoder.layers
-        self.post_norm = tag(hf.post_layernorm, "exclude")
+        settings = dict(num_patches=256, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False)
+        hf = build_tower(Siglip2VisionModel, Siglip2VisionConfig, spec, weights, attn, **settings)
+        self.adopt(hf, _NaflexEmbed(hf.embeddings), hf.encoder.layers, hf.post_layernorm)
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         b, c, H, W = pixels.shape

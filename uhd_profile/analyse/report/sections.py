@@ -163,14 +163,13 @@ def _e2e_section(rep: Report, df: pd.DataFrame, recs: list[dict], recount: bool)
 
 
 def _headline_section(rep: Report, df: pd.DataFrame) -> None:
-    rep.h(2, "1. Headline: LLaVA-UHD v4 vs the post-ViT baseline")
     hl = headline(df)
     hp = headline_pairs(df)
-    if hl.empty:
-        rep.p(
-            f"Not available: the run holds no pair of the post-ViT baseline (compressor none) and v4's compressor "
-            f"({V4_COMPRESSOR}) at the same encoder, resolution and post-ViT ratio."
-        )
+    empty = (
+        f"Not available: the run holds no pair of the post-ViT baseline (compressor none) and v4's compressor "
+        f"({V4_COMPRESSOR}) at the same encoder, resolution and post-ViT ratio."
+    )
+    if not _opened(rep, "1. Headline: LLaVA-UHD v4 vs the post-ViT baseline", hl, empty):
         return
     depth = hp["depth"]
     intro = (
@@ -365,14 +364,22 @@ def _breakdown_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> None:
     rep.blocks.append(Table("breakdown_by_category", table, s, f"{conv} convention; share of the variant's total."))
 
 
+def _opened(rep: Report, heading: str, table: pd.DataFrame, if_empty: str) -> bool:
+    """Open the section ``heading``; when its ``table`` is empty, say ``if_empty`` and return False."""
+    rep.h(2, heading)
+    if table.empty:
+        rep.p(if_empty)
+        return False
+    return True
+
+
 def _encoding_section(rep: Report, df: pd.DataFrame) -> None:
-    rep.h(2, "5. Global vs sliced encoding")
     t = encoding_table(df)
-    if t.empty:
-        rep.p(
-            "Left out: the run holds no global- or sliced-encoding points (every point encodes one view, "
-            'encoding `view`); run a recipe with `encodings = ["global", "sliced"]` to fill this section.'
-        )
+    empty = (
+        "Left out: the run holds no global- or sliced-encoding points (every point encodes one view, "
+        'encoding `view`); run a recipe with `encodings = ["global", "sliced"]` to fill this section.'
+    )
+    if not _opened(rep, "5. Global vs sliced encoding", t, empty):
         return
     conv = FIGURE_CONVENTION
     rep.blocks.append(
@@ -406,14 +413,12 @@ def _encoding_section(rep: Report, df: pd.DataFrame) -> None:
 
 
 def _measurement_section(rep: Report, df: pd.DataFrame, recs: list[dict]) -> None:
-    rep.h(2, "6. Measurement quality")
     q = measurement_table(df)
-    if q.empty:
-        rep.p(
-            "No latency was measured in this run (FLOP counts only), so there is no timing noise or throttling to "
-            "report. Counts are exact functions of the executed module graph."
-        )
-    else:
+    empty = (
+        "No latency was measured in this run (FLOP counts only), so there is no timing noise or throttling to "
+        "report. Counts are exact functions of the executed module graph."
+    )
+    if _opened(rep, "6. Measurement quality", q, empty):
         n_flag = int(q["flagged"].sum())
         reasons = {str(m["telemetry_reason"]) for r in recs if (m := r.get("metrics") or {}).get("telemetry_reason")}
         thr = "throttling: " + (

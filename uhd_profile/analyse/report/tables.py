@@ -86,6 +86,22 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
+def _prepared(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as ``prepare`` makes it (unchanged when it already is)."""
+    return df if "label" in df else prepare(df)
+
+
+def _table(d: pd.DataFrame, cols: list[str], sort: list[str] | None = None, **new: Any) -> pd.DataFrame:
+    """The columns ``cols`` of ``d`` after ``d.assign(**new)`` (callables of the rows) and, with
+    ``sort``, ``sort_values(sort)``, renumbered; an empty table of ``cols`` when ``d`` has no rows."""
+    if not len(d):
+        return pd.DataFrame(columns=cols)
+    d = d.assign(**new)
+    if sort is not None:
+        d = d.sort_values(sort)
+    return d[cols].reset_index(drop=True)
+
+
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
@@ -204,7 +220,7 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
     Columns: quantity, convention (paper / macs / seconds), resolution, encoder, device, baseline,
     v4, reduction (1 - v4/baseline), paper_reduction (the paper's 55.8%, on the paper-convention
     row of the counted pair), flagged (a noisy, throttled or slow-outlier latency), note."""
-    d = prepare(df) if "label" not in df else df
+    d = _prepared(df)
     hp = headline_pairs(d)
     rows = []
     if hp["flops"] is not None:
@@ -320,7 +336,7 @@ def pareto_table(df: pd.DataFrame, y: str, convention: str = FIGURE_CONVENTION) 
     single-view points only (global/sliced encodings have their own section), one row each, with its
     ``setting`` (encoder, resolution, encoding, batch, and device/dtype for latency: each setting has
     its own front), the ``panel`` it is drawn in and ``on_front``."""
-    d = prepare(df) if "label" not in df else df
+    d = _prepared(df)
     col = count_column(convention)
     if y == "latency_median_s":
         d = measured_rows(d)
@@ -359,10 +375,14 @@ def pareto_table(df: pd.DataFrame, y: str, convention: str = FIGURE_CONVENTION) 
     return d[cols].reset_index(drop=True)
 
 
+_LATENCY_COLUMNS = ["latency_median_s", "device", "dtype", "flagged", "flag_reason", "variant_id"]
+"""The last columns of the depth and encoding tables: a point's latency, where it ran, its flag, its id."""
+
+
 def depth_table(df: pd.DataFrame, convention: str = FIGURE_CONVENTION) -> pd.DataFrame:
     """Rows of every (setting, compressor) series the run holds at two depths or more, plus the
     baselines (``compressor`` none, depth empty) of the same settings: depth, FLOPs, latency."""
-    d = prepare(df) if "label" not in df else df
+    d = _prepared(df)
     d = ok_rows(d)
     col = count_column(convention)
     cols = [
@@ -371,12 +391,7 @@ def depth_table(df: pd.DataFrame, convention: str = FIGURE_CONVENTION) -> pd.Dat
         "compressor",
         "depth",
         col,
-        "latency_median_s",
-        "device",
-        "dtype",
-        "flagged",
-        "flag_reason",
-        "variant_id",
+        *_LATENCY_COLUMNS,
     ]
     d = d[d[col].notna()]
     if not len(d):
@@ -397,7 +412,7 @@ def depth_table(df: pd.DataFrame, convention: str = FIGURE_CONVENTION) -> pd.Dat
 
 def encoding_table(df: pd.DataFrame, convention: str = FIGURE_CONVENTION) -> pd.DataFrame:
     """Global vs sliced encoding rows (column ``encoding``): cost vs the input image size."""
-    d = prepare(df) if "label" not in df else df
+    d = _prepared(df)
     d = ok_rows(d)
     d = d[d["encoding"].isin(["global", "sliced"])]
     col = count_column(convention)
@@ -415,20 +430,15 @@ def encoding_table(df: pd.DataFrame, convention: str = FIGURE_CONVENTION) -> pd.
         "macs",
         "tokens_in",
         "tokens_llm",
-        "latency_median_s",
-        "device",
-        "dtype",
-        "flagged",
-        "flag_reason",
-        "variant_id",
+        *_LATENCY_COLUMNS,
     ]
-    if not len(d):
-        return pd.DataFrame(columns=cols)
-    d = d.assign(
-        megapixels=d["height_px"].astype(float) * d["width_px"].astype(float) / 1e6,
-        aspect=[_aspect(int(w), int(h)) for h, w in zip(d["height_px"], d["width_px"])],
+    return _table(
+        d,
+        cols,
+        ["encoding", "label", "aspect", "megapixels"],
+        megapixels=lambda t: t["height_px"].astype(float) * t["width_px"].astype(float) / 1e6,
+        aspect=lambda t: [_aspect(int(w), int(h)) for h, w in zip(t["height_px"], t["width_px"])],
     )
-    return d.sort_values(["encoding", "label", "aspect", "megapixels"])[cols].reset_index(drop=True)
 
 
 def _aspect(w: int, h: int) -> str:
@@ -440,7 +450,7 @@ def _aspect(w: int, h: int) -> str:
 
 def measurement_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every measured point: latency spread, noise flag, stop rule, throttling, environment key."""
-    d = prepare(df) if "label" not in df else df
+    d = _prepared(df)
     d = measured_rows(d)
     cols = [
         "label",
@@ -462,14 +472,14 @@ def measurement_table(df: pd.DataFrame) -> pd.DataFrame:
         "env_key",
         "variant_id",
     ]
-    if not len(d):
-        return pd.DataFrame(columns=cols)
-    d = d.assign(
-        resolution=[resolution_label(r) for _, r in d.iterrows()],
-        throughput_flops_per_s=d["flops"].astype(float)
-        / (d["latency_median_s"].astype(float) * d["batch"].astype(float).clip(lower=1)),
+    return _table(
+        d,
+        cols,
+        resolution=lambda t: [resolution_label(r) for _, r in t.iterrows()],
+        throughput_flops_per_s=lambda t: (
+            t["flops"].astype(float) / (t["latency_median_s"].astype(float) * t["batch"].astype(float).clip(lower=1))
+        ),
     )
-    return d[cols].reset_index(drop=True)
 
 
 ENV_FIELDS = (
