@@ -36,9 +36,10 @@ def test_flops_json_fields(cli):
 
 
 def test_flops_default_is_paper_geometry_vit_alone(cli):
-    code, out, err = cli("flops", "--json")
+    code, out, err = cli("flops", "--json")  # 980 px: the 70x70 grid cannot take the 16x connector
     rec = json.loads(out)
     assert code == 0 and rec["post_ratio"] == 1 and rec["total"] == 3_511_178_496_000
+    assert "counting the ViT alone" in err and "nearest valid: 952x952 or 1008x1008" in err  # the note, with --json too
 
 
 def test_flops_conventions_and_wxh(cli):
@@ -58,11 +59,6 @@ def test_a_tower_that_floors_takes_any_size(cli):
     assert rec["tokens_in"] == 729 and (rec["width_px"], rec["height_px"]) == (384, 384)
     code, out, _ = cli("flops", "--encoder", "siglip-so400m-p14-384", "--resolution", "native", "--post-ratio", "1", "--json")
     assert code == 0 and json.loads(out)["total"] == rec["total"]
-
-
-def test_flops_note_goes_to_stderr_with_json_too(cli):
-    code, out, err = cli("flops", "--json")  # 980 px: the 70x70 grid cannot take the 16x connector
-    assert code == 0 and json.loads(out)["post_ratio"] == 1 and "counting the ViT alone" in err
 
 
 def test_flops_table_names_the_convention(cli):
@@ -86,6 +82,49 @@ def test_list(cli):
     assert code == 0 and "siglip2-so400m-p14" in out and "minicpm-v-4.6" in out
     code, out, _ = cli("list", "compressors")
     assert code == 0 and "window-attn-reused-mlp" in out
+
+
+def test_list_without_an_argument_says_what_can_be_listed(cli):
+    code, out, err = cli("list")
+    assert code == 0 and err == ""
+    for kind in ("encoders", "compressors", "conventions", "metrics", "recipes", "llms", "policies"):
+        assert kind in out
+    assert "uhd-profile list KIND" in out
+
+
+@pytest.mark.parametrize(
+    "encoder,resolution,post_ratio,tokens_llm",
+    [
+        ("qwen2.5-vl-vit", "448", 4, 256),  # Qwen2.5-VL: its merger joins 2x2 patches
+        ("internvit-300m-448", "448", 4, 256),  # InternVL: pixel shuffle 0.5, 256 tokens per 448 px tile
+        ("clip-vit-l14-336", "336", 1, 577),  # LLaVA-1.5: a 1:1 projector (the class token kept)
+        ("siglip-so400m-p14-384", "384", 1, 729),  # LLaVA-OneVision: a per-token projector
+        ("siglip2-so400m-p14", "448", 16, 64),  # the paper's tower keeps the paper's 16x
+        ("minicpm-v-4.6", "448", 16, 64),
+    ],
+)
+def test_a_tower_defaults_to_its_own_familys_connector(cli, encoder, resolution, post_ratio, tokens_llm):
+    code, out, err = cli("flops", "--encoder", encoder, "--resolution", resolution, "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert (rec["post_ratio"], rec["tokens_llm"]) == (post_ratio, tokens_llm)
+    assert rec["variant_id"].endswith(f"/baseline/post{post_ratio}")
+
+
+def test_an_explicit_post_ratio_still_wins_over_the_family_default(cli):
+    code, out, _ = cli("flops", "--encoder", "qwen2.5-vl-vit", "--resolution", "448", "--post-ratio", "16", "--json")
+    assert code == 0 and json.loads(out)["tokens_llm"] == 64
+    code, out, _ = cli("flops", "--encoder", "qwen2.5-vl-vit", "--resolution", "448", "--variant", "v4", "--json")
+    assert code == 0 and json.loads(out)["post_ratio"] == 1  # 4x in the ViT: the family's 4x in total
+
+
+def test_size_errors_print_the_token_grid_width_first_and_the_nearest_valid_sizes(cli_error):
+    line = cli_error("flops", "--resolution", "1920x1080", "--variant", "v4")  # 137 columns x 77 rows of tokens
+    assert "got 137x77 tokens (width x height)" in line and "nearest valid: 1904x1064 or 1932x1092" in line
+    line = cli_error("flops", "--resolution", "1920x1080", "--post-ratio", "16")
+    assert "leaves 137x77 tokens (width x height)" in line and "nearest valid: 1904x1064 or 1960x1120" in line
+    line = cli_error("flops", "--encoder", "qwen2.5-vl-vit", "--resolution", "450x300")
+    assert "nearest valid: 448x280 or 476x308" in line
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from uhd_profile.run.recipe import load_recipe
 from uhd_profile.run.store import ResultStore, make_record
 
 REPO = Path(__file__).resolve().parents[1]
-CI_BASELINE = REPO / "ci" / "smoke-baseline.json"
+CI_BASELINE = REPO / ".ci" / "smoke-baseline.json"
 
 # ---------------------------------------------------------------------------------------------
 # the rank test
@@ -543,10 +543,10 @@ def test_real_run_against_its_own_baseline(smoke_run, tmp_path, cli):
 
 
 def test_committed_ci_baseline_matches_the_smoke_counts(smoke_run, cli):
-    """ci/smoke-baseline.json must match what the code counts today. If a change of counts is
+    """.ci/smoke-baseline.json must match what the code counts today. If a change of counts is
     intended: uhd-profile sweep smoke --out /tmp/x --device cpu &&
-    uhd-profile baseline /tmp/x --out ci/smoke-baseline.json --counts-only"""
+    uhd-profile baseline /tmp/x --out .ci/smoke-baseline.json --counts-only"""
     code, res, err = _check_json(cli, smoke_run, str(CI_BASELINE))
     bad = {p["variant_id"]: p["mark"] for p in res["points"] if p["regression"]}
-    assert code == 0 and not bad, f"{bad}: regenerate ci/smoke-baseline.json (see this test's docstring)"
+    assert code == 0 and not bad, f"{bad}: regenerate .ci/smoke-baseline.json (see this test's docstring)"
     assert load_baseline(CI_BASELINE)["counts_only"] is True

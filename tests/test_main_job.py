@@ -15,8 +15,8 @@ import torch
 
 from uhd_profile.analyse.report.tables import encoding_table, prepare
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.measure import roofline
-from uhd_profile.measure.roofline import DtypeChoice, choose_dtype
+from uhd_profile.measure import dtypes as roofline  # choose_dtype lives in measure/dtypes.py now
+from uhd_profile.measure.dtypes import DtypeChoice, choose_dtype
 from uhd_profile.model.variants import VariantSpec, build_variant, example_input
 from uhd_profile.run.recipe import load_recipe
 from uhd_profile.run.store import RESULTS_FILE, load, read_header

@@ -184,3 +184,33 @@ def test_local_checkpoint_loads(tmp_path):
     assert torch.equal(model.layers[0].mlp.fc1.weight, saved.encoder.layers[0].mlp.fc1.weight)
     with pytest.raises(UhdProfileError, match="not a directory"):
         build_variant(spec, weights=str(tmp_path / "missing"))
+
+
+def test_the_design_ratio_is_the_tower_familys_in_every_entry_point():
+    """flops, bench and a recipe's post_ratios = ["auto"] all build VariantSpec(post_ratio=None): the
+    tower's family merge (EncoderSpec.default_post_ratio), over the in-ViT compressor's 4x."""
+    from uhd_profile.model.encoders import ENCODERS
+
+    assert {n: e.default_post_ratio for n, e in ENCODERS.items() if e.default_post_ratio != 16} == {
+        "qwen2.5-vl-vit": 4,
+        "internvit-300m-448": 4,
+        "clip-vit-l14-336": 1,
+        "siglip-so400m-p14-384": 1,
+    }
+    assert VariantSpec(encoder="qwen2.5-vl-vit", resolution=448).ratio == 4
+    assert VariantSpec(encoder="clip-vit-l14-336").ratio == 1
+    assert VariantSpec(encoder="siglip2-so400m-p14", resolution=448).ratio == 16
+    assert VariantSpec.alias("v4", encoder="siglip2-so400m-p14", resolution=448).ratio == 4
+    assert VariantSpec.alias("v4", encoder="internvit-300m-448", resolution=448).ratio == 1
+    assert VariantSpec(encoder="qwen2.5-vl-vit", resolution=448, post_ratio=16).ratio == 16
+
+
+def test_nearest_view_sizes_round_each_side_down_and_up_width_first():
+    from uhd_profile.model.variants import nearest_view_sizes
+    from uhd_profile.units import Size
+
+    assert nearest_view_sizes(Size(1920, 1080), 14, 2, floors=True) == (Size(1904, 1064), Size(1932, 1092))
+    assert nearest_view_sizes(Size(1932, 1080), 14, 2, floors=True) == (Size(1932, 1064), Size(1932, 1092))  # width fits
+    assert nearest_view_sizes(Size(20, 20), 14, 2) == (Size(28, 28),)  # nothing below one unit
+    with pytest.raises(UhdProfileError, match=r"got 9x5 tokens \(width x height\).*nearest valid: 64x32 or 80x48"):
+        VariantSpec(encoder="tiny", resolution="72x40", compressor="avg-pool", depth=1, post_ratio=1)

@@ -7,7 +7,8 @@ One parser per unit, so the same text means the same thing wherever it is typed:
   and ``height`` fields. In Python a size is a :class:`Size` (a named tuple ``(width, height)``); a
   bare ``(a, b)`` tuple is refused where a size is expected, because it cannot say which side is which.
 * **Dtypes** have one canonical short name each (``fp32``, ``bf16``, ``fp16``) and accept the usual
-  aliases (``float32``, ``bfloat16``, ``half``, ...).
+  aliases (``float32``, ``bfloat16``, ``half``, ...); :func:`parse_dtype` is the only dtype parser
+  (also of ``auto`` and, for GPU peaks, ``tf32``, where the caller allows them).
 * **Byte sizes** accept SI and IEC suffixes (``24GiB``, ``80GB``, ``512MiB``).
 """
 
@@ -121,15 +122,36 @@ DTYPE_ALIASES: dict[str, str] = {
 """Every accepted spelling -> its canonical name."""
 
 
-def parse_dtype(value: Any, what: str = "dtype") -> str:
-    """The canonical name (``fp32``/``bf16``/``fp16``) of a dtype given by name, alias or ``torch.dtype``."""
+AUTO_DTYPE = "auto"
+"""The dtype word that lets the device decide (a recipe's ``dtypes``, ``bench --dtype auto``):
+resolved by ``uhd_profile.measure.dtypes.choose_dtype``."""
+TF32 = "tf32"
+"""Not a storage dtype: fp32 matmuls on TF32 tensor cores (only a GPU peak has it)."""
+_TF32_ALIASES = ("tf32", "tensorfloat32")
+
+
+def parse_dtype(value: Any, what: str = "dtype", *, auto: bool = False, tf32: bool = False) -> str:
+    """The canonical name (``fp32``/``bf16``/``fp16``) of a dtype given by name, alias or ``torch.dtype``.
+
+    The one dtype parser of uhd-profile. ``auto=True`` also accepts ``"auto"`` (returned as is: the
+    caller resolves it, see ``uhd_profile.measure.dtypes``); ``tf32=True`` also accepts ``"tf32"``
+    (GPU peaks). Anything else is a one-line ``UhdProfileError`` naming ``what``, the value and the
+    valid names.
+    """
     if isinstance(value, torch.dtype):
         for name, dt in DTYPES.items():
             if dt == value:
                 return name
-    elif isinstance(value, str) and value.strip().lower() in DTYPE_ALIASES:
-        return DTYPE_ALIASES[value.strip().lower()]
-    raise UhdProfileError(f"{what} {value!r} is not valid; valid: {', '.join(DTYPES)} (or float32, bfloat16, float16, half)")
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text in DTYPE_ALIASES:
+            return DTYPE_ALIASES[text]
+        if tf32 and text in _TF32_ALIASES:
+            return TF32
+        if auto and text == AUTO_DTYPE:
+            return AUTO_DTYPE
+    valid = [*DTYPES, *([TF32] if tf32 else []), *([AUTO_DTYPE] if auto else [])]
+    raise UhdProfileError(f"{what} {value!r} is not valid; valid: {', '.join(valid)} (or float32, bfloat16, float16, half)")
 
 
 def torch_dtype(value: Any) -> torch.dtype:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -11,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from uhd_profile.cli.console import err, out, warn
-from uhd_profile.cli.options import convention_option, resolve_spec, variant_options
+from uhd_profile.cli.options import VariantFlags, convention_option, variant_options
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.count.flops import FlopCount, count_flops, count_module
 from uhd_profile.count.paper import REL_TOL
@@ -63,12 +64,7 @@ def flops_record(spec: VariantSpec, fc: FlopCount, convention: str, batch: int) 
 @click.option("--batch", default=1, type=int, show_default=True, help="images per forward")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def flops(
-    encoder: str,
-    resolution: str | None,
-    variant: str | None,
-    compressor: str | None,
-    depth: int | None,
-    post_ratio: str | None,
+    flags: VariantFlags,
     convention: str,
     by_module: bool,
     counter: str,
@@ -84,7 +80,7 @@ def flops(
         raise UhdProfileError(f"--counter {counter!r} is not valid; valid: {', '.join(COUNTERS)}")
     if batch < 1:
         raise UhdProfileError(f"--batch {batch} is not valid; it must be at least 1")
-    spec = resolve_spec(encoder, resolution, variant, compressor, depth, post_ratio)
+    spec = flags.spec()
     if counter != "uhd":
         return _peer(counter, spec, batch, as_json)
     if weights is not None:
@@ -185,79 +181,115 @@ def _param_text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-LISTABLE = ("encoders", "compressors", "conventions", "metrics", "recipes", "llms", "policies")
+def _table(title: str, columns: tuple[str, ...], rows: Any) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def _metrics() -> Table:
+    return _table(
+        "metrics of the record schema (records, uhd_profile.load columns, baselines)",
+        ("metric", "dtype", "kind", "gate", "meaning"),
+        ((m.name, m.dtype, m.kind, m.gate or "", m.doc) for m in METRICS.values()),
+    )
+
+
+def _encoders() -> Table:
+    return _table(
+        "encoder presets (uhd-profile flops --encoder NAME)",
+        ("name", "layers", "hidden", "mlp", "heads", "patch", "native px", "post-ViT ratio", "description"),
+        (
+            (e.name, str(e.layers), str(e.hidden), str(e.mlp), str(e.heads), str(e.patch), str(e.image_size))
+            + (f"{e.default_post_ratio}x", e.description)
+            for e in ENCODERS.values()
+        ),
+    )
+
+
+def _compressors() -> Table:
+    return _table(
+        "in-ViT compressors (4x in the ViT, then the tower's connector)",
+        ("name", "paper", "reuses layer k", "structure"),
+        ((c.name, c.paper_label, "yes" if c.reuse else "no", c.description) for c in COMPRESSORS.values()),
+    )
+
+
+def _conventions() -> Table:
+    return _table(
+        "counting conventions (--convention; docs/conventions.md)",
+        ("name", "record column", "unit", "meaning"),
+        ((c.name, c.column, c.unit, c.meaning) for c in CONVENTIONS.values()),
+    )
+
+
+def _recipes() -> Table:
+    def row(name: str) -> tuple[str, ...]:
+        r = load_recipe(name)
+        return (name, str(len(r.points)), str(sum(p.measured for p in r.points)), r.description)
+
+    return _table(
+        "shipped recipes (uhd-profile sweep NAME; on this machine's device)",
+        ("name", "points", "measured", "description"),
+        (row(name) for name in shipped_recipes()),
+    )
+
+
+def _llms() -> Table:
+    return _table(
+        f"LLM presets (uhd-profile e2e --llm NAME; default {DEFAULT_LLM})",
+        ("name", "class", "layers", "hidden", "mlp", "heads / kv x dim", "vocab", "description"),
+        (
+            (s.name, s.family, f"{s.layers}" + (f" ({len(s.attention_layers)} full attention)" if s.hybrid else ""))
+            + (str(s.hidden), str(s.mlp), f"{s.heads} / {s.kv_heads} x {s.head_dim}", str(s.vocab), s.description)
+            for s in LLMS.values()
+        ),
+    )
+
+
+def _policies() -> Table:
+    return _table(
+        "image policies (--policy NAME, --policy-param NAME=VALUE; docs/policies.md)",
+        ("name", "tower", "patch", "ViT tokens per LLM token", "parameters (processor defaults)", "description"),
+        (
+            (p.name, p.encoder, str(p.patch), str(p.merge))
+            + (escape(", ".join(f"{q.name}={_param_text(q.default)}" for q in p.params)), escape(p.description))
+            for p in POLICIES.values()
+        ),
+    )
+
+
+LISTS: dict[str, tuple[str, Callable[[], Table]]] = {
+    "encoders": ("vision towers: geometry, native size, their family's post-ViT ratio", _encoders),
+    "compressors": ("in-ViT token compressors (--compressor NAME --depth K)", _compressors),
+    "conventions": ("how FLOPs are counted (--convention NAME)", _conventions),
+    "metrics": ("the record schema: every metric a run records (--markdown for a table)", _metrics),
+    "recipes": ("shipped sweep recipes (uhd-profile sweep NAME)", _recipes),
+    "llms": ("LLM presets (uhd-profile e2e --llm NAME)", _llms),
+    "policies": ("image policies: how each model family turns an image into views", _policies),
+}
+"""What ``uhd-profile list`` can list: kind -> (one line, the table)."""
+LISTABLE = tuple(LISTS)
 
 
 @click.command(name="list")
-@click.argument("what", type=str)
+@click.argument("what", type=str, required=False)
 @click.option("--markdown", is_flag=True, help="print a Markdown table (metrics)")
-def list_(what: str, markdown: bool) -> None:
-    """List presets: `encoders`, `compressors`, `conventions`, `metrics` (the record schema), `recipes`, `llms` or `policies`."""
-    if what == "metrics":
-        if markdown:
-            click.echo(markdown_table())
-            return
-        t = Table(title="metrics of the record schema (records, uhd_profile.load columns, baselines)", title_justify="left")
-        for col in ("metric", "dtype", "kind", "gate", "meaning"):
-            t.add_column(col)
-        for m in METRICS.values():
-            t.add_row(m.name, m.dtype, m.kind, m.gate or "", m.doc)
-        out.print(t)
-    elif what == "encoders":
-        t = Table(title="encoder presets", title_justify="left")
-        for col in ("name", "layers", "hidden", "mlp", "heads", "patch", "native px", "description"):
-            t.add_column(col)
-        for e in ENCODERS.values():
-            t.add_row(
-                e.name, str(e.layers), str(e.hidden), str(e.mlp), str(e.heads), str(e.patch), str(e.image_size), e.description
-            )
-        out.print(t)
-    elif what == "compressors":
-        t = Table(title="in-ViT compressors (each followed by a 4x connector: 16x in total)", title_justify="left")
-        for col in ("name", "paper", "reuses layer k", "structure"):
-            t.add_column(col)
-        for c in COMPRESSORS.values():
-            t.add_row(c.name, c.paper_label, "yes" if c.reuse else "no", c.description)
-        out.print(t)
-    elif what == "conventions":
-        t = Table(title="counting conventions (--convention; docs/conventions.md)", title_justify="left")
-        for col in ("name", "record column", "unit", "meaning"):
-            t.add_column(col)
-        for conv in CONVENTIONS.values():
-            t.add_row(conv.name, conv.column, conv.unit, conv.meaning)
-        out.print(t)
-    elif what == "recipes":
-        t = Table(title="shipped recipes (uhd-profile sweep NAME; on this machine's device)", title_justify="left")
-        for col in ("name", "points", "measured", "description"):
-            t.add_column(col)
-        for name in shipped_recipes():
-            r = load_recipe(name)
-            t.add_row(name, str(len(r.points)), str(sum(p.measured for p in r.points)), r.description)
-        out.print(t)
-    elif what == "llms":
-        t = Table(title=f"LLM presets (uhd-profile e2e --llm NAME; default {DEFAULT_LLM})", title_justify="left")
-        for col in ("name", "class", "layers", "hidden", "mlp", "heads / kv x dim", "vocab", "description"):
-            t.add_column(col)
-        for s in LLMS.values():
-            kinds = f" ({len(s.attention_layers)} full attention)" if s.hybrid else ""
-            t.add_row(
-                s.name,
-                s.family,
-                f"{s.layers}{kinds}",
-                str(s.hidden),
-                str(s.mlp),
-                f"{s.heads} / {s.kv_heads} x {s.head_dim}",
-                str(s.vocab),
-                s.description,
-            )
-        out.print(t)
-    elif what == "policies":
-        t = Table(title="image policies (--policy NAME, --policy-param NAME=VALUE; docs/policies.md)", title_justify="left")
-        for col in ("name", "tower", "patch", "ViT tokens per LLM token", "parameters (processor defaults)", "description"):
-            t.add_column(col)
-        for p in POLICIES.values():
-            params = ", ".join(f"{q.name}={_param_text(q.default)}" for q in p.params)
-            t.add_row(p.name, p.encoder, str(p.patch), str(p.merge), escape(params), escape(p.description))
-        out.print(t)
-    else:
-        raise UhdProfileError(f"cannot list {what!r}; valid: {', '.join(LISTABLE)}")
+def list_(what: str | None, markdown: bool) -> None:
+    """List presets: `encoders`, `compressors`, `conventions`, `metrics` (the record schema), `recipes`,
+    `llms` or `policies`; with no argument, what can be listed."""
+    if what is None:
+        out.print(_table("what uhd-profile can list", ("uhd-profile list ...", "what"), ((k, d) for k, (d, _) in LISTS.items())))
+        out.print("show one with `uhd-profile list KIND`, e.g. `uhd-profile list encoders`", markup=False, highlight=False)
+        return
+    if what not in LISTS:
+        raise UhdProfileError(f"cannot list {what!r}; valid: {', '.join(LISTABLE)} (or nothing: what can be listed)")
+    if markdown and what != "metrics":
+        raise UhdProfileError(f"--markdown applies to `list metrics`, not `list {what}`")
+    if markdown:
+        click.echo(markdown_table())
+        return
+    out.print(LISTS[what][1]())

@@ -13,16 +13,17 @@ import click
 from rich.table import Table
 
 from uhd_profile.cli.console import note, out
-from uhd_profile.cli.options import resolve_spec, variant_options
+from uhd_profile.cli.options import VariantFlags, attn_option, check_attn, check_dtype, dtype_option, variant_options
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.files import check_output_dir
-from uhd_profile.measure.bench import ATTN_BACKENDS, BenchResult, BenchSettings
+from uhd_profile.measure.bench import BenchResult, BenchSettings
 from uhd_profile.measure.bench import bench as run_bench
 from uhd_profile.measure.devices import resolve_device
+from uhd_profile.measure.dtypes import DtypeChoice, resolve_dtype
 from uhd_profile.measure.limits import check_threads
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.model.trunks import check_weights_dir
-from uhd_profile.units import DTYPES, format_bytes, parse_dtype
+from uhd_profile.units import format_bytes
 
 
 def _float_opt(name: str, value: float | None, minimum: float = 0.0, strict: bool = False) -> None:
@@ -74,10 +75,10 @@ def _timing(
 @click.option(
     "--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (only auto may fall back to the CPU)"
 )
-@click.option("--dtype", default="fp32", show_default=True, help=f"{' | '.join(DTYPES)} (or float32, bfloat16, float16)")
+@dtype_option(what="the dtype the variant runs in", auto=True)
 @click.option("--batch", default=1, type=int, show_default=True, help="images per forward")
 @click.option("--threads", default=None, type=int, help="CPU threads for torch [default: torch's]")
-@click.option("--attn", default="sdpa", show_default=True, help="attention backend: sdpa | eager")
+@attn_option
 @click.option("--compile", "use_compile", is_flag=True, help="torch.compile the variant")
 @click.option("--cuda-graphs", is_flag=True, help="replay the forward from a CUDA graph")
 @click.option("--l2-flush", is_flag=True, help="flush the GPU L2 before each iteration (cold cache)")
@@ -90,12 +91,7 @@ def _timing(
 @click.option("--weights", default=None, help="local checkpoint directory")
 @click.option("--json", "as_json", is_flag=True, help="print the result as one JSON object")
 def bench(
-    encoder: str,
-    resolution: str | None,
-    variant: str | None,
-    compressor: str | None,
-    depth: int | None,
-    post_ratio: str | None,
+    flags: VariantFlags,
     device: str,
     dtype: str,
     batch: int,
@@ -133,9 +129,8 @@ def bench(
         problems.append(f"--batch {batch} is not valid; it must be an integer >= 1")
     if threads is not None and threads < 1:
         problems.append(f"--threads {threads} is not valid; it must be an integer >= 1")
-    check(partial(parse_dtype, dtype, "--dtype"))
-    if attn not in ATTN_BACKENDS:
-        problems.append(f"--attn {attn!r} is not valid; valid: {', '.join(ATTN_BACKENDS)}")
+    dtype = check(partial(check_dtype, dtype, auto=True))
+    check(partial(check_attn, attn))
     if weights is not None:
         check(partial(check_weights_dir, weights))
     dev = check(partial(resolve_device, device))  # a missing GPU is a usage error before anything is built
@@ -143,10 +138,14 @@ def bench(
         check(partial(check_threads, threads))
     if trace_dir is not None:
         check(partial(check_output_dir, trace_dir, "--trace"))
-    spec = check(partial(resolve_spec, encoder, resolution, variant, compressor, depth, post_ratio))
+    spec = check(flags.spec)
     if problems:
         raise UhdProfileError(problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems))
-    assert timing is not None  # built whenever no option was refused
+    assert timing is not None and dev is not None  # built whenever no option was refused
+    # `auto` the way a sweep resolves a recipe's dtype "auto": on this device and thread count
+    dtype, choice = resolve_dtype(dtype, str(dev), threads)
+    if choice is not None:
+        note(f"dtype auto -> {choice.dtype}: {choice.reason}")
     settings = BenchSettings(
         device=device,
         dtype=dtype,
@@ -160,10 +159,22 @@ def bench(
         trace_dir=trace_dir,
     )
     result = run_bench(spec, settings, weights=weights)
+    record_dtype(result, choice)
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        rec = result.to_json()
+        if choice is not None:
+            rec["dtype_auto"] = choice.as_dict()
+        click.echo(json.dumps(rec))
         return
     render_bench(result)
+
+
+def record_dtype(result: BenchResult, choice: DtypeChoice | None) -> None:
+    """``measured_dtype`` and ``dtype_reason`` in the metrics, as a sweep's records hold them
+    (``Point.measured_fields``): what ``auto`` compared, or that the dtype was asked for."""
+    dtype = result.settings.dtype
+    reason = choice.reason if choice is not None else f"--dtype {dtype} asked for"
+    result.metrics.update(measured_dtype=dtype, dtype_reason=reason)
 
 
 def render_bench(r: BenchResult) -> None:
@@ -178,6 +189,8 @@ def render_bench(r: BenchResult) -> None:
         "noisy": "[yellow]noisy (IQR/median >= 10%)[/]",
         "unreliable": "[red]unreliable (IQR/median >= 25%)[/]",
     }[m["noise_flag"]]
+    if str(m.get("dtype_reason", "")).startswith("auto"):
+        t.add_row("dtype (auto)", f"{s.dtype}: {m['dtype_reason']}")
     t.add_row("latency median", f"{m['latency_median_s'] * 1e3:,.2f} ms")
     t.add_row("latency p10 / p90", f"{m['latency_p10_s'] * 1e3:,.2f} / {m['latency_p90_s'] * 1e3:,.2f} ms")
     t.add_row("IQR / median", f"{m['latency_iqr_over_median']:.2%}  {flag}")

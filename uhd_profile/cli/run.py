@@ -17,7 +17,7 @@ from uhd_profile.analyse.report import write_report
 from uhd_profile.cli.console import err, note, out, say
 from uhd_profile.errors import EXIT_FAILED, EXIT_WRITE, UhdProfileError, WriteError
 from uhd_profile.files import atomic_write_text, check_output_dir
-from uhd_profile.measure.roofline import DtypeChoice
+from uhd_profile.measure.dtypes import DtypeChoice
 from uhd_profile.run.executors import check_executor
 from uhd_profile.run.lock import RunLock, stale_note
 from uhd_profile.run.recipe import load_recipe

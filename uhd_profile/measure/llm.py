@@ -34,8 +34,7 @@ from uhd_profile.measure.memory import MemoryStats, measure_memory
 from uhd_profile.measure.timing import LatencyStats, TimingSettings, time_forward
 from uhd_profile.model.llm_plans import check_tokens
 from uhd_profile.model.llms import DEFAULT_LLM, FULL, LlmSpec, get_llm
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from uhd_profile.units import DTYPES
 
 
 @dataclass

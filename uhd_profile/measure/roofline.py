@@ -16,6 +16,8 @@ calibration (kind "measured").
 fp32 on a GPU with TF32 enabled (``torch.backends.cuda.matmul.allow_tf32`` or
 ``torch.set_float32_matmul_precision("high")``) runs its matmuls on TF32 tensor cores: compare
 against the ``"tf32"`` peak then (the fingerprint records both flags).
+
+The ``auto`` dtype (what is fast on a device) is chosen in ``uhd_profile.measure.dtypes``.
 """
 
 from __future__ import annotations
@@ -29,26 +31,13 @@ import torch
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.env import static_fields
 from uhd_profile.units import DTYPES as UNIT_DTYPES
-from uhd_profile.units import parse_dtype, torch_dtype
+from uhd_profile.units import TF32, parse_dtype, torch_dtype
 
 DTYPES: tuple[str, ...] = tuple(UNIT_DTYPES)
 """Compute dtypes a measurement can run in (and `cpu_peak` can calibrate)."""
 
-GPU_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
+GPU_DTYPES: tuple[str, ...] = ("fp32", TF32, "bf16", "fp16")
 """Dtypes `gpu_peak` knows: `DTYPES` plus tf32 (fp32 matmuls on TF32 tensor cores)."""
-
-
-def _norm_dtype(dtype, valid: tuple[str, ...]) -> str:
-    """A canonical dtype name (``uhd_profile.units.parse_dtype``, plus ``tf32`` for GPU peaks)."""
-    if isinstance(dtype, str) and dtype.strip().lower() in ("tf32", "tensorfloat32") and "tf32" in valid:
-        return "tf32"
-    try:
-        canon = parse_dtype(dtype)
-    except UhdProfileError:
-        canon = None
-    if canon is None or canon not in valid:
-        raise UhdProfileError(f"unknown dtype {dtype!r}: valid dtypes are {', '.join(valid)}")
-    return canon
 
 
 @dataclass(frozen=True)
@@ -284,7 +273,7 @@ def gpu_peak(gpu_name: str, dtype: str) -> Peak | None:
     `GPU_PEAKS`, the name is ambiguous, or the GPU has no tensor-core peak for that dtype
     (bf16/tf32 on V100 and T4).
     """
-    canon = _norm_dtype(dtype, GPU_DTYPES)
+    canon = parse_dtype(dtype, tf32=True)
     device = _identify(str(gpu_name or ""))
     if device is None:
         return None
@@ -308,7 +297,7 @@ def cpu_peak(dtype: str = "fp32", seconds: float = 0.5, n: int = 1024, threads: 
     peak for torch's CPU kernels (oneDNN/MKL), not a theoretical one, and varies with load: run
     it on a quiet machine, with the thread count the measurement uses.
     """
-    canon = _norm_dtype(dtype, DTYPES)
+    canon = parse_dtype(dtype)
     if not isinstance(n, int) or n < 1:
         raise UhdProfileError(f"calibration size n={n!r} is invalid: use a positive integer (e.g. 1024)")
     if not seconds > 0:
@@ -370,73 +359,3 @@ def mfu(flops: int, latency_s: float, peak: Peak | None) -> float | None:
     if peak is None:
         return None
     return rate / peak.flops_per_s
-
-
-# ---------------------------------------------------------------------------------------------
-# "auto" dtype: what is fast on this device
-
-AUTO_DTYPE = "auto"
-"""The dtype value that lets the device decide (recipes' ``dtypes``): see `choose_dtype`."""
-AUTO_CALIBRATION_N = 512
-"""Side of the square matmuls the CPU choice compares (small: bf16 without native support is slow)."""
-AUTO_CALIBRATION_S = 0.2
-"""Seconds each dtype's calibration runs (at least two matmuls each)."""
-
-
-@dataclass(frozen=True)
-class DtypeChoice:
-    """The dtype ``auto`` resolved to on one device kind, and why (one line, with the numbers)."""
-
-    dtype: str
-    reason: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"dtype": self.dtype, "reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, d: object) -> DtypeChoice:
-        if not isinstance(d, dict) or d.get("dtype") not in DTYPES or not isinstance(d.get("reason"), str):
-            raise UhdProfileError(
-                f"recorded dtype choice {d!r} is not valid: needs dtype (one of {', '.join(DTYPES)}) and reason"
-            )
-        return cls(str(d["dtype"]), str(d["reason"]))
-
-
-_CHOICES: dict[tuple[str, int], DtypeChoice] = {}
-
-
-def choose_dtype(device: str = "cpu", threads: int | None = None) -> DtypeChoice:
-    """Resolve ``auto`` for ``device`` (``cpu`` or ``cuda[:N]``), once per process (cached).
-
-    CPU: bf16 and fp32 square matmuls (`cpu_peak`, ``AUTO_CALIBRATION_N``, interleaved twice so a
-    load change hits both) on the thread count the measurement uses; the faster one wins (CPUs
-    without native bf16 run it far slower than fp32, those with AMX far faster). CUDA: bf16 where
-    the GPU supports it, else fp16 (tensor cores on Volta and Turing). The reason names the numbers.
-    """
-    kind = "cuda" if str(device).startswith("cuda") else "cpu"
-    n_threads = threads if threads is not None else torch.get_num_threads()
-    key = (str(device) if kind == "cuda" else "cpu", n_threads)
-    if key in _CHOICES:
-        return _CHOICES[key]
-    if kind == "cuda":
-        name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else "no CUDA device"
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            choice = DtypeChoice("bf16", f"auto: bf16 on {name} (supported natively: tensor cores)")
-        else:
-            choice = DtypeChoice("fp16", f"auto: fp16 on {name} (no native bf16 here; fp16 runs on its tensor cores)")
-    else:
-        best: dict[str, float] = {}
-        for dt in ("fp32", "bf16", "fp32", "bf16"):
-            p = cpu_peak(dt, seconds=AUTO_CALIBRATION_S, n=AUTO_CALIBRATION_N, threads=n_threads)
-            best[dt] = max(best.get(dt, 0.0), p.flops_per_s)
-        winner = max(best, key=lambda d: best[d])
-        loser = "bf16" if winner == "fp32" else "fp32"
-        cpu_model = static_fields().get("cpu_model") or "unknown CPU"
-        choice = DtypeChoice(
-            winner,
-            f"auto: {winner} on {cpu_model}, {n_threads} thread(s): matmul {best[winner] / 1e9:,.1f} GFLOP/s vs "
-            f"{loser} {best[loser] / 1e9:,.1f} GFLOP/s ({AUTO_CALIBRATION_N}x{AUTO_CALIBRATION_N}, best of "
-            f"{AUTO_CALIBRATION_S:g} s twice each)",
-        )
-    _CHOICES[key] = choice
-    return choice

@@ -29,7 +29,9 @@ class EncoderSpec:
     ``floors_input`` marks towers whose patch embedding is a stride-``patch`` convolution, which
     takes any input size and floors the grid (a 384 px view at patch 14 is 27 x 27 tokens), as the
     real towers run; the others (linear embeddings over pre-cut patches, Qwen's merge units, the
-    released model's packed layout) need exact multiples.
+    released model's packed layout) need exact multiples. ``default_post_ratio`` is the visual
+    tokens merged into one LLM token by the tower's own family (its ``uhd_profile.model.policies``
+    ``merge``): the default compression of a variant of this tower (``VariantSpec.design_ratio``).
     """
 
     name: str
@@ -47,6 +49,7 @@ class EncoderSpec:
     released: bool = False
     grid_multiple: int = 1  # token-grid sides must be multiples of this (Qwen2.5-VL: 2x2 merge units)
     floors_input: bool = False  # the patch embedding is a stride-p convolution: any size works, the grid floors
+    default_post_ratio: int = 16  # the family's merge (policies' MERGE): 16 the paper's, 4 Qwen2.5-VL/InternVL, 1 LLaVA
 
     def build(self, weights: str | None = None, attn: str = "sdpa"):
         """Build the trunk adapter (or, for the released preset, the whole HF model)."""
@@ -58,13 +61,14 @@ class EncoderSpec:
         return factory(self, weights=weights, attn=attn)
 
 
+# (layers, hidden, mlp, heads) shared by several towers
+_SO400M = (27, 1152, 4304, 16)  # SigLIP / SigLIP-2 so400m (MiniCPM-V 4.6's tower too)
+_VIT_L = (24, 1024, 4096, 16)  # ViT-L geometry: CLIP ViT-L/14, InternViT-300M
+
 _PRESETS = [
     EncoderSpec(
         "siglip2-so400m-p14",
-        27,
-        1152,
-        4304,
-        16,
+        *_SO400M,
         14,
         980,
         "SiglipTrunk",
@@ -73,22 +77,17 @@ _PRESETS = [
     ),
     EncoderSpec(
         "siglip-so400m-p14-384",
-        27,
-        1152,
-        4304,
-        16,
+        *_SO400M,
         14,
         384,
         "SiglipTrunk",
         "SigLIP so400m/14 at 384 px (27x27 grid: pick an even grid, e.g. 392 px, for 2x2 windows)",
         floors_input=True,
+        default_post_ratio=1,  # LLaVA-NeXT/OneVision: a per-token projector
     ),
     EncoderSpec(
         "siglip2-so400m-p16",
-        27,
-        1152,
-        4304,
-        16,
+        *_SO400M,
         16,
         512,
         "Siglip2NaflexTrunk",
@@ -96,10 +95,7 @@ _PRESETS = [
     ),
     EncoderSpec(
         "clip-vit-l14-336",
-        24,
-        1024,
-        4096,
-        16,
+        *_VIT_L,
         14,
         336,
         "ClipTrunk",
@@ -107,13 +103,11 @@ _PRESETS = [
         prefix_tokens=1,
         mlp_kind="quick_gelu",
         floors_input=True,
+        default_post_ratio=1,  # LLaVA-1.5: a 1:1 MLP projector
     ),
     EncoderSpec(
         "internvit-300m-448",
-        24,
-        1024,
-        4096,
-        16,
+        *_VIT_L,
         14,
         448,
         "InternVitTrunk",
@@ -121,6 +115,7 @@ _PRESETS = [
         prefix_tokens=1,
         mlp_kind="gelu",
         floors_input=True,
+        default_post_ratio=4,  # InternVL: pixel shuffle 0.5 (2x2 patches per token)
     ),
     EncoderSpec(
         "qwen2.5-vl-vit",
@@ -135,13 +130,11 @@ _PRESETS = [
         mlp_kind="swiglu",
         norm="rmsnorm",
         grid_multiple=2,
+        default_post_ratio=4,  # Qwen2.5-VL: the merger joins 2x2 patches
     ),
     EncoderSpec(
         "minicpm-v-4.6",
-        27,
-        1152,
-        4304,
-        16,
+        *_SO400M,
         14,
         980,
         "minicpm_model",

@@ -53,6 +53,26 @@ SLICING_DEFAULTS = {"packing": "batched", "max_slices": MAX_SLICE_NUMS, "scale_r
 _DICT_KEY = {"scale_resolution": "scale_resolution_px"}  # attribute -> key in to_dict (unit in the name)
 
 
+def nearest_view_sizes(view: Size, patch: int, unit: int, floors: bool = False) -> tuple[Size, ...]:
+    """The view sizes nearest ``view`` whose token grid sides (side // ``patch``) are multiples of
+    ``unit``, each side rounded down and up: ``(down, up)`` as ``Size`` (width first), a side that
+    already fits kept as it is, a size below one unit left out. ``floors``: the tower floors its
+    grid (any side works); else a side must be an exact multiple of ``patch``."""
+    step = patch * unit
+
+    def fits(side: int) -> bool:
+        return (floors or side % patch == 0) and side >= step and (side // patch) % unit == 0
+
+    def rounded(side: int) -> tuple[int, int]:
+        if fits(side):
+            return side, side
+        down = side // step * step
+        return (down if down >= step else step), (side // step + 1) * step
+
+    (wd, wu), (hd, hu) = rounded(view.width), rounded(view.height)
+    return tuple(dict.fromkeys(s for s in (Size(wd, hd), Size(wu, hu)) if s != view))
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     """Frozen identity of one variant; ``.id`` is its stable join key.
@@ -116,7 +136,13 @@ class VariantSpec:
                 raise UhdProfileError(
                     f"depth {self.depth} is out of range for {self.encoder}: valid depths are 0..{enc.layers - 1}"
                 )
-            for grid in dict.fromkeys(self.view_grids):
+            for grid, view in dict.fromkeys(zip(self.view_grids, self.view_sizes)):
+                rows, cols = grid
+                if rows % 2 or cols % 2:
+                    raise UhdProfileError(
+                        f"compressor {self.compressor} at {size} needs an even token grid for 2x2 windows, got "
+                        f"{cols}x{rows} tokens (width x height) from the {view} view; {self._fix(view)}"
+                    )
                 check_grid(grid, f"compressor {self.compressor} at {size}")
         elif self.depth is not None:
             raise UhdProfileError(f"depth {self.depth} given without a compressor; add --compressor NAME (or use --variant v4)")
@@ -138,11 +164,14 @@ class VariantSpec:
         enc = self.enc
         for side, name in ((view.width, "width"), (view.height, "height")):
             if side < enc.patch:
-                raise UhdProfileError(f"{label}: {name} {side} is smaller than {self.encoder}'s patch size {enc.patch} px")
+                raise UhdProfileError(
+                    f"{label}: {name} {side} is smaller than {self.encoder}'s patch size {enc.patch} px; {self._fix(view)}"
+                )
             if not enc.floors_input and side % enc.patch:
                 raise UhdProfileError(
                     f"{label}: {name} {side} is not a multiple of {self.encoder}'s patch size {enc.patch} px "
                     f"(its patch embedding takes whole patches only); use a multiple of {enc.patch * enc.grid_multiple} px"
+                    f"; {self._fix(view)}"
                 )
         gm = enc.grid_multiple
         rows, cols = view.height // enc.patch, view.width // enc.patch
@@ -151,9 +180,26 @@ class VariantSpec:
             if gm > 1 and (sr % gm or sc % gm):
                 step = enc.patch * gm * (2 if self.compressor else 1)
                 raise UhdProfileError(
-                    f"{label} gives a {sc}x{sr} token grid {stage}; {self.encoder} needs grid sides that are "
-                    f"multiples of {gm}: use a resolution that is a multiple of {step} px"
+                    f"{label} gives a {sc}x{sr} token grid (width x height) {stage}; {self.encoder} needs grid sides "
+                    f"that are multiples of {gm}: use a resolution that is a multiple of {step} px; {self._fix(view)}"
                 )
+
+    def _grid_unit(self, ratio: int | None = None) -> int:
+        """What every token-grid side of a view must be a multiple of for this spec: the trunk's
+        grid multiple, 2 for the in-ViT compressor's 2x2 windows (and the multiple again after it
+        halves the grid), and the connector's merge side (``ratio``, default this spec's) after the ViT."""
+        gm = self.enc.grid_multiple
+        halves = 2 if self.compressor else 1
+        merge_side = {1: 1, 4: 2, 16: 4}[self.ratio if ratio is None else ratio]
+        return math.lcm(gm, halves * gm, halves, halves * merge_side)
+
+    def _fix(self, view: Size, ratio: int | None = None) -> str:
+        """``nearest valid: AxB or CxD`` (width first): the view sizes closest to ``view`` that this
+        spec takes; for global/sliced encoding, which views come from the slicing, what to change."""
+        if self.encoding != "view":
+            return "change the image size, --max-slices or --scale-resolution"
+        sizes = nearest_view_sizes(view, self.enc.patch, self._grid_unit(ratio), self.enc.floors_input)
+        return "nearest valid: " + " or ".join(map(str, sizes))
 
     # -- derived geometry ----------------------------------------------------------------------
     @property
@@ -221,11 +267,19 @@ class VariantSpec:
         return 4 if self.compressor else 1
 
     @property
+    def design_ratio(self) -> int:
+        """The post-ViT ratio a variant of this tower has when none is given: the tower's family
+        merge (``EncoderSpec.default_post_ratio``: 16 for the paper's towers, 4 for Qwen2.5-VL's and
+        InternViT, 1 for LLaVA's CLIP and SigLIP), divided by the in-ViT compressor's 4x, so the
+        total stays the family's where it can (and never below a 1:1 projector)."""
+        return max(1, self.enc.default_post_ratio // self.in_vit_ratio)
+
+    @property
     def ratio(self) -> int:
-        """The post-ViT ratio actually used."""
+        """The post-ViT ratio actually used: ``post_ratio``, or ``design_ratio`` when it is None."""
         if self.post_ratio is not None:
             return self.post_ratio
-        return 16 // self.in_vit_ratio
+        return self.design_ratio
 
     def _after_vit(self, grid: tuple[int, int]) -> tuple[int, int]:
         h, w = grid
@@ -244,10 +298,11 @@ class VariantSpec:
         if not self.connector_fits():
             side = {4: 2, 16: 4}[self.ratio]
             h, w = next(a for a in (self._after_vit(g) for g in self.view_grids) if a[0] % side or a[1] % side)
+            view = next(v for g, v in zip(self.view_grids, self.view_sizes) if self._after_vit(g) == (h, w))
             raise UhdProfileError(
                 f"a {self.ratio}x post-ViT connector needs a token grid divisible by {side}, but "
-                f"{self.id_plan()} leaves {w}x{h} tokens (columns x rows) after the ViT; use --post-ratio 1 (the ViT "
-                f"alone, the paper's scope) or a resolution that makes the grid divisible"
+                f"{self.id_plan()} leaves {w}x{h} tokens (width x height) after the ViT; use --post-ratio 1 (the ViT "
+                f"alone, the paper's scope) or a resolution that makes the grid divisible ({self._fix(view)})"
             )
 
     @property

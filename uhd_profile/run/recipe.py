@@ -54,8 +54,8 @@ from typing import Any
 
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.devices import resolve_device
+from uhd_profile.measure.dtypes import AUTO_DTYPE, DtypeChoice, choose_dtype
 from uhd_profile.measure.pipeline import check_measurable
-from uhd_profile.measure.roofline import AUTO_DTYPE, DtypeChoice, choose_dtype
 from uhd_profile.measure.schema import MEASURES, Point
 from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.model.compressors import COMPRESSORS
