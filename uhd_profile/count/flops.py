@@ -928,12 +928,16 @@ class _FunctionCounter(TorchFunctionMode):
 
 
 @contextlib.contextmanager
-def counting(model: torch.nn.Module, shape_only: bool = False) -> Iterator[_Counter]:
-    """Context in which every forward through ``model`` is priced. Yields the live state."""
+def counting(model: torch.nn.Module, shape_only: bool = False, priced: bool = True) -> Iterator[_Counter]:
+    """Context in which every forward through ``model`` is priced. Yields the live state.
+    ``priced=False`` keeps the bookkeeping (the module stack, small integer tensors kept real on the
+    CPU) and prices nothing: ``uhd_profile.count.meta.meta_run``, which the memory model traces in."""
     names: dict[int, str] = {}
     for name, mod in model.named_modules(remove_duplicate=False):
         names.setdefault(id(mod), name)
     state = _Counter(names)
+    if not priced:
+        state.suppress += 1
     h1 = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: state.pre_hook(m, a))
     h2 = torch.nn.modules.module.register_module_forward_hook(lambda m, a, o: state.post_hook(m, a, o))
     # decoder attention modules (transformers marks them is_causal = True) need their

@@ -34,7 +34,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -42,6 +41,7 @@ import torch
 from uhd_profile.count.conventions import CONVENTIONS, check_convention
 from uhd_profile.count.flops import FlopCount, count_module
 from uhd_profile.count.llm_formulas import TextbookOptions, textbook
+from uhd_profile.count.meta import meta_llm
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.llm_plans import (
     LM_HEAD_CHOICES,
@@ -422,14 +422,6 @@ class LlmCount:
         }
 
 
-@lru_cache(maxsize=8)
-def _meta_model(spec: LlmSpec, attn: str) -> Any:
-    """The LLM on ``meta``, built once per geometry and attention path: a meta model holds no state
-    between counts (each brings its own cache; dropping hooks are removed when a count ends), and
-    building an 8B model takes longer than counting a short prefill."""
-    return spec.build("meta", attn=attn)
-
-
 def _resolve(llm: str | LlmSpec) -> LlmSpec:
     return llm if isinstance(llm, LlmSpec) else get_llm(llm)
 
@@ -468,7 +460,7 @@ def count_llm(
     t0 = time.perf_counter()
     device = "meta" if shape_only else "cpu"
     if model is None:
-        model = _meta_model(spec, attn) if shape_only else spec.build(device, attn=attn)
+        model = meta_llm(spec, attn) if shape_only else spec.build(device, attn=attn)
     n, d = visual_tokens + prompt_tokens, spec.hidden
 
     def embeds(k: int) -> torch.Tensor:

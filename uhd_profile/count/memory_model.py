@@ -54,7 +54,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from uhd_profile.count.flops import counting, module_group
+from uhd_profile.count.flops import module_group
+from uhd_profile.count.meta import meta_llm, meta_run
 from uhd_profile.count.llm import cache_size
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.llm_plans import check_tokens
@@ -638,10 +639,9 @@ def tracking(model: nn.Module, device_kind: str = "cpu", replay: Sequence[nn.Mod
     state; ``trace_of`` turns it into a ``MemoryTrace``."""
     check_device_kind(device_kind)
     prefix = {id(m): f"{n}." for n, m in model.named_modules()}
-    with counting(model, shape_only=True) as state:
-        # the counting context is what the FLOPs engine and the memory model share (the module
-        # stack, small integer bookkeeping kept real on the CPU); its pricing is switched off here
-        state.suppress += 1
+    with meta_run(model) as state:
+        # the meta run is what the FLOPs engine and the memory model share (the module stack,
+        # small integer bookkeeping kept real on the CPU), with nothing priced
         live = _Live(state.current_path, CUDA_BLOCK_BYTES if device_kind == "cuda" else 1)
         try:
             with _replaying(live, replay, prefix), _AttentionPath(live, device_kind), _TrackAllocations(live, memo):
@@ -835,6 +835,26 @@ class MemoryPrediction:
         }
 
 
+def _traced_stage(
+    stage: str, model: str, label: str, weights_bytes: int, held_bytes: int, trace: MemoryTrace, **extra: Any
+) -> StageMemory:
+    """A ``StageMemory`` whose activation peak, score bytes, largest tensor, peak module and SDPA
+    backends are ``trace``'s (``extra``: the other fields)."""
+    return StageMemory(
+        stage=stage,
+        model=model,
+        label=label,
+        weights_bytes=weights_bytes,
+        held_bytes=held_bytes,
+        activation_bytes=trace.peak_bytes,
+        score_bytes=trace.score_bytes,
+        largest_tensor_bytes=trace.largest.nbytes if trace.largest else 0,
+        peak_module=trace.peak_module,
+        sdpa_backends=trace.sdpa_backends,
+        **extra,
+    )
+
+
 def _check(dtype: str, attn: str, device_kind: str, batch: int) -> str:
     check_attn_path(attn)
     check_device_kind(device_kind)
@@ -863,20 +883,7 @@ def vision_stage(
             len(spec.view_sizes),
             None,
         )
-    return StageMemory(
-        stage="vision",
-        model=spec.encoder,
-        label=label,
-        weights_bytes=module_bytes(model),
-        held_bytes=_tensor_bytes(x),
-        activation_bytes=trace.peak_bytes,
-        score_bytes=trace.score_bytes,
-        largest_tensor_bytes=trace.largest.nbytes if trace.largest else 0,
-        peak_module=trace.peak_module,
-        sdpa_backends=trace.sdpa_backends,
-        views=views,
-        size=size,
-    )
+    return _traced_stage("vision", spec.encoder, label, module_bytes(model), _tensor_bytes(x), trace, views=views, size=size)
 
 
 def _views(spec: VariantSpec, dtype: str, batch: int, attn: str, device_kind: str) -> tuple[StageMemory, ...]:
@@ -923,13 +930,6 @@ class LlmTrace:
     cache_after_decode: Any = None
 
 
-@lru_cache(maxsize=8)
-def _meta_llm(spec: LlmSpec, attn: str, dtype: str) -> nn.Module:
-    """The LLM built on ``meta`` once per geometry: a meta model holds no state between forwards
-    (each trace brings its own cache), and building an 8B model takes longer than tracing it."""
-    return spec.build("meta", attn=attn, dtype=torch_dtype(dtype))
-
-
 @lru_cache(maxsize=256)
 def trace_llm(
     llm: str | LlmSpec,
@@ -952,7 +952,7 @@ def trace_llm(
     check_attn(attn)
     dtype = _check(dtype, attn, device_kind, 1)
     dt = torch_dtype(dtype)
-    model = _meta_llm(spec, attn, dtype)
+    model = meta_llm(spec, attn, dtype)
     n = visual_tokens + prompt_tokens
 
     def embeds(k: int) -> torch.Tensor:
@@ -969,8 +969,7 @@ def trace_llm(
     result: dict[str, Any] = dict(cache_after_prefill=cache_size(cache))
     if decode_tokens:
         cache = DynamicCache(config=config)
-        with counting(model, shape_only=True) as state:
-            state.suppress += 1
+        with meta_run(model):
             model(inputs_embeds=embeds(n + decode_tokens - 1), cache=cache, use_cache=True, logits_to_keep=1)
         before = cache_size(cache)
         t0 = time.perf_counter()
@@ -979,16 +978,9 @@ def trace_llm(
             decode = trace_of(live, time.perf_counter() - t0)
         del out
         result.update(decode=decode, cache_before_decode=before, cache_after_decode=cache_size(cache))
+    # llm, the tokens and dtype traced, weights_bytes, input_bytes, prefill, then what decode added
     return LlmTrace(
-        llm=spec.name,
-        visual_tokens=visual_tokens,
-        prompt_tokens=prompt_tokens,
-        decode_tokens=decode_tokens,
-        dtype=dtype,
-        weights_bytes=module_bytes(model),
-        input_bytes=x.numel() * x.element_size(),
-        prefill=prefill,
-        **result,
+        spec.name, visual_tokens, prompt_tokens, decode_tokens, dtype, module_bytes(model), _tensor_bytes(x), prefill, **result
     )
 
 
@@ -1007,33 +999,25 @@ def llm_stages(
 ) -> tuple[StageMemory, ...]:
     """The LLM prefill (and, with decode tokens, the last decode forward) as stages."""
     t = trace_llm(llm, visual_tokens, prompt_tokens, decode_tokens, parse_dtype(dtype), attn, device_kind)
-    prefill = StageMemory(
-        stage="llm_prefill",
-        model=t.llm,
-        label=f"prefill {visual_tokens:,} visual + {prompt_tokens:,} prompt tokens",
-        weights_bytes=t.weights_bytes,
-        held_bytes=t.input_bytes,
-        activation_bytes=t.prefill.peak_bytes,
-        score_bytes=t.prefill.score_bytes,
+    prefill = _traced_stage(
+        "llm_prefill",
+        t.llm,
+        f"prefill {visual_tokens:,} visual + {prompt_tokens:,} prompt tokens",
+        t.weights_bytes,
+        t.input_bytes,
+        t.prefill,
         kv_cache_bytes=_cache_bytes(t.cache_after_prefill, t.dtype),
-        largest_tensor_bytes=t.prefill.largest.nbytes if t.prefill.largest else 0,
-        peak_module=t.prefill.peak_module,
-        sdpa_backends=t.prefill.sdpa_backends,
     )
     if t.decode is None:
         return (prefill,)
-    decode = StageMemory(
-        stage="llm_decode",
-        model=t.llm,
-        label=f"decode token {decode_tokens:,} (cache of {visual_tokens + prompt_tokens + decode_tokens - 1:,} tokens)",
-        weights_bytes=t.weights_bytes,
-        held_bytes=_cache_bytes(t.cache_before_decode, t.dtype),
-        activation_bytes=t.decode.peak_bytes,
-        score_bytes=t.decode.score_bytes,
+    decode = _traced_stage(
+        "llm_decode",
+        t.llm,
+        f"decode token {decode_tokens:,} (cache of {visual_tokens + prompt_tokens + decode_tokens - 1:,} tokens)",
+        t.weights_bytes,
+        _cache_bytes(t.cache_before_decode, t.dtype),
+        t.decode,
         kv_cache_bytes=_cache_bytes(t.cache_after_decode, t.dtype),
-        largest_tensor_bytes=t.decode.largest.nbytes if t.decode.largest else 0,
-        peak_module=t.decode.peak_module,
-        sdpa_backends=t.decode.sdpa_backends,
     )
     return (prefill, decode)
 
