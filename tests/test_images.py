@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import uhd_profile.model.variants as V
-from uhd_profile.analyse.images import cost_image, image_size, plan_spec
+from uhd_profile.analyse.cost import cost_item, variant_spec
+from uhd_profile.analyse.images import image_size
 from uhd_profile.count.analytic import analytic_cost
 from uhd_profile.count.conventions import CONVENTIONS
 from uhd_profile.count.flops import attention_cost, count_flops, varlen_attention_cost
@@ -81,7 +82,7 @@ def test_packed_and_batched_count_the_same_tiny(plan, encoding):
     for c in CONVENTIONS:
         assert batched.get(c) == packed.get(c) > 0
     # and both are the sum of the views' own calls: the thumbnail alone, the 8 slices as one batch
-    calls = [count_flops(plan_spec(plan, "tiny", size, depth=1), batch=2 * k).total for k, size in s.groups]
+    calls = [count_flops(variant_spec("tiny", plan, size, depth=1), batch=2 * k).total for k, size in s.groups]
     assert len(calls) == (2 if encoding == "sliced" else 1)
     assert batched.total == (calls[0] + calls[1] if encoding == "sliced" else calls[0])
 
@@ -105,8 +106,8 @@ def test_packed_and_batched_count_the_same_so400m():
         s = VariantSpec.alias(plan, resolution="1344x896", encoding="sliced")
         batched, packed = count_flops(s), count_flops(s.with_(packing="packed"))
         analytic = sum(
-            (analytic_cost(plan_spec(plan, s.encoder, size), batch=k) for k, size in s.groups[1:]),
-            analytic_cost(plan_spec(plan, s.encoder, s.groups[0][1]), batch=1),
+            (analytic_cost(variant_spec(s.encoder, plan, size), batch=k) for k, size in s.groups[1:]),
+            analytic_cost(variant_spec(s.encoder, plan, s.groups[0][1]), batch=1),
         )
         assert batched.total == packed.total == analytic
     # pinned: v4 sliced, 7264 ViT tokens, in GMACs
@@ -223,14 +224,15 @@ def _png(path, w, h, color=(0, 200, 0)):
     return str(path)
 
 
-def test_cost_image_totals_are_the_variant_counts():
-    c = cost_image(300, 100, encoder="tiny", scale_resolution=64, depth=1)
-    for enc, e in c.encodings.items():
+def test_cost_item_totals_are_the_variant_counts():
+    for enc in ("sliced", "global"):
+        c = cost_item(300, 100, params={"encoding": enc, "scale_resolution": 64}, encoder="tiny", depth=1)
         for plan in ("baseline", "v4"):
             spec = tiny(plan, encoding=enc)
-            assert e.counts[plan] == {c.column: count_flops(spec).get(c.name) for c in CONVENTIONS.values()}
-            assert sum(v.counts[plan]["macs"] for v in e.views) == pytest.approx(e.counts[plan]["macs"], rel=1e-12)
-            assert e.llm_tokens[plan] == spec.tokens_llm == sum(v.llm_tokens[plan] for v in e.views)
+            assert c.counts[plan] == {c.column: count_flops(spec).get(c.name) for c in CONVENTIONS.values()}
+            assert sum(v[plan]["macs"] for v in c.view_counts) == pytest.approx(c.counts[plan]["macs"], rel=1e-12)
+            assert c.views.view_llm_tokens == spec.tokens_llm == sum(v.llm_tokens for v in c.views.views)
+            assert c.views.sizes == spec.view_sizes
 
 
 def test_image_size_is_as_stored_unless_exif_transpose(tmp_path):
@@ -253,20 +255,21 @@ def test_image_command_json_and_draw(cli, tmp_path):
     code, out_draw, err = cli("image", path, "--json", "--draw", str(tmp_path / "d.png"))
     assert json.loads(out_draw)[0] == json.loads(out)[0]
     assert code == 0, err
-    a, k4 = json.loads(out)
-    assert a["path"] == path and a["size"] == [1344, 896] and a["convention"] == "macs"
-    s = a["sliced"]
-    assert s["grid"] == [3, 2] and s["thumbnail"] == [560, 392] and s["slices"] == [[448, 448]] * 6
+    s, g, k4s, k4g = json.loads(out)
+    for d in (s, g):
+        assert d["path"] == path and d["size"] == [1344, 896] and d["convention"] == "macs"
+        assert d["llm_tokens"] == d["placeholder_tokens"] + d["special_tokens"] + d["text_tokens"]
+    assert s["encoding"] == "sliced" and g["encoding"] == "global"
+    assert s["grid"] == [3, 2] and [v["size"] for v in s["views"]] == [[560, 392]] + [[448, 448]] * 6
     assert s["vit_tokens"] == 1120 + 6 * 1024  # 40x28 + 6 x 32x32 patches
-    assert s["llm_tokens"] == {"baseline": 70 + 6 * 64, "v4": 70 + 6 * 64}
+    assert s["placeholder_tokens"] == s["view_llm_tokens"] == 70 + 6 * 64
     assert s["views"][0]["patch_grid"] == [40, 28]
-    g = a["global"]
-    assert g["view"] == [1344, 896] and g["vit_tokens"] == 96 * 64 and g["llm_tokens"]["v4"] == 384
+    assert [v["size"] for v in g["views"]] == [[1344, 896]] and g["vit_tokens"] == 96 * 64 and g["placeholder_tokens"] == 384
     for e in (s, g):
         for plan in ("baseline", "v4"):
             assert e["gflops"][plan] == e["counts"][plan]["macs"] / 1e9
     assert s["counts"]["v4"]["macs"] == 1_712_428_204_032
-    assert k4["path"] is None and k4["sliced"]["grid"] == [4, 2] and k4["global"]["view"] == [1792, 1008]
+    assert k4s["path"] is None and k4s["grid"] == [4, 2] and [v["size"] for v in k4g["views"]] == [[1792, 1008]]
     # the drawing: the picture at scale 1 from (12, 12), a red line at 1344 / 3 = 448 px
     with Image.open(tmp_path / "d.png") as im:
         assert im.getpixel((12 + 448, 12 + 300))[:3] == (255, 40, 40)
@@ -318,18 +321,18 @@ def test_dataset_command(cli, tmp_path):
     assert err.count("skipped:") == 2 and "empty.png" in err and "notes.txt" in err
     with open(dest / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 3 * 2 * 2  # images x encodings x plans
+    assert len(rows) == 3 * 2 * 2  # images x encodings x variants
     meta = json.loads((dest / "summary.json").read_text())
     assert meta["images"] == 3 and len(meta["skipped"]) == 2
-    summary = {(r["encoding"], r["plan"], r["metric"]): r for r in meta["summary"]}
-    sliced_v4 = [int(r["macs"]) for r in rows if r["encoding"] == "sliced" and r["plan"] == "v4"]
+    summary = {(r["encoding"], r["variant"], r["metric"]): r for r in meta["summary"]}
+    sliced_v4 = [int(r["macs"]) for r in rows if r["encoding"] == "sliced" and r["variant"] == "v4"]
     assert summary[("sliced", "v4", "macs")]["total"] == sum(sliced_v4)
     assert summary[("sliced", "v4", "macs")]["median"] == sorted(sliced_v4)[1]
     # paper-spec 5.6 tokens: 1344x896 -> 454, 300x200 -> 70, 3000x1000 -> 630
-    tokens = sorted(int(r["llm_tokens"]) for r in rows if r["encoding"] == "sliced" and r["plan"] == "baseline")
+    tokens = sorted(int(r["placeholder_tokens"]) for r in rows if r["encoding"] == "sliced" and r["variant"] == "baseline")
     assert tokens == [70, 454, 630]
     with open(dest / "summary.csv") as f:
-        assert len(list(csv.DictReader(f))) == 2 * 2 * 5
+        assert len(list(csv.DictReader(f))) == 2 * 2 * 8  # encodings x variants x (5 token + 3 count metrics)
     assert (dest / "histogram.png").stat().st_size > 1000
 
 

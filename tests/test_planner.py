@@ -1,8 +1,8 @@
 """The planner (`uhd-profile plan`): its answers re-counted by the engine, its searches, its errors.
 
 Every planned point is checked independently of the planner: views and tokens by the policy,
-FLOPs by ``cost_policy_image`` (the engine, its per-geometry cache cleared first), memory by
-``policy_memory`` (the memory model, its caches cleared first). A planned point must be within the
+FLOPs by ``cost_item`` (the engine, its per-geometry cache cleared first), memory by
+``views_memory`` (the memory model, its caches cleared first). A planned point must be within the
 budget and the next step up must not be. The exact "Done when" commands of issue 13 are here too;
 the Qwen2.5-VL memory one takes about a minute on the 2-core CPU and is marked slow.
 """
@@ -14,9 +14,10 @@ import random
 
 import pytest
 
-from uhd_profile.analyse.images import FAMILY_LLMS, MemorySettings, cost_policy_image, count_views, policy_memory
+from uhd_profile.analyse.cost import MemorySettings, cost_item, count_call, views_memory
 from uhd_profile.analyse.planner import (
     CEILING_PX,
+    FAMILY_LLMS,
     KNOBS,
     RATIOS,
     Budget,
@@ -35,7 +36,7 @@ from uhd_profile.model.policies import DEFAULT_POLICY, POLICIES, get_policy
 from uhd_profile.model.variants import VariantSpec
 from uhd_profile.units import Size
 
-SETTINGS_KEYS = {"policy", "params", "encoder", "plan", "convention", "memory"}
+SETTINGS_KEYS = {"policy", "params", "encoder", "variant", "convention", "memory"}
 PLAN_KEYS = SETTINGS_KEYS | {"budget", "ceiling_px", "ratios", "setting", "fits_anything", "probes", "lookups", "seconds"}
 RATIO_KEYS = {"ratio", "status", "largest", "largest_pixels", "value", "next", "next_value"}
 SETTING_KEYS = {
@@ -73,7 +74,7 @@ def _error(cli, *args) -> str:
 
 def _clear_engine_caches() -> None:
     """Recounts below must not read what the planner's run left in the engine's caches."""
-    count_views.cache_clear()
+    count_call.cache_clear()
     vision_stage.cache_clear()
     trace_llm.cache_clear()
 
@@ -82,16 +83,16 @@ def _recount(policy: str, size: Size, params: dict, kind: str, plan: str, memory
     """The budget's metric of one image, counted afresh by the policy, the engine or the memory model."""
     if kind == "llm_tokens":
         return get_policy(policy).views(size.width, size.height, **params).llm_tokens
-    cost = cost_policy_image(size.width, size.height, policy, params, (plan,))
+    cost = cost_item(size.width, size.height, policy, params, (plan,))
     if kind == "gflops":
         return cost.counts[plan][get_convention("macs").column] / 1e9
     assert memory is not None
-    return policy_memory(cost, plan, memory).peak_bytes
+    return views_memory(cost.views, cost.encoder, plan, memory).peak_bytes
 
 
 def _check_setting(d: dict, kind: str, limit: float, memory: MemorySettings | None = None) -> None:
     """The planned setting fits at every ratio and the next step up does not at the binding ratio."""
-    s, policy, plan = d["setting"], d["policy"], d["plan"]
+    s, policy, plan = d["setting"], d["policy"], d["variant"]
     assert s["status"] == "limit", s
     _clear_engine_caches()
     ratios = {r["ratio"]: tuple(int(x) for x in r["ratio"].split(":")) for r in d["ratios"]}
@@ -264,10 +265,10 @@ def test_image_plan_for_every_policy(cli, name):
     views = get_policy(name).views(3840, 2160)
     assert (p["views"], p["vit_tokens"], p["llm_tokens"]) == (len(views.views), views.vit_tokens, views.llm_tokens)
     _clear_engine_caches()
-    cost = cost_policy_image(3840, 2160, name, None, (p["plan"],))
-    assert p["gflops"] == pytest.approx(cost.counts[p["plan"]]["macs"] / 1e9, rel=1e-12)
+    cost = cost_item(3840, 2160, name, None, (p["variant"],))
+    assert p["gflops"] == pytest.approx(cost.counts[p["variant"]]["macs"] / 1e9, rel=1e-12)
     assert p["memory"]["llm"] is None
-    assert p["memory_bytes"] == policy_memory(cost, p["plan"], MemorySettings(llm=None)).peak_bytes
+    assert p["memory_bytes"] == views_memory(cost.views, cost.encoder, p["variant"], MemorySettings(llm=None)).peak_bytes
 
 
 @pytest.mark.slow
@@ -278,9 +279,12 @@ def test_image_plan_for_every_policy_with_its_llm(cli):
     for p in d["policies"]:
         name = p["policy"]
         assert p["memory"]["llm"] == FAMILY_LLMS[name]
-        cost = cost_policy_image(3840, 2160, name, None, (p["plan"],))
-        assert p["gflops"] == pytest.approx(cost.counts[p["plan"]]["macs"] / 1e9, rel=1e-12)
-        assert p["memory_bytes"] == policy_memory(cost, p["plan"], MemorySettings(llm=FAMILY_LLMS[name])).peak_bytes
+        cost = cost_item(3840, 2160, name, None, (p["variant"],))
+        assert p["gflops"] == pytest.approx(cost.counts[p["variant"]]["macs"] / 1e9, rel=1e-12)
+        assert (
+            p["memory_bytes"]
+            == views_memory(cost.views, cost.encoder, p["variant"], MemorySettings(llm=FAMILY_LLMS[name])).peak_bytes
+        )
 
 
 def test_image_plan_with_a_budget_finds_the_setting(cli):
@@ -298,7 +302,8 @@ def test_image_plan_memory_is_the_memory_models(cli):
     d = _json(cli, "plan", "--image", "1920x1080", "--policy", "llava-1.5", "--max-memory", "24GiB", "--json")
     (p,) = d["policies"]
     _clear_engine_caches()
-    want = policy_memory(cost_policy_image(1920, 1080, "llava-1.5"), "vit", MemorySettings(llm="llama-2-7b")).peak_bytes
+    cost = cost_item(1920, 1080, "llava-1.5")
+    want = views_memory(cost.views, cost.encoder, "vit", MemorySettings(llm="llama-2-7b")).peak_bytes
     assert p["memory_bytes"] == want and p["fits"] is (want <= 24 * 2**30)
     assert p["setting"] is None  # llava-1.5 has no size setting
 
@@ -337,7 +342,10 @@ def test_a_budget_nothing_fits_says_so(cli):
         (("--image", "0x5"), "--image"),
         (("--image", "big"), "--image"),
         (("--max-llm-tokens", "10", "--ratios", "1:0"), "--ratios '1:0' is not valid; give W:H pairs"),
-        (("--policy", "qwen2.5-vl", "--max-llm-tokens", "10", "--variant", "v4"), "--variant and --depth apply to"),
+        (("--policy", "qwen2.5-vl", "--max-llm-tokens", "10", "--variant", "v4"), "--variant 'v4' is not valid for policy"),
+        (("--policy", "qwen2.5-vl", "--max-llm-tokens", "10", "--depth", "3"), "--depth 3 moves the v4 variant's compressor"),
+        (("--max-llm-tokens", "1000", "--depth", "99"), "depth 99 is out of range"),
+        (("--max-llm-tokens", "1000", "--depth", "-1"), "depth -1 is out of range"),
         (("--max-llm-tokens", "10", "--dtype", "fp8"), "fp8"),
         (("--max-llm-tokens", "10", "--attn", "flash"), "flash"),
         (("--policy", "qwen2.5-vl", "--max-llm-tokens", "10", "--policy-param", "max_pixels=-4"), "max_pixels"),
@@ -398,15 +406,13 @@ def test_qwen_24gib_plan_is_confirmed(cli):
     s = d["setting"]
     assert s["name"] == "max_pixels" and s["largest"] > s["default"]
     # policy_memory from a cost without FLOPs: cost_policy_image would count ~40k-token towers
-    from uhd_profile.analyse.images import views_memory
-
     _clear_engine_caches()
     pol = get_policy("qwen2.5-vl")
     for name, value in s["values"].items():
         size = ratio_size(tuple(int(x) for x in name.split(":")), CEILING_PX)
         views = pol.views(*size, max_pixels=s["largest"])
-        got = views_memory("qwen2.5-vl", pol.encoder, size, views, "vit", memory).peak_bytes
+        got = views_memory(views, pol.encoder, "vit", memory).peak_bytes
         assert got == value <= limit, name
     size = ratio_size(tuple(int(x) for x in s["binding_ratio"].split(":")), CEILING_PX)
     views = pol.views(*size, max_pixels=s["next"])
-    assert views_memory("qwen2.5-vl", pol.encoder, size, views, "vit", memory).peak_bytes == s["next_value"] > limit
+    assert views_memory(views, pol.encoder, "vit", memory).peak_bytes == s["next_value"] > limit

@@ -192,6 +192,22 @@ def test_views_are_consistent(name):
         assert d["llm_tokens"] == v.llm_tokens and d["image"] == [w, h] and len(d["views"]) == len(v.views)
 
 
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_token_fields_add_up(name):
+    """The documented sum (docs/schema.md): llm_tokens = placeholder + special + text, for every
+    encoding of every policy, and each field is what its extras say."""
+    p = get_policy(name)
+    for enc in p.encodings or (None,):
+        for w, h in SIZES[::5]:
+            v = p.views(w, h, **({"encoding": enc} if enc else {}))
+            f = v.token_fields
+            assert f["llm_tokens"] == f["placeholder_tokens"] + f["special_tokens"] + f["text_tokens"] > 0
+            assert f["placeholder_tokens"] == v.view_llm_tokens + sum(e.count for e in v.extras if e.kind == "embedding")
+            assert f["special_tokens"] == sum(e.count for e in v.extras if e.kind == "special")
+            assert f["vit_tokens"] == sum(x.seq_len for x in v.views) and f["vit_padding_tokens"] == 0
+            assert v.to_dict()["placeholder_tokens"] == f["placeholder_tokens"]
+
+
 def test_doctests():
     assert doctest.testmod(policies_pkg, raise_on_error=False).failed == 0
 
@@ -696,7 +712,7 @@ def test_docs_table_and_sample_match_the_code():
         assert numbers == [v.vit_tokens, v.view_llm_tokens, v.llm_tokens], name
         assert cells[4] == "none" if not v.extras else cells[4].startswith(str(v.extra_tokens) + " ")
     v = get_policy("internvl").views(3840, 2160)
-    assert f"# {(v.grid, v.sizes[:2], v.vit_tokens, v.llm_tokens)}" in doc
+    assert f"# {(v.grid, tuple(tuple(s) for s in v.sizes[:2]), v.vit_tokens, v.llm_tokens)}" in doc
     assert (
         f"max_pixels=12845056).llm_tokens   # {get_policy('qwen2.5-vl').views(3840, 2160, max_pixels=12845056).llm_tokens}" in doc
     )

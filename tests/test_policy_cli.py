@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from uhd_profile.analyse.images import count_views, view_spec
+from uhd_profile.analyse.cost import count_call, variant_spec
 from uhd_profile.count.conventions import CONVENTIONS
 from uhd_profile.count.flops import count_flops
 from uhd_profile.count.llm import count_llm
@@ -27,58 +27,52 @@ def test_list_policies(cli):
 
 @pytest.mark.parametrize("name", list(POLICIES))
 def test_image_3840x2160_json_works_for_every_policy(name, cli_json):
-    (d,) = cli_json("image", "3840x2160", "--policy", name, "--json")
+    objs = cli_json("image", "3840x2160", "--policy", name, "--json")
     pol = get_policy(name)
-    views = pol.views(3840, 2160)
-    pv = d["policy_views"]
-    assert d["size"] == [3840, 2160] and d["policy"] == name and d["convention"] == "macs"
-    assert [v["size"] for v in pv["views"]] == [list(s) for s in views.sizes]
-    assert (pv["vit_tokens"], pv["view_llm_tokens"], pv["llm_tokens"]) == (
-        views.vit_tokens,
-        views.view_llm_tokens,
-        views.llm_tokens,
-    )
-    assert pv["extra_tokens"] == views.extra_tokens and len(pv["extras"]) == len(views.extras)
-    # FLOPs recounted: every call (equal views batched) through the engine, summed (minicpm-v-4.6:
-    # compared with today's sliced encoding below instead)
-    for plan in d["plans"] if name != DEFAULT_POLICY else ():
-        total = {c.column: 0 for c in CONVENTIONS.values()}
-        for call in pv["calls"]:
-            fc = count_flops(view_spec(d["encoder"], plan, Size(*call["size"])), batch=call["views"])
-            for c in CONVENTIONS.values():
-                total[c.column] += fc.get(c.name)
-            assert call["variant_ids"][plan] == view_spec(d["encoder"], plan, Size(*call["size"])).id
-        assert pv["counts"][plan] == total
-        assert pv["gflops"][plan] == pytest.approx(total["macs"] / 1e9)
-        assert sum(v["gflops"][plan] for v in pv["views"]) == pytest.approx(total["macs"] / 1e9)
+    assert [d["encoding"] for d in objs] == (["sliced", "global"] if pol.encodings else ["native"])
+    for d in objs:
+        views = pol.views(3840, 2160, **({"encoding": d["encoding"]} if pol.encodings else {}))
+        assert d["size"] == [3840, 2160] and d["policy"] == name and d["convention"] == "macs"
+        assert [v["size"] for v in d["views"]] == [list(s) for s in views.sizes]
+        assert (d["vit_tokens"], d["view_llm_tokens"], d["llm_tokens"]) == (
+            views.vit_tokens,
+            views.view_llm_tokens,
+            views.llm_tokens,
+        )
+        assert d["llm_tokens"] == d["placeholder_tokens"] + d["special_tokens"] + d["text_tokens"]
+        assert len(d["extras"]) == len(views.extras)
+        # FLOPs recounted: every call (equal views batched) through the engine, summed
+        for plan in d["variants"]:
+            total = {c.column: 0 for c in CONVENTIONS.values()}
+            for call in d["calls"]:
+                fc = count_flops(variant_spec(d["encoder"], plan, Size(*call["size"])), batch=call["views"])
+                for c in CONVENTIONS.values():
+                    total[c.column] += fc.get(c.name)
+                assert call["variant_ids"][plan] == variant_spec(d["encoder"], plan, Size(*call["size"])).id
+            assert d["counts"][plan] == total
+            assert d["gflops"][plan] == pytest.approx(total["macs"] / 1e9)
+            assert sum(v["gflops"][plan] for v in d["views"]) == pytest.approx(total["macs"] / 1e9)
     if name == DEFAULT_POLICY:
-        assert d["encoder"] == "siglip2-so400m-p14" and d["plans"] == ["baseline", "v4"]
-        assert d["sliced"]["counts"] == pv["counts"]  # the policy's views are today's sliced encoding
-        assert d["sliced"]["gflops"]["v4"] == pytest.approx(2178.168274944)  # README's 4K figure
-        assert "global" in d
+        assert objs[0]["encoder"] == "siglip2-so400m-p14" and objs[0]["variants"] == ["baseline", "v4"]
+        assert objs[0]["gflops"]["v4"] == pytest.approx(2178.168274944)  # README's 4K figure
     else:
-        assert d["encoder"] == pol.encoder and d["plans"] == ["vit"]
-        assert "sliced" not in d and any("tower alone" in n for n in pv["notes"])
+        (d,) = objs
+        assert d["encoder"] == pol.encoder and d["variants"] == ["vit"]
+        assert any("tower alone" in n for n in d["notes"])
 
 
-def test_image_default_is_unchanged_but_for_added_keys(cli_json):
-    (d,) = cli_json("image", "896x672", "--json")
-    (e,) = cli_json("image", "896x672", "--json", "--policy", DEFAULT_POLICY)
-    assert d == e
-    assert {"path", "size", "encoder", "plans", "convention", "convention_help", "sliced", "global"} <= set(d)
-    assert d["sliced"]["llm_tokens"]["v4"] + d["policy_views"]["extra_tokens"] == d["policy_views"]["llm_tokens"]
+def test_image_default_is_the_default_policy(cli_json):
+    assert cli_json("image", "896x672", "--json") == cli_json("image", "896x672", "--json", "--policy", DEFAULT_POLICY)
 
 
 def test_policy_params(cli_json):
     (d,) = cli_json("image", "1600x1200", "--policy", "qwen2.5-vl", "--policy-param", "max_pixels=2000000", "--json")
     big = get_policy("qwen2.5-vl").views(1600, 1200, max_pixels=2000000)
-    assert (
-        d["policy_views"]["view_llm_tokens"] == big.view_llm_tokens > get_policy("qwen2.5-vl").views(1600, 1200).view_llm_tokens
-    )
+    assert d["view_llm_tokens"] == big.view_llm_tokens > get_policy("qwen2.5-vl").views(1600, 1200).view_llm_tokens
     assert d["policy_params"]["max_pixels"] == 2000000
-    (a,) = cli_json("image", "896x672", "--json", "--max-slices", "4")
-    (b,) = cli_json("image", "896x672", "--json", "--policy-param", "max_slice_nums=4")
-    assert a == b and a["policy_params"]["max_slice_nums"] == 4
+    a = cli_json("image", "896x672", "--json", "--max-slices", "4")
+    b = cli_json("image", "896x672", "--json", "--policy-param", "max_slice_nums=4")
+    assert a == b and a[0]["policy_params"]["max_slice_nums"] == 4
 
 
 @pytest.mark.parametrize(
@@ -89,12 +83,21 @@ def test_policy_params(cli_json):
         (("--policy", "qwen2.5-vl", "--policy-param", "bogus=1"), "no given policy has a parameter 'bogus'"),
         (("--policy", "qwen2.5-vl", "--policy-param", "max_pixels"), "write NAME=VALUE"),
         (("--policy", "qwen2.5-vl", "--policy-param", "max_pixels=lots"), "must be an integer"),
-        (("--policy", "internvl", "--max-slices", "4"), "--max-slices applies to the minicpm-v-4.6 policy"),
-        (("--policy", "internvl", "--variant", "v4"), "--variant v4 applies to the minicpm-v-4.6 policy"),
+        (("--policy", "internvl", "--max-slices", "4"), "--max-slices sets the policy parameter max_slice_nums"),
+        (("--policy", "internvl", "--variant", "v4"), "--variant 'v4' is not valid for policy internvl"),
+        (("--policy", "internvl", "--encoding", "global"), "--encoding applies to a policy with several encodings"),
+        (("--policy", "internvl", "--depth", "3"), "--depth 3 moves the v4 variant's compressor"),
+        (
+            (
+                "--depth",
+                "99",
+            ),
+            "depth 99 is out of range",
+        ),
         (("--max-slices", "4", "--policy-param", "max_slice_nums=5"), "disagree"),
         (("--dtype", "bf16"), "add --memory"),
         (("--memory", "--llm", "gpt-9"), "unknown LLM 'gpt-9'"),
-        (("--memory", "--attn", "flash"), "attention path 'flash'"),
+        (("--memory", "--attn", "flash"), "--attn 'flash' is not valid"),
     ],
 )
 def test_bad_policy_options_are_one_line_errors(args, match, cli_error):
@@ -112,7 +115,7 @@ def test_memory_json_adds_up_and_uses_count_llms_cache(cli_json):
     assert [s["stage"] for s in m["stages"]] == ["vision", "llm_prefill"] and m["llm"] == "tiny-llm"
     peak = next(s for s in m["stages"] if s["stage"] == m["peak_stage"])
     assert m["peak_bytes"] == m["weights_bytes"] + peak["held_bytes"] + peak["activation_bytes"]
-    tokens = d["policy_views"]["llm_tokens"]
+    tokens = d["llm_tokens"]
     cache = count_llm("tiny-llm", tokens, 64).cache_after_prefill.bytes("bf16")
     assert m["stages"][1]["kv_cache_bytes"] == cache and m["parts"]["kv_cache"] == cache
     assert m["stages"][0]["attention_score_bytes"] == 0 and m["device_kind"] == "cuda" and m["dtype"] == "bf16"
@@ -125,11 +128,10 @@ def test_memory_json_adds_up_and_uses_count_llms_cache(cli_json):
     assert clip.encoder == me["stages"][0]["model"]
 
 
-def test_minicpm_memory_per_encoding_and_plan(cli_json):
-    (d,) = cli_json("image", "1344x896", "--memory", "--llm", "none", "--variant", "v4", "--json")
-    got = {(m["encoding"], m["plan"]) for m in d["memory"]}
-    assert got == {("global", "v4"), ("sliced", "v4")}
-    sliced = next(m for m in d["memory"] if m["encoding"] == "sliced")
+def test_minicpm_memory_per_encoding_and_variant(cli_json):
+    objs = cli_json("image", "1344x896", "--memory", "--llm", "none", "--variant", "v4", "--json")
+    assert [(d["encoding"], [m["variant"] for m in d["memory"]]) for d in objs] == [("sliced", ["v4"]), ("global", ["v4"])]
+    (sliced,) = objs[0]["memory"]
     assert len(sliced["views"]) == 2  # thumbnail, then the slices as one batch
 
 
@@ -160,22 +162,44 @@ def test_dataset_puts_policies_side_by_side(cli, tmp_path):
     rows = pd.read_csv(out_dir / "per_image.csv")
     assert set(rows["policy"]) == {DEFAULT_POLICY, "internvl"}
     iv = rows[rows.policy == "internvl"]
-    assert set(iv["encoding"]) == {"policy"} and set(iv["plan"]) == {"vit"} and len(iv) == 2
+    assert set(iv["encoding"]) == {"native"} and set(iv["variant"]) == {"vit"} and len(iv) == 2
     a = iv[iv.path.str.endswith("a.png")].iloc[0]
     views = get_policy("internvl").views(600, 400)
-    assert (a["vit_tokens"], a["llm_tokens"], a["extra_tokens"]) == (views.vit_tokens, views.view_llm_tokens, views.extra_tokens)
-    assert a["macs"] == count_views("internvit-300m-448", "vit", Size(448, 448), len(views.views))["macs"]
+    for key, value in views.token_fields.items():
+        assert a[key] == value, key
+    assert a["macs"] == count_call("internvit-300m-448", "vit", Size(448, 448), len(views.views))["macs"]
+    # every policy's rows and summary have the same columns: one shape
+    assert set(rows[rows.policy == DEFAULT_POLICY].dropna(axis=1, how="all").columns) == set(iv.columns)
     summary = pd.read_csv(out_dir / "summary.csv")
     assert set(summary["policy"]) == {DEFAULT_POLICY, "internvl"}
     meta = json.loads((out_dir / "summary.json").read_text())
-    assert [p["name"] for p in meta["policies"]] == [DEFAULT_POLICY, "internvl"] and meta["images"] == 2
+    assert [p["name"] for p in meta["policies"]] == [DEFAULT_POLICY, DEFAULT_POLICY, "internvl"] and meta["images"] == 2
+    assert [p["params"].get("encoding") for p in meta["policies"]] == ["sliced", "global", None]
     assert len(meta["skipped"]) == 1 and (out_dir / "histogram.png").exists()
     assert "internvl" in out and "skipped" in err
 
 
 def test_dataset_policy_errors(tmp_path, cli_error):
     d = _images(tmp_path)
-    assert "--max-slices applies" in cli_error("dataset", str(d), "--policy", "qwen2.5-vl", "--max-slices", "4")
+    assert "--max-slices sets the policy parameter" in cli_error("dataset", str(d), "--policy", "qwen2.5-vl", "--max-slices", "4")
+    assert "given twice" in cli_error("dataset", str(d), "--policy", "internvl", "--policy", "internvl")
     assert "names policy 'internvl'" in cli_error(
         "dataset", str(d), "--policy", "qwen2.5-vl", "--policy-param", "internvl:max_tiles=4"
     )
+
+
+def test_dataset_summary_json_has_one_shape_for_every_policy(cli, tmp_path):
+    d = _images(tmp_path)
+    shapes = {}
+    for name in POLICIES:
+        out_dir = tmp_path / f"out-{name}"
+        code, _, err = cli("dataset", str(d), "--out", str(out_dir), "--policy", name)
+        assert code == 0, err
+        meta = json.loads((out_dir / "summary.json").read_text())
+        shapes[name] = (
+            tuple(meta),
+            tuple(meta["policies"][0]),
+            tuple(meta["summary"][0]),
+            tuple(sorted({s["metric"] for s in meta["summary"]})),
+        )
+    assert len(set(shapes.values())) == 1, shapes

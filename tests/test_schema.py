@@ -200,7 +200,7 @@ def test_a_toml_table_size_is_accepted(tmp_path):
 def test_image_json_size_is_width_first(cli):
     code, out, _ = cli("image", "1344x756", "--json")
     d = json.loads(out)[0]
-    assert code == 0 and d["size"] == [1344, 756] and d["sliced"]["thumbnail"] == [616, 336]
+    assert code == 0 and d["size"] == [1344, 756] and d["encoding"] == "sliced" and d["views"][0]["size"] == [616, 336]
 
 
 # --------------------------------------------------------------------------------------------

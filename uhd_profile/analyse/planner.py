@@ -42,21 +42,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from uhd_profile.analyse.images import (
-    FAMILY_LLMS,
-    MemorySettings,
-    cost_policy_image,
-    policy_encoder,
-    policy_plans,
-    spec_memory,
-    views_memory,
-)
+from uhd_profile.analyse.cost import MemorySettings, cost_item, variant_spec, views_memory
 from uhd_profile.count.conventions import get_convention
 from uhd_profile.count.flops import count_flops
+from uhd_profile.count.memory_model import predict_memory, predict_pipeline_memory
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.model.encoders import get_encoder
-from uhd_profile.model.policies import DEFAULT_POLICY, get_policy
+from uhd_profile.model.policies import POLICIES, get_policy
+from uhd_profile.model.policies.base import Knob, jsonable
 from uhd_profile.model.variants import VariantSpec
 from uhd_profile.units import Size, format_bytes, parse_bytes
 
@@ -70,34 +64,11 @@ REFERENCE_IMAGE = Size(3840, 2160)
 """The image the design table is planned for when none is given (4K UHD)."""
 
 
-@dataclass(frozen=True)
-class Knob:
-    """A family's size setting: the policy parameter ``name``, searched from ``low`` to ``high``
-    in steps of ``step`` (the unit the processor works in)."""
-
-    name: str
-    low: int
-    high: int
-    step: int
-    description: str
-
-    def values(self) -> int:
-        """How many settings the grid holds."""
-        return (self.high - self.low) // self.step + 1
-
-    def value(self, i: int) -> int:
-        return self.low + i * self.step
-
-
-KNOBS: dict[str, Knob] = {
-    "minicpm-v-4.6": Knob("max_slice_nums", 1, 64, 1, "most slices per image"),
-    "qwen2.5-vl": Knob(
-        "max_pixels", 3136, CEILING_PX * CEILING_PX, 28 * 28, "most pixels of the resized image (28x28 merge units)"
-    ),
-    "internvl": Knob("max_tiles", 1, 64, 1, "most 448 px tiles per image"),
-}
-"""The size setting planned per family; LLaVA-NeXT (a fixed list of grid pinpoints) and LLaVA-1.5
-(one 336 px view) have none."""
+KNOBS: dict[str, Knob] = {p.name: p.knob for p in POLICIES.values() if p.knob is not None}
+"""The size setting planned per family (``Policy.knob``); a family whose processor fixes its
+views (LLaVA-NeXT's grid pinpoints, LLaVA-1.5's one 336 px view) has none."""
+FAMILY_LLMS: dict[str, str] = {p.name: p.llm for p in POLICIES.values() if p.llm is not None}
+"""The LLM preset each family's memory and planning use by default (``Policy.llm``)."""
 
 
 @dataclass(frozen=True)
@@ -359,7 +330,7 @@ class ImagePlan:
 
     policy: str
     encoder: str
-    plan: str
+    variant: str
     image: Size
     views: int
     vit_tokens: int
@@ -389,8 +360,8 @@ def geometry(views: Any) -> tuple:
 @dataclass
 class Planner:
     """Plans for one ``policy`` (``params`` over its defaults), under ``budget``, with the vision
-    stage counted under ``plan`` (``minicpm-v-4.6``: the paper's ``baseline`` or ``v4``, default
-    v4; other families: ``vit``, their tower alone) in ``convention``, and memory predicted with
+    stage counted under the variant ``plan`` (one of ``Policy.variants``; default v4 where the
+    policy has the paper's designs, else its first default, ``vit``: the tower alone) in ``convention``, and memory predicted with
     ``memory`` (``MemorySettings``: dtype, attention path, device, LLM, prompt tokens).
     ``progress(text)`` is told about each probe; ``probes`` counts the engine's runs (a geometry
     seen before is not run again) and ``lookups`` every point the searches asked about."""
@@ -398,7 +369,7 @@ class Planner:
     policy: str
     budget: Budget | None
     params: dict[str, Any] = field(default_factory=dict)
-    plan: str | None = None
+    variant: str | None = None
     encoder: str | None = None
     convention: str = "macs"
     memory: MemorySettings = field(default_factory=MemorySettings)
@@ -410,11 +381,20 @@ class Planner:
     def __post_init__(self) -> None:
         pol = get_policy(self.policy)
         self.column = get_convention(self.convention).column
-        self.tower: str = policy_encoder(self.policy, self.encoder)
-        plans = policy_plans(self.policy, (self.plan,) if self.plan else None)
-        self.plan_name: str = self.plan or ("v4" if self.policy == DEFAULT_POLICY else plans[0])
-        self.encoder, self.plan = self.tower, self.plan_name
-        pol.views(1024, 1024, **self.params)  # bad parameters fail here, once
+        self.tower: str = pol.tower(self.encoder)
+        variants = pol.check_variants((self.variant,) if self.variant else None)
+        self.variant = self.variant or ("v4" if "v4" in pol.variants else variants[0])
+        self.chosen: str = self.variant
+        if self.depth is not None and self.variant != "v4":
+            raise UhdProfileError(
+                f"--depth {self.depth} moves the v4 variant's compressor; {self.policy} is planned under {self.variant}"
+            )
+        if self.depth is not None:
+            variant_spec(
+                self.tower, "v4", Size(448, 448), self.depth
+            )  # a depth the tower has not is one line, whatever the budget
+        self.encoder = self.tower
+        self.views(Size(1024, 1024))  # bad parameters fail here, once
         self._cache: dict[tuple, dict[str, float]] = {}
 
     @property
@@ -427,7 +407,7 @@ class Planner:
     # -- one probe --------------------------------------------------------------------------
     def views(self, size: Size, params: dict[str, Any] | None = None) -> Any:
         """The policy's ``ImageViews`` of a ``size`` image with ``params`` over the planner's."""
-        return get_policy(self.policy).views(size.width, size.height, **{**self.params, **(params or {})})
+        return get_policy(self.policy).views(size.width, size.height, encoder=self.tower, **{**self.params, **(params or {})})
 
     def measure(
         self, size: Size, params: dict[str, Any] | None = None, metrics: tuple[str, ...] | None = None
@@ -437,7 +417,7 @@ class Planner:
         memory model, each run once per geometry."""
         params = {**self.params, **(params or {})}
         metrics = metrics or ((self.budget.kind,) if self.budget else BUDGETS)
-        views = get_policy(self.policy).views(size.width, size.height, **params)
+        views = self.views(size, params)
         have = self._cache.setdefault(geometry(views), {"llm_tokens": float(views.llm_tokens)})
         self.lookups += 1
         missing = [m for m in metrics if m not in have]
@@ -446,10 +426,10 @@ class Planner:
             if self.progress:
                 self.progress(f"probe {self.probes}: {size} {params or ''} ({', '.join(missing)})")
             if "gflops" in missing:
-                cost = cost_policy_image(size.width, size.height, self.policy, params, (self.plan_name,), self.tower, self.depth)
-                have["gflops"] = cost.counts[self.plan_name][self.column] / 1e9
+                cost = cost_item(size.width, size.height, self.policy, params, (self.chosen,), self.tower, self.depth)
+                have["gflops"] = cost.counts[self.chosen][self.column] / 1e9
             if "memory" in missing:
-                pred = views_memory(self.policy, self.tower, size, views, self.plan_name, self.memory, self.depth)
+                pred = views_memory(views, self.tower, self.chosen, self.memory, self.depth)
                 have["memory"] = float(pred.peak_bytes)
         return {m: have[m] for m in metrics}
 
@@ -480,7 +460,7 @@ class Planner:
         return RatioPlan(ratio, "limit", a, self.value(a, params), b, self.value(b, params))
 
     def _knob(self) -> tuple[Knob, Any] | None:
-        knob = KNOBS.get(self.policy)
+        knob = get_policy(self.policy).knob
         if knob is None:
             return None
         return knob, {**get_policy(self.policy).defaults, **self.params}[knob.name]
@@ -529,14 +509,14 @@ class Planner:
         return SettingPlan(knob, default, "limit", knob.value(lo), binding, vals, knob.value(hi), at(binding, hi))
 
     def designs(self, image: Size = REFERENCE_IMAGE, compressors: tuple[str, ...] | None = None) -> list[DesignPlan]:
-        """For ``minicpm-v-4.6``: each in-ViT compressor's (``compressors``, default all) deepest
-        insertion layer index (0-based) that fits for ``image`` (sliced, the design's 4x connector
-        after it), and the baseline."""
-        if self.policy != DEFAULT_POLICY:
-            raise UhdProfileError(f"the design table is for the {DEFAULT_POLICY} policy (the paper's designs), not {self.policy}")
+        """For a policy with the paper's designs (``minicpm-v-4.6``): each in-ViT compressor's
+        (``compressors``, default all) deepest insertion layer index (0-based) that fits for
+        ``image`` (sliced, the design's 4x connector after it), and the baseline."""
+        if not has_designs(self.policy):
+            raise UhdProfileError(f"the design table is for a policy with the paper's designs (baseline, v4), not {self.policy}")
         budget = self.limit
         p = {**get_policy(self.policy).defaults, **self.params}
-        extras = get_policy(self.policy).views(image.width, image.height, **p).extra_tokens
+        extras = self.views(image).extra_tokens
         layers = get_encoder(self.tower).layers
         cache: dict[tuple[str | None, int | None], float] = {}
 
@@ -562,7 +542,7 @@ class Planner:
                 elif budget.kind == "gflops":
                     cache[key] = count_flops(s).get(self.convention) / 1e9
                 else:
-                    cache[key] = float(spec_memory(s, self.memory, s.tokens_llm + extras).peak_bytes)
+                    cache[key] = float(spec_memory(s, self.memory, s.tokens_llm + extras))
             return cache[key]
 
         def ok(c: str | None, d: int | None) -> bool:
@@ -590,7 +570,7 @@ class Planner:
         plan = ImagePlan(
             self.policy,
             self.tower,
-            self.plan_name,
+            self.chosen,
             size,
             len(views.views),
             views.vit_tokens,
@@ -623,9 +603,9 @@ class Planner:
         m = self.memory
         return {
             "policy": self.policy,
-            "params": {k: ([list(x) for x in v] if isinstance(v, tuple) else v) for k, v in self.params.items()},
+            "params": jsonable(self.params),
             "encoder": self.tower,
-            "plan": self.plan_name,
+            "variant": self.variant,
             "convention": self.convention,
             "memory": {
                 "dtype": m.dtype,
@@ -636,6 +616,22 @@ class Planner:
                 "decode_tokens": m.decode_tokens,
             },
         }
+
+
+def has_designs(policy: str) -> bool:
+    """Whether the policy is costed under the paper's designs (its design table can be planned)."""
+    return "v4" in get_policy(policy).variants
+
+
+def spec_memory(spec: VariantSpec, settings: MemorySettings, llm_tokens: int) -> int:
+    """The predicted peak (bytes) of one image encoded as the whole-image ``spec`` (a design of
+    the table), with ``settings.llm`` over ``llm_tokens``, by the memory model."""
+    s = settings
+    if s.llm is None:
+        return predict_memory(spec, s.dtype, 1, s.attn, s.device_kind).peak_bytes
+    return predict_pipeline_memory(
+        spec, s.llm, s.prompt_tokens, s.decode_tokens, s.dtype, s.attn, s.device_kind, visual_tokens=llm_tokens
+    ).peak_bytes
 
 
 def plan_policy(
@@ -659,7 +655,7 @@ def plan_policy(
     out["setting"] = setting.as_dict() if setting else None
     if setting is None:
         out["setting_note"] = f"{planner.policy} has no size setting to plan (its views are fixed by the processor)"
-    if designs and planner.policy == DEFAULT_POLICY:
+    if designs and has_designs(planner.policy):
         ref = image or REFERENCE_IMAGE
         out["design_image"] = list(ref)
         out["designs"] = [d.as_dict() for d in planner.designs(ref)]
@@ -674,6 +670,7 @@ __all__ = [
     "BUDGETS",
     "CEILING_PX",
     "FAMILY_LLMS",
+    "has_designs",
     "KNOBS",
     "RATIOS",
     "REFERENCE_IMAGE",

@@ -12,10 +12,20 @@ from typing import Any
 import click
 from rich.table import Table
 
-from uhd_profile.analyse.images import MemorySettings
+from uhd_profile.analyse.cost import MemorySettings
 from uhd_profile.cli.console import note, out, say, warn
-from uhd_profile.cli.images import memory_flags, memory_json, memory_settings, print_memory
-from uhd_profile.cli.options import check_variant_flags, convention_option, variant_options
+from uhd_profile.cli.options import (
+    VariantFlags,
+    check_dtype,
+    check_llm,
+    convention_option,
+    dtype_option,
+    llm_option,
+    memory_options,
+    memory_settings,
+    variant_options,
+)
+from uhd_profile.cli.render import memory_json, print_memory
 from uhd_profile.count.conventions import CONVENTIONS, get_convention
 from uhd_profile.count.llm import count_llm
 from uhd_profile.count.memory_model import predict_pipeline_memory
@@ -32,11 +42,9 @@ from uhd_profile.model.pipeline import (
     parse_plan,
     plan_text,
 )
-from uhd_profile.model.policies import DEFAULT_POLICY
 from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
 from uhd_profile.model.trunks import check_weights_dir
-from uhd_profile.model.variants import VariantSpec
-from uhd_profile.units import DTYPES, format_bytes, parse_dtype, parse_resolution, parse_size
+from uhd_profile.units import format_bytes, parse_resolution, parse_size
 
 IMAGE_ENCODINGS = ("sliced", "global")
 DEFAULT_VIEW = 448
@@ -45,12 +53,7 @@ MiniCPM-V encode per view (the tower's native 980 px cannot be merged 16x: see m
 
 
 def pipeline_from_flags(
-    encoder: str,
-    resolution: str | None,
-    variant: str | None,
-    compressor: str | None,
-    depth: int | None,
-    post_ratio: str | None,
+    flags: VariantFlags,
     image: str | None = None,
     encoding: str | None = None,
     max_slices: int | None = None,
@@ -61,12 +64,12 @@ def pipeline_from_flags(
     fastv: str | None = None,
     pyramid_drop: str | None = None,
 ) -> PipelineSpec:
-    """The pipeline the flags describe. Without ``--post-ratio`` the design's connector (16x in
-    total) is used, and a token grid it cannot divide is refused in one line (never rounded)."""
-    check_variant_flags(variant, compressor, depth, post_ratio)
-    kw: dict[str, Any] = dict(encoder=encoder, post_ratio=1)
+    """The pipeline the flags describe. Without ``--post-ratio`` the tower's design connector
+    (``VariantSpec.design_ratio``) is used, and a token grid it cannot divide is refused in one
+    line (never rounded)."""
+    kw: dict[str, Any] = {}
     if image is not None:
-        if resolution is not None:
+        if flags.resolution is not None:
             raise UhdProfileError("--image and --resolution both given; --image WxH is a whole image, --resolution one view")
         enc = encoding or "sliced"
         if enc not in IMAGE_ENCODINGS:
@@ -80,12 +83,9 @@ def pipeline_from_flags(
         for flag, value in (("--encoding", encoding), ("--max-slices", max_slices), ("--scale-resolution", scale_resolution)):
             if value is not None:
                 raise UhdProfileError(f"{flag} applies to a whole image; add --image WxH (or drop {flag})")
-        kw["resolution"] = parse_resolution(DEFAULT_VIEW if resolution is None else resolution, "--resolution")
-    if compressor is not None:
-        spec = VariantSpec(compressor=compressor, depth=depth, **kw)
-    else:
-        spec = VariantSpec.alias(variant or "baseline", depth=depth, **kw)
-    spec = design_variant(spec, None if post_ratio is None else int(post_ratio))
+        kw["resolution"] = parse_resolution(DEFAULT_VIEW if flags.resolution is None else flags.resolution, "--resolution")
+    spec = flags.base_spec(**kw)
+    spec = design_variant(spec, spec.design_ratio if flags.ratio is None else flags.ratio)
     if fastv is not None and pyramid_drop is not None:
         raise UhdProfileError("--fastv and --pyramid-drop both given; use one in-LLM plan")
     plan = None
@@ -245,8 +245,8 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
 @click.command()
 @variant_options(
     resolution_default=f"{DEFAULT_VIEW} (one slice); native is the encoder's size",
-    post_ratio_help="connector ratio 1|4|16 (1 = a projector that merges nothing) [default: the design's, 16x in total; "
-    "refused where the token grid does not divide]",
+    post_ratio_help="connector ratio 1|4|16 (1 = a projector that merges nothing) [default: the tower family's "
+    "(16x in total for the paper's towers); refused where the token grid does not divide]",
 )
 @click.option("--image", default=None, help="a whole image WxH (width first), encoded per --encoding, instead of one view")
 @click.option("--encoding", default=None, help="sliced | global: how --image is encoded [default: sliced]")
@@ -257,7 +257,7 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
     type=int,
     help=f"slice size S px with --image (a multiple of patch x 4) [default: {SCALE_RESOLUTION}]",
 )
-@click.option("--llm", default=DEFAULT_LLM, show_default=True, help="LLM preset (uhd-profile list llms)")
+@llm_option
 @click.option("--prompt-tokens", default=DEFAULT_PROMPT_TOKENS, type=int, show_default=True, help="text tokens after the image")
 @click.option(
     "--decode-tokens", default=DEFAULT_DECODE_TOKENS, type=int, show_default=True, help="tokens generated after the first"
@@ -266,7 +266,7 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
 @click.option(
     "--pyramid-drop", default=None, help="PyramidDrop-style plan LAYERS:RATIO, e.g. 7,15,23:0.5 (keep RATIO after each)"
 )
-@click.option("--kv-dtype", default="bf16", show_default=True, help=f"dtype of the KV-cache bytes shown ({', '.join(DTYPES)})")
+@dtype_option(default="bf16", what="dtype of the KV-cache bytes shown", flag="--kv-dtype")
 @convention_option
 @click.option(
     "--llm-weights",
@@ -275,16 +275,11 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
     help="a local checkpoint of --llm's geometry: also run the LLM stage for real on the CPU with its weights, so an "
     "in-LLM plan keeps the tokens real attention ranks first (counts are unchanged)",
 )
-@memory_flags("per stage, both models resident")
+@memory_options("per stage, both models resident")
 @click.option("--positions", is_flag=True, help="also count every position's compression options for this --image")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def e2e(
-    encoder: str,
-    resolution: str | None,
-    variant: str | None,
-    compressor: str | None,
-    depth: int | None,
-    post_ratio: str | None,
+    flags: VariantFlags,
     image: str | None,
     encoding: str | None,
     max_slices: int | None,
@@ -307,14 +302,10 @@ def e2e(
     """What one image costs the whole model: vision, connector, LLM prefill and decode, counted
     stage by stage by running the real modules (shapes only: nothing is materialised)."""
     get_convention(convention)
-    kv_dtype = parse_dtype(kv_dtype, "--kv-dtype")
+    kv_dtype = check_dtype(kv_dtype, "--kv-dtype")
+    check_llm(llm)
     pipeline = pipeline_from_flags(
-        encoder,
-        resolution,
-        variant,
-        compressor,
-        depth,
-        post_ratio,
+        flags,
         image,
         encoding,
         max_slices,
@@ -329,16 +320,7 @@ def e2e(
         raise UhdProfileError("--positions lists the options for a whole image; add --image WxH")
     if llm_weights is not None:
         check_weights_dir(llm_weights)
-    mem = memory_settings(
-        DEFAULT_POLICY,
-        memory,
-        dtype=dtype,
-        attn=attn,
-        memory_device=memory_device,
-        llm=llm,
-        prompt_tokens=prompt_tokens,
-        decode_tokens=decode_tokens,
-    )
+    mem = memory_settings(memory, dtype, attn, memory_device, llm=llm, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens)
     pc = count_pipeline(pipeline)
     if pc.uncounted_ops:
         warn(f"ops with no formula, NOT in the totals: {pc.uncounted_ops}")

@@ -10,9 +10,10 @@ import click
 
 from uhd_profile.cli.console import fail, warn
 from uhd_profile.cli.count import flops, list_, reproduce
+from uhd_profile.cli.dataset import dataset
 from uhd_profile.cli.e2e import e2e
 from uhd_profile.cli.gate import baseline, check
-from uhd_profile.cli.images import dataset, image
+from uhd_profile.cli.image import image
 from uhd_profile.cli.measure import bench
 from uhd_profile.cli.plan import plan
 from uhd_profile.cli.report import report

@@ -10,14 +10,14 @@ import json
 import click
 from rich.table import Table
 
-from uhd_profile.analyse.images import FAMILY_LLMS, MemorySettings
-from uhd_profile.analyse.planner import CEILING_PX, Budget, Planner, parse_budget, parse_ratios, plan_policy
+from uhd_profile.analyse.cost import MemorySettings
+from uhd_profile.analyse.planner import CEILING_PX, Budget, Planner, has_designs, parse_budget, parse_ratios, plan_policy
 from uhd_profile.cli.console import err, out, say
-from uhd_profile.cli.images import policy_param_values
-from uhd_profile.cli.options import convention_option
+from uhd_profile.cli.options import attn_option, convention_option, depth_option, dtype_option, llm_option, policy_option
+from uhd_profile.cli.policy_options import policy_param_values
 from uhd_profile.count.conventions import get_convention
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.policies import DEFAULT_POLICY, POLICIES
+from uhd_profile.model.policies import DEFAULT_POLICY, POLICIES, get_policy
 from uhd_profile.units import format_bytes, parse_size
 
 
@@ -36,7 +36,7 @@ def _size(v) -> str:
 
 
 @click.command()
-@click.option("--policy", "policies", multiple=True, help=f"image policy: {' | '.join(POLICIES)} [default: {DEFAULT_POLICY}]")
+@policy_option(multiple=True)
 @click.option(
     "--policy-param",
     "policy_params",
@@ -50,16 +50,21 @@ def _size(v) -> str:
 @click.option(
     "--image", "image_size", default=None, help="WxH: what this image costs under each policy and the settings that fit"
 )
-@click.option("--variant", default=None, help=f"baseline | v4 (the {DEFAULT_POLICY} policy's plan) [default: v4]")
-@click.option("--depth", default=None, type=int, help="v4's insertion layer index (0-based) [default: 6]")
-@click.option("--dtype", default="bf16", show_default=True, help="fp32 | bf16 | fp16 (memory)")
-@click.option("--attn", default="sdpa", show_default=True, help="sdpa | eager (memory: eager materialises the scores)")
+@click.option(
+    "--variant",
+    default=None,
+    help="the vision design planned for: baseline | v4 where the policy has the paper's designs "
+    "[default: v4 there, else vit, the tower alone]",
+)
+@depth_option(default_text="6, the paper's, for the v4 variant")
+@dtype_option(default="bf16", what="the dtype memory is predicted for")
+@attn_option(default="sdpa", what="the attention path memory is predicted for")
 @click.option("--memory-device", default="cuda", show_default=True, help="cuda | cpu: the device the memory is predicted for")
-@click.option("--llm", default=None, help="LLM preset of the memory budget's LLM stage, or none [default: the family's]")
+@llm_option(default=None, what="LLM preset of the memory budget's LLM stage, or none", default_text="the family's")
 @click.option("--prompt-tokens", default=64, type=int, show_default=True, help="prompt tokens after the image (memory)")
 @convention_option
 @click.option("--ratios", default=None, help="aspect ratios W:H, comma-separated [default: 1:1,4:3,3:2,16:9,21:9,3:4,9:16]")
-@click.option("--no-designs", is_flag=True, help=f"skip the design table ({DEFAULT_POLICY})")
+@click.option("--no-designs", is_flag=True, help="skip the design table (a policy with the paper's designs)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def plan(
     policies,
@@ -102,22 +107,14 @@ def plan(
     params = policy_param_values(list(policies), policy_params)
     planners = []
     for p in policies:
-        family_llm = FAMILY_LLMS[p] if llm is None else (None if llm.lower() == "none" else llm)
+        pol = get_policy(p)
+        family_llm = pol.llm if llm is None else (None if llm.lower() == "none" else llm)
         memory = MemorySettings(dtype=dtype, attn=attn, device_kind=memory_device, llm=family_llm, prompt_tokens=prompt_tokens)
-        plan_name = variant if p == DEFAULT_POLICY else None
-        if p != DEFAULT_POLICY and (variant is not None or depth is not None) and len(policies) == 1:
-            raise UhdProfileError(f"--variant and --depth apply to the {DEFAULT_POLICY} policy (the paper's designs), not {p}")
+        # side by side (--image), --variant/--depth apply to the policies that have them; alone, to the one given
+        alone = len(policies) == 1
+        chosen = variant if alone or variant in pol.variants else None
         planners.append(
-            Planner(
-                p,
-                budget,
-                params[p],
-                plan_name,
-                None,
-                convention,
-                memory,
-                depth if p == DEFAULT_POLICY else None,
-            )
+            Planner(p, budget, params[p], chosen, None, convention, memory, depth if alone or has_designs(p) else None)
         )
     with err.status("planning ...") as status:
         for pl in planners:
@@ -146,7 +143,7 @@ def _render_plan(r: dict, budget: Budget, convention: str) -> None:
     m = r["memory"]
     memo = f"; memory: {m['dtype']}, {m['attn']}, for {m['device_kind']}, LLM {m['llm'] or 'none'}" if kind == "memory" else ""
     t = Table(
-        title=f"{r['policy']} ({r['encoder']}, plan {r['plan']}) within {budget.text(budget.limit)}: the largest image per "
+        title=f"{r['policy']} ({r['encoder']}, variant {r['variant']}) within {budget.text(budget.limit)}: the largest image per "
         f"aspect ratio (long side up to {CEILING_PX} px){memo}",
         title_justify="left",
     )
@@ -242,7 +239,7 @@ def _render_image(r: dict, budget: Budget | None, convention: str) -> None:
         fits = "-" if p["fits"] is None else ("yes" if p["fits"] else "no")
         t.add_row(
             p["policy"],
-            f"{p['encoder']}, {p['plan']}",
+            f"{p['encoder']}, {p['variant']}",
             str(p["views"]),
             f"{p['vit_tokens']:,}",
             f"{p['llm_tokens']:,}",

@@ -1,12 +1,16 @@
 """Image policies per model family: how many views and visual tokens an image becomes.
 
+Every family is one module here (a ``POLICY`` with its rule, parameters, tower, variants, default
+LLM and size knob), registered in ``POLICIES``; everything downstream (``uhd_profile.analyse.cost``
+and the commands) reads the policy's data and never a family's name.
+
 ``get_policy(name).views(width, height, **params)`` -> ``ImageViews`` (see ``base``). Each policy
 reproduces the view sizes and token counts of that family's image processor in ``transformers``
 (``tests/test_policies.py`` checks them size by size); docs/policies.md describes the rules.
 
 >>> v = get_policy("qwen2.5-vl").views(1920, 1080)
->>> v.sizes, v.view_llm_tokens
-(((1316, 728),), 1222)
+>>> [str(s) for s in v.sizes], v.view_llm_tokens, v.llm_tokens
+(['1316x728'], 1222, 1224)
 """
 
 from __future__ import annotations

@@ -1,10 +1,19 @@
-"""The common shape of an image policy: what one image becomes before the vision tower sees it.
+"""The common shape of a policy: what one image (or one video) becomes before the vision tower sees it.
 
 A policy maps an image size (width, height) in pixels to an ``ImageViews`` record: every view the
 tower encodes, in encoding order, with its role, its size, its patch grid, the tokens entering the
-tower and the tokens reaching the LLM, plus whatever else the LLM sees for that image (``Extra``:
-newline embeddings, start/end markers, ...), kept apart from the views so they can be counted or
-ignored on purpose. No pixels are touched; everything is arithmetic on sizes.
+tower (and the sequence length the tower runs on, padding included) and the tokens reaching the
+LLM, plus whatever else the LLM sees for that item (``Extra``: newline embeddings, start/end
+markers, timestamps, ...), kept apart from the views so they can be counted or ignored on purpose.
+A video is the same record: one view per frame (or per temporal group of frames), each with its
+frame indices and time, and its timestamps and wrappers as extras. No pixels are touched;
+everything is arithmetic on sizes.
+
+The token fields every result carries (docs/schema.md) are properties here, so they have one
+definition: ``placeholder_tokens`` (the image/video placeholder ids the family's processor writes
+into ``input_ids``: visual tokens plus learned embeddings it slots in, such as newlines),
+``special_tokens`` (wrapper specials), ``text_tokens`` (ordinary text), and
+``llm_tokens = placeholder_tokens + special_tokens + text_tokens``.
 
 Conventions: sizes are ``(width, height)`` px, grids ``(cols, rows)``, positions ``(col, row)``
 (0-based, row-major order), token counts are ints.
@@ -19,13 +28,15 @@ from typing import Any
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.encoders import get_encoder
 from uhd_profile.model.slicing import check_image_size
+from uhd_profile.units import Size
 
-Size = tuple[int, int]  # (width, height) in pixels
 Grid = tuple[int, int]  # (cols, rows)
 
 #: ``Extra.kind`` values: a learned vector the model inserts (e.g. LLaVA-NeXT's image newline), a
 #: special token of the tokenizer (e.g. InternVL's ``<img>``), or ordinary text (e.g. ``"\n"``).
 EXTRA_KINDS = ("embedding", "special", "text")
+#: The token fields every image and video result carries at its top level (docs/schema.md).
+TOKEN_FIELDS = ("placeholder_tokens", "special_tokens", "text_tokens", "llm_tokens", "vit_tokens", "vit_padding_tokens")
 #: ``Extra.added_by`` values: the processor's placeholder expansion, or the model's chat template.
 EXTRA_SOURCES = ("processor", "chat template")
 
@@ -39,15 +50,26 @@ class View:
     ``vit_tokens`` the tokens entering the tower (patches plus the tower's class token, if any);
     ``llm_tokens`` the visual tokens of this view that reach the LLM after the family's own
     merge/connector (and, for LLaVA-NeXT, unpadding); ``position`` is (col, row) inside the grid
-    for slices and tiles, None for whole-image views.
+    for slices and tiles, None for whole-image views; ``padding`` the tokens the tower runs on
+    beyond the real ones (a family that pads its input to a token budget masks them but still
+    computes them), so ``seq_len`` is the sequence the tower really runs; ``frames`` the video
+    frame indices the view holds (empty for an image) and ``time_s`` the time of its first frame.
     """
 
     role: str
-    size: Size
+    size: tuple[int, int]
     patches: Grid
     vit_tokens: int
     llm_tokens: int
     position: Grid | None = None
+    padding: int = 0
+    frames: tuple[int, ...] = ()
+    time_s: float | None = None
+
+    @property
+    def seq_len(self) -> int:
+        """The sequence length the tower runs this view on: its real tokens plus padding."""
+        return self.vit_tokens + self.padding
 
 
 @dataclass(frozen=True)
@@ -76,28 +98,43 @@ class ImageViews:
     or cropped, None when the single view is that image; ``content`` (width, height) px of the image
     inside ``canvas`` when the rest of the canvas is padding, else None; ``extras`` what else the
     LLM sees (see ``Extra``); ``params`` the parameters used (defaults filled in); ``notes`` one-line
-    remarks on aspect-ratio handling.
+    remarks on aspect-ratio handling; ``warnings`` one-line remarks a user must see (the image
+    could not be encoded as the rule intends, e.g. cut to keep a cap).
     """
 
     policy: str
-    image: Size
+    image: tuple[int, int]
     views: tuple[View, ...]
     grid: Grid | None
-    canvas: Size | None
-    content: Size | None
+    canvas: tuple[int, int] | None
+    content: tuple[int, int] | None
     extras: tuple[Extra, ...]
     params: Mapping[str, Any] = field(hash=False)
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # sizes are stored as the one Size type, whatever pair a rule built them from
+        for name in ("image", "canvas", "content"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Size(*value))
 
     @property
     def sizes(self) -> tuple[Size, ...]:
         """Every view's (width, height) px, in encoding order (like ``Slicing.views``)."""
-        return tuple(v.size for v in self.views)
+        return tuple(Size(*v.size) for v in self.views)
 
     @property
     def vit_tokens(self) -> int:
-        """Tokens entering the vision tower, summed over views (class tokens included)."""
-        return sum(v.vit_tokens for v in self.views)
+        """The sequence lengths the vision tower runs on, summed over views (class tokens and
+        padding included): what its FLOPs, time and memory follow."""
+        return sum(v.seq_len for v in self.views)
+
+    @property
+    def vit_padding_tokens(self) -> int:
+        """How many of ``vit_tokens`` are padding (0 unless the family pads to a budget)."""
+        return sum(v.padding for v in self.views)
 
     @property
     def view_llm_tokens(self) -> int:
@@ -109,10 +146,35 @@ class ImageViews:
         """All extra tokens (every ``Extra``, whoever adds it)."""
         return sum(e.count for e in self.extras)
 
+    def _kind(self, kind: str) -> int:
+        return sum(e.count for e in self.extras if e.kind == kind)
+
+    @property
+    def placeholder_tokens(self) -> int:
+        """The image/video placeholder ids the processor writes into ``input_ids``: the views'
+        visual tokens plus the learned embeddings it puts at placeholder positions (newlines)."""
+        return self.view_llm_tokens + self._kind("embedding")
+
+    @property
+    def special_tokens(self) -> int:
+        """Wrapper special tokens (``<image>``, ``<slice>``, ``<|vision_start|>``, ...)."""
+        return self._kind("special")
+
+    @property
+    def text_tokens(self) -> int:
+        """Ordinary text the processor or chat template adds (separators, ids, timestamps), a
+        counted estimate whose rule each ``Extra`` describes (no tokenizer is loaded)."""
+        return self._kind("text")
+
     @property
     def llm_tokens(self) -> int:
-        """Everything the LLM sees for this image: visual tokens plus every extra."""
-        return self.view_llm_tokens + self.extra_tokens
+        """Everything the LLM sees for this item: ``placeholder_tokens + special_tokens + text_tokens``."""
+        return self.placeholder_tokens + self.special_tokens + self.text_tokens
+
+    @property
+    def token_fields(self) -> dict[str, int]:
+        """The top-level token fields of every image and video result (``TOKEN_FIELDS``, docs/schema.md)."""
+        return {name: getattr(self, name) for name in TOKEN_FIELDS}
 
     @property
     def processor_tokens(self) -> int:
@@ -144,6 +206,8 @@ class ImageViews:
                     "vit_tokens": v.vit_tokens,
                     "llm_tokens": v.llm_tokens,
                     "position": pair(v.position),
+                    "seq_len": v.seq_len,
+                    **({"frames": list(v.frames), "time_s": v.time_s} if v.frames else {}),
                 }
                 for v in self.views
             ],
@@ -151,14 +215,19 @@ class ImageViews:
                 {"name": e.name, "count": e.count, "kind": e.kind, "added_by": e.added_by, "description": e.description}
                 for e in self.extras
             ],
-            "params": {k: ([list(x) for x in v] if k == "grid_pinpoints" else v) for k, v in self.params.items()},
+            "params": jsonable(self.params),
             "notes": list(self.notes),
-            "vit_tokens": self.vit_tokens,
+            "warnings": list(self.warnings),
+            **self.token_fields,
             "view_llm_tokens": self.view_llm_tokens,
             "extra_tokens": self.extra_tokens,
-            "llm_tokens": self.llm_tokens,
             "processor_tokens": self.processor_tokens,
         }
+
+
+def jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Policy parameters for JSON: tuples of sizes (``grid_pinpoints``) as lists of lists."""
+    return {k: ([list(x) for x in v] if isinstance(v, tuple) else v) for k, v in params.items()}
 
 
 @dataclass(frozen=True)
@@ -173,6 +242,25 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Knob:
+    """A family's size setting, the one a planner searches: the policy parameter ``name``, from
+    ``low`` to ``high`` in steps of ``step`` (the unit the processor works in)."""
+
+    name: str
+    low: int
+    high: int
+    step: int
+    description: str
+
+    def values(self) -> int:
+        """How many settings the grid holds."""
+        return (self.high - self.low) // self.step + 1
+
+    def value(self, i: int) -> int:
+        return self.low + i * self.step
+
+
+@dataclass(frozen=True)
 class Policy:
     """An image policy of one model family.
 
@@ -181,6 +269,16 @@ class Policy:
     the family's own merge/connector ratio (ViT patch tokens per LLM token: 4 for a 2x2 merge, 1 for
     a 1:1 projector); ``params`` the tunable parameters with the processor's defaults.
     ``views(width, height, **params)`` gives the ``ImageViews`` of an image.
+
+    How the views are costed is data too: ``variants`` the vision designs the views may be counted
+    under (``vit``: the family's tower alone, its own merge giving the LLM tokens; ``baseline`` and
+    ``v4``: the LLaVA-UHD v4 paper's designs, see ``uhd_profile.model.variants``) and
+    ``default_variants`` those counted when none is asked for; ``swappable_encoder`` whether another
+    tower preset may encode the views (the rule then gets ``encoder=NAME`` and aligns its views to
+    that tower's patch); ``encodings`` the values of the policy's ``encoding`` parameter, when it
+    has one (MiniCPM-V: ``sliced``, its processor's, and ``global``, one resized view); ``llm``
+    the LLM preset (``uhd_profile.model.llms``) the family's memory and planning use by default;
+    ``knob`` its size setting for the planner (None: the processor fixes the views).
     """
 
     name: str
@@ -190,14 +288,34 @@ class Policy:
     merge: int
     params: tuple[Param, ...]
     rule: Callable[..., ImageViews] = field(repr=False, compare=False)
+    variants: tuple[str, ...] = ("vit",)
+    default_variants: tuple[str, ...] = ("vit",)
+    swappable_encoder: bool = False
+    encodings: tuple[str, ...] = ()
+    llm: str | None = None
+    knob: Knob | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
         """Parameter name -> the processor's default."""
         return {p.name: p.default for p in self.params}
 
-    def views(self, width: int, height: int, **params: Any) -> ImageViews:
-        """The views of a ``width`` x ``height`` px image; ``params`` override the defaults.
+    def tower(self, encoder: str | None = None) -> str:
+        """The tower the views are encoded by: ``encoder`` where the policy lets it be swapped,
+        else the family's own (another one is a one-line error)."""
+        if encoder is None or encoder == self.encoder:
+            return self.encoder
+        get_encoder(encoder)
+        if not self.swappable_encoder:
+            raise UhdProfileError(
+                f"--encoder {encoder} conflicts with --policy {self.name}, whose tower is {self.encoder}; drop --encoder "
+                "(towers are swapped only under a policy that allows it, such as minicpm-v-4.6)"
+            )
+        return encoder
+
+    def views(self, width: int, height: int, encoder: str | None = None, **params: Any) -> ImageViews:
+        """The views of a ``width`` x ``height`` px image; ``params`` override the defaults;
+        ``encoder`` swaps the tower where the policy allows it (``tower``).
 
         Bad sizes, unknown parameter names and bad values raise a one-line ``UhdProfileError``.
         """
@@ -206,7 +324,21 @@ class Policy:
         if unknown:
             valid = ", ".join(self.defaults) or "none"
             raise UhdProfileError(f"policy {self.name!r} has no parameter {unknown[0]!r}; valid parameters: {valid}")
-        return self.rule(width, height, **{**self.defaults, **params})
+        tower = self.tower(encoder)
+        extra = {"encoder": tower} if self.swappable_encoder else {}
+        return self.rule(width, height, **extra, **{**self.defaults, **params})
+
+    def check_variants(self, variants: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The variants to count (``default_variants`` when none), repeats dropped; one the
+        policy cannot be counted under is a one-line error naming the valid ones."""
+        chosen = tuple(dict.fromkeys(variants or self.default_variants))
+        for v in chosen:
+            if v not in self.variants:
+                raise UhdProfileError(
+                    f"--variant {v!r} is not valid for policy {self.name}; valid: {', '.join(self.variants)}"
+                    + ("" if "v4" in self.variants else " (the paper's baseline and v4 fit the minicpm-v-4.6 policy)")
+                )
+        return chosen
 
     def parse_params(self, pairs: Mapping[str, str]) -> dict[str, Any]:
         """Command-line text values (name -> text) -> typed values, checked by name
@@ -232,11 +364,20 @@ def tower(encoder: str) -> tuple[int, int]:
     return spec.patch, spec.prefix_tokens
 
 
-def make_view(role: str, size: Size, patch: int, prefix: int, llm_tokens: int, position: Grid | None = None) -> View:
-    """A ``View`` whose patch grid and ViT tokens follow from its size, the patch and class tokens."""
+def make_view(
+    role: str, size: tuple[int, int], patch: int, prefix: int, llm_tokens: int, position: Grid | None = None, **more: Any
+) -> View:
+    """A ``View`` whose patch grid and ViT tokens follow from its size, the patch and class tokens
+    (``more``: ``padding``, ``frames``, ``time_s``)."""
     cols, rows = size[0] // patch, size[1] // patch
     return View(
-        role=role, size=size, patches=(cols, rows), vit_tokens=cols * rows + prefix, llm_tokens=llm_tokens, position=position
+        role=role,
+        size=Size(*size),
+        patches=(cols, rows),
+        vit_tokens=cols * rows + prefix,
+        llm_tokens=llm_tokens,
+        position=position,
+        **more,
     )
 
 
@@ -286,10 +427,23 @@ def parse_sizes(name: str) -> Callable[[str], tuple[Size, ...]]:
                 raise UhdProfileError(
                     f"parameter {name} {text!r} is not valid; it must be comma-separated WxH sizes, e.g. 672x336,336x672"
                 )
-            out.append((int(w), int(h)))
+            out.append(Size(int(w), int(h)))
         return tuple(out)
 
     return parse
 
 
-__all__ = ["Size", "Grid", "View", "Extra", "ImageViews", "Param", "Policy", "EXTRA_KINDS", "EXTRA_SOURCES"]
+__all__ = [
+    "Size",
+    "Grid",
+    "jsonable",
+    "Knob",
+    "TOKEN_FIELDS",
+    "View",
+    "Extra",
+    "ImageViews",
+    "Param",
+    "Policy",
+    "EXTRA_KINDS",
+    "EXTRA_SOURCES",
+]

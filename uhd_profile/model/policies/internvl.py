@@ -22,6 +22,7 @@ from uhd_profile.model.policies.base import (
     Extra,
     Grid,
     ImageViews,
+    Knob,
     Param,
     Policy,
     make_view,
@@ -100,6 +101,8 @@ POLICY = Policy(
     encoder=ENCODER,
     patch=tower(ENCODER)[0],
     merge=MERGE,
+    llm="qwen2.5-7b",  # InternVL3-8B's LLM (InternVL2.5-8B's InternLM2.5-7B is close in size)
+    knob=Knob("max_tiles", 1, 64, 1, "most 448 px tiles per image"),
     params=(
         Param("min_tiles", MIN_TILES, "fewest 448 px tiles (count; the processor's min_patches)", parse_int("min_tiles")),
         Param(

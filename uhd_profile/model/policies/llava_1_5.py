@@ -69,6 +69,7 @@ POLICY = Policy(
     encoder=ENCODER,
     patch=tower(ENCODER)[0],
     merge=MERGE,
+    llm="llama-2-7b",  # Vicuna-7B (Llama-2-7B geometry), LLaVA-1.5-7B's LLM
     params=(
         Param(
             "pad_to_square",

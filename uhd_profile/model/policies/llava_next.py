@@ -42,7 +42,7 @@ ENCODER = "clip-vit-l14-336"
 TILE = get_encoder(ENCODER).image_size  # 336: the tower's input side is the tile side
 MERGE = 1  # the projector is a per-token MLP
 #: (width, height) px; the processor lists the same canvases as [height, width] in this order
-GRID_PINPOINTS: tuple[Size, ...] = ((672, 336), (336, 672), (672, 672), (336, 1008), (1008, 336))
+GRID_PINPOINTS: tuple[Size, ...] = tuple(Size(w, h) for w, h in ((672, 336), (336, 672), (672, 672), (336, 1008), (1008, 336)))
 
 
 def best_canvas(width: int, height: int, pinpoints: tuple[Size, ...]) -> Size:
@@ -53,7 +53,7 @@ def best_canvas(width: int, height: int, pinpoints: tuple[Size, ...]) -> Size:
         kept = min(int(width * s) * int(height * s), width * height)
         blank = cw * ch - kept
         if kept > best_kept or (kept == best_kept and blank < best_blank):
-            best, best_kept, best_blank = (cw, ch), kept, blank
+            best, best_kept, best_blank = Size(cw, ch), kept, blank
     assert best is not None  # the pinpoints are never empty (checked when the policy is parsed)
     return best
 
@@ -64,8 +64,8 @@ def fit_inside(width: int, height: int, canvas: Size) -> Size:
     cw, ch = canvas
     sx, sy = cw / width, ch / height
     if sx < sy:
-        return cw, min(math.ceil(height * sx), ch)
-    return min(math.ceil(width * sy), cw), ch
+        return Size(cw, min(math.ceil(height * sx), ch))
+    return Size(min(math.ceil(width * sy), cw), ch)
 
 
 def kept_box(width: int, height: int, map_w: int, map_h: int) -> tuple[int, int, int, int]:
@@ -99,7 +99,7 @@ def _check_pinpoints(pinpoints) -> tuple[Size, ...]:
             raise error from None
         if any(isinstance(v, bool) or not isinstance(v, int) or v < TILE or v % TILE for v in (w, h)):
             raise error
-        pts.append((w, h))
+        pts.append(Size(w, h))
     if not pts:
         raise error
     return tuple(pts)
@@ -163,6 +163,7 @@ POLICY = Policy(
     encoder=ENCODER,
     patch=tower(ENCODER)[0],
     merge=MERGE,
+    llm="llama-2-7b",  # Vicuna-7B (Llama-2-7B geometry), LLaVA-NeXT-7B's LLM
     params=(
         Param(
             "grid_pinpoints",

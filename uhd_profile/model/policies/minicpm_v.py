@@ -1,17 +1,25 @@
-"""MiniCPM-V 4.6 (LLaVA-UHD v4): a thumbnail plus the best grid of slices.
+"""MiniCPM-V 4.6 (LLaVA-UHD v4): a thumbnail plus the best grid of slices, or one global view.
 
-The view geometry is ``uhd_profile.model.slicing.slice_image`` (checked against the MiniCPM-V 4.6
-processor in ``tests/test_slicing.py``); this module only turns it into views, tokens and extras.
-Every view side is a multiple of 56 px, so each view's 14 px patch grid divides by 4 both ways:
-16 ViT patches become one LLM token (a 2x2 merge inside the ViT, another 2x2 in the connector).
+The view geometry is ``uhd_profile.model.slicing`` (``slice_image``, checked against the MiniCPM-V
+4.6 processor in ``tests/test_slicing.py``; ``global_resize`` for the paper's global encoding);
+this module only turns it into views, tokens and extras. Every view side is a multiple of 4
+patches (56 px with the 14 px patch), so each view's patch grid divides by 4 both ways: 16 ViT
+patches become one LLM token (a 2x2 merge inside the ViT, another 2x2 in the connector).
+
+This is the policy of the paper, so it is costed under the paper's designs (``baseline``, ``v4``
+at any depth, or the tower alone, ``vit``), on the paper's SigLIP-2 so400m/14 by default or any
+other tower preset (the views then align to that tower's patch x 4).
 """
 
 from __future__ import annotations
 
+from uhd_profile.errors import UhdProfileError
 from uhd_profile.model import slicing
+from uhd_profile.model.encoders import DEFAULT_ENCODER
 from uhd_profile.model.policies.base import (
     Extra,
     ImageViews,
+    Knob,
     Param,
     Policy,
     make_view,
@@ -22,18 +30,57 @@ from uhd_profile.model.policies.base import (
 )
 
 NAME = "minicpm-v-4.6"
-ENCODER = "minicpm-v-4.6"
+ENCODER = DEFAULT_ENCODER  # the paper's SigLIP-2 so400m/14 (the released tower has the same geometry)
 MERGE = 16  # ViT patches per LLM token
+ENCODINGS = ("sliced", "global")
 
 
-def _rule(width: int, height: int, *, max_slice_nums: int, scale_resolution: int, use_image_id: bool) -> ImageViews:
+def _rule(
+    width: int,
+    height: int,
+    *,
+    encoder: str,
+    encoding: str,
+    max_slice_nums: int,
+    scale_resolution: int,
+    use_image_id: bool,
+) -> ImageViews:
     need_bool(NAME, "use_image_id", use_image_id)
-    s = slicing.slice_image(width, height, max_slice_nums=max_slice_nums, scale_resolution=scale_resolution)
-    patch, prefix = tower(ENCODER)
+    if encoding not in ENCODINGS:
+        raise UhdProfileError(f"{NAME} parameter encoding {encoding!r} is not valid; valid: {', '.join(ENCODINGS)}")
+    patch, prefix = tower(encoder)
+    align = patch * 4
+    slicing.check_params(max_slice_nums, scale_resolution, align)
 
     def llm(size):
-        return (size[0] // patch) * (size[1] // patch) // MERGE  # exact: sides are multiples of 56
+        return (size[0] // patch) * (size[1] // patch) // MERGE  # exact: sides are multiples of patch x 4
 
+    params = {
+        "encoding": encoding,
+        "max_slice_nums": max_slice_nums,
+        "scale_resolution": scale_resolution,
+        "use_image_id": use_image_id,
+    }
+    id_extras = _image_id_extras() if use_image_id else []
+    image_markers = Extra("image_markers", 2, "special", "processor", "image start/end tokens around the image's tokens")
+    if encoding == "global":
+        g = slicing.global_resize(width, height, max_slice_nums, scale_resolution, align)
+        return ImageViews(
+            policy=NAME,
+            image=(width, height),
+            views=(make_view("global", g.size, patch, prefix, llm(g.size)),),
+            grid=None,
+            canvas=None,
+            content=None,
+            extras=(image_markers, *id_extras),
+            params=params,
+            notes=(
+                "global encoding (the paper's comparison, not the processor's): the whole image in one view of about "
+                "M x S^2 px, sides rounded to multiples of patch x 4, wrapped like an image",
+            ),
+            warnings=(g.note,) if g.note else (),
+        )
+    s = slicing.slice_image(width, height, max_slice_nums, scale_resolution, align)
     views = [make_view("thumbnail", s.thumbnail, patch, prefix, llm(s.thumbnail))]
     if s.grid is not None:
         cols, rows = s.grid
@@ -42,7 +89,7 @@ def _rule(width: int, height: int, *, max_slice_nums: int, scale_resolution: int
         ]
     n_slices = len(s.slices)
     rows = s.grid[1] if s.grid else 0
-    extras = [Extra("image_markers", 2, "special", "processor", "image start/end tokens around the thumbnail's tokens")]
+    extras = [image_markers]
     if n_slices:
         extras += [
             Extra("slice_markers", 2 * n_slices, "special", "processor", "slice start/end tokens around each slice's tokens"),
@@ -55,18 +102,7 @@ def _rule(width: int, height: int, *, max_slice_nums: int, scale_resolution: int
                 "tokenizer splits it; no tokenizer is loaded here)",
             ),
         ]
-    if use_image_id:
-        extras += [
-            Extra("image_id_tags", 2, "special", "processor", "image-id start/end tokens before the image"),
-            Extra(
-                "image_id_number",
-                1,
-                "text",
-                "processor",
-                "the image's index in its prompt between the id tags, as text ('0' for the first image: "
-                "one token; later images may take more)",
-            ),
-        ]
+    extras += id_extras
     return ImageViews(
         policy=NAME,
         image=(width, height),
@@ -75,12 +111,32 @@ def _rule(width: int, height: int, *, max_slice_nums: int, scale_resolution: int
         canvas=s.refine_size,
         content=None,
         extras=tuple(extras),
-        params={"max_slice_nums": max_slice_nums, "scale_resolution": scale_resolution, "use_image_id": use_image_id},
+        params=params,
         notes=(
             "aspect ratio kept approximately: each view is scaled to about S^2 px and its sides rounded to "
-            "multiples of 56 px; nothing is cropped or padded",
+            f"multiples of {align} px; nothing is cropped or padded",
         ),
     )
+
+
+def _image_id_extras() -> list[Extra]:
+    return [
+        Extra("image_id_tags", 2, "special", "processor", "image-id start/end tokens before the image"),
+        Extra(
+            "image_id_number",
+            1,
+            "text",
+            "processor",
+            "the image's index in its prompt between the id tags, as text ('0' for the first image: "
+            "one token; later images may take more)",
+        ),
+    ]
+
+
+def parse_encoding(text: str) -> str:
+    if text not in ENCODINGS:
+        raise UhdProfileError(f"parameter encoding {text!r} is not valid; valid: {', '.join(ENCODINGS)}")
+    return text
 
 
 POLICY = Policy(
@@ -89,7 +145,19 @@ POLICY = Policy(
     encoder=ENCODER,
     patch=tower(ENCODER)[0],
     merge=MERGE,
+    llm="qwen3-8b",  # the LLaVA-UHD v4 paper's Qwen3-8B (the released checkpoint's LLM is smaller)
+    knob=Knob("max_slice_nums", 1, 64, 1, "most slices per image"),
+    variants=("baseline", "v4", "vit"),
+    default_variants=("baseline", "v4"),
+    swappable_encoder=True,
+    encodings=ENCODINGS,
     params=(
+        Param(
+            "encoding",
+            "sliced",
+            "sliced (the processor's: thumbnail + slices) or global (the paper's comparison: one view of ~M x S^2 px)",
+            parse_encoding,
+        ),
         Param("max_slice_nums", slicing.MAX_SLICE_NUMS, "most slices per image (count)", parse_int("max_slice_nums")),
         Param(
             "scale_resolution",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.policies.base import Extra, ImageViews, Param, Policy, make_view, need_int, parse_int, tower
+from uhd_profile.model.policies.base import Extra, ImageViews, Knob, Param, Policy, make_view, need_int, parse_int, tower
 
 NAME = "qwen2.5-vl"
 ENCODER = "qwen2.5-vl-vit"
@@ -92,6 +92,8 @@ POLICY = Policy(
     encoder=ENCODER,
     patch=tower(ENCODER)[0],
     merge=MERGE,
+    llm="qwen2.5-7b",  # Qwen2.5-VL-7B's own text model
+    knob=Knob("max_pixels", 3136, 8192 * 8192, 28 * 28, "most pixels of the resized image (28x28 merge units)"),
     params=(
         Param("min_pixels", MIN_PIXELS, "smallest area the image is scaled up to (px)", parse_int("min_pixels")),
         Param(
