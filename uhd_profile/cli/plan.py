@@ -215,7 +215,7 @@ def _render_image(r: dict, budget: Budget | None, convention: str) -> None:
     t = Table(title=title, title_justify="left")
     cols = (
         "policy",
-        "tower, plan",
+        "tower, variant",
         "views",
         "ViT tokens",
         "LLM tokens",
@@ -225,7 +225,7 @@ def _render_image(r: dict, budget: Budget | None, convention: str) -> None:
         "largest setting that fits",
     )
     for col in cols:
-        t.add_column(col, justify="left" if col in ("policy", "tower, plan", "largest setting that fits") else "right")
+        t.add_column(col, justify="left" if col in ("policy", "tower, variant", "largest setting that fits") else "right")
     for p in r["policies"]:
         s = p.get("setting")
         if s is None:
