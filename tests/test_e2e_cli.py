@@ -45,7 +45,7 @@ def e2e_json():
 def test_e2e_json_keys_and_values(e2e_json, variant):
     rec = e2e_json[variant]
     spec = VariantSpec.alias(variant, resolution=448)
-    assert rec["llm"] == "qwen3-8b" and rec["prompt_tokens"] == 64 and rec["decode_tokens"] == 0 and rec["plan"] is None
+    assert rec["llm"] == "qwen3-8b" and rec["prompt_tokens"] == 64 and rec["decode_tokens"] == 0 and rec["drop"] is None
     assert rec["variant_id"] == spec.id and rec["pipeline_id"] == spec.id + "/qwen3-8b/p64/d0"
     assert [r["stage"] for r in rec["stages"]] == list(STAGES)
     # every stage in every convention, under the record schema's names
@@ -90,7 +90,7 @@ def test_v4_and_baseline_differ_in_the_vit_only(e2e_json):
     assert v["prefill_macs"] == b["prefill_macs"] and v["kv_cache_bytes"] == b["kv_cache_bytes"]
 
 
-def test_e2e_table_and_plans(cli):
+def test_e2e_table_and_drops(cli):
     code, out, err = cli("e2e", "--encoder", "tiny", "--resolution", "128", "--llm", "tiny-llm", "--decode-tokens", "3")
     assert code == 0, err
     for word in (
@@ -109,12 +109,12 @@ def test_e2e_table_and_plans(cli):
     pyr = json.loads(
         cli("e2e", "--encoder", "tiny", "--resolution", "128", "--llm", "tiny-llm", "--pyramid-drop", "0,1:0.5", "--json")[1]
     )
-    assert zero["plan"] == "fastv:1:0.0" and zero["stages"] == base["stages"]  # R = 0 == no plan
+    assert zero["drop"] == "fastv:1:0.0" and zero["stages"] == base["stages"]  # R = 0 == no drop
     assert (
         half["metrics"]["prefill_macs"] < base["metrics"]["prefill_macs"]
         and half["metrics"]["vision_macs"] == base["metrics"]["vision_macs"]
     )
-    assert pyr["plan"] == "pyramid-drop:0,1:0.5" and pyr["metrics"]["prefill_macs"] < half["metrics"]["prefill_macs"]
+    assert pyr["drop"] == "pyramid-drop:0,1:0.5" and pyr["metrics"]["prefill_macs"] < half["metrics"]["prefill_macs"]
 
 
 def test_e2e_whole_image_and_positions(cli):
@@ -137,7 +137,7 @@ def test_e2e_whole_image_and_positions(cli):
         (["--encoding", "global"], "--encoding applies to a whole image"),
         (["--image", "640x480", "--encoding", "tiles"], "--encoding 'tiles' is not valid; valid: sliced, global"),
         (["--llm", "gpt-5"], "unknown LLM 'gpt-5'; valid LLMs: qwen3-8b"),
-        (["--fastv", "2"], "--fastv '2': plan 'fastv:2' is not valid"),
+        (["--fastv", "2"], "--fastv '2': drop 'fastv:2' is not valid"),
         (["--fastv", "40:0.5"], "drop stage after layer 40 on qwen3-8b: must be 0..34"),
         (["--fastv", "2:0.5", "--pyramid-drop", "7,15:0.5"], "--fastv and --pyramid-drop both given"),
         (["--prompt-tokens", "-1"], "--prompt-tokens -1 is not valid"),

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uhd_profile.count.flops import attention_cost, causal_pairs, count_module
-from uhd_profile.count.llm import DropPlan, DropStage, count_llm, fastv, kept_count, pyramid_drop
+from uhd_profile.count.llm import Drop, DropStage, count_llm, fastv, kept_count, pyramid_drop
 from uhd_profile.count.llm_formulas import TextbookOptions, closed_form, textbook
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.timing import TimingSettings
@@ -24,7 +24,7 @@ TINY = ["tiny-llm", "tiny-hybrid-llm"]
 
 @functools.cache
 def _count(name: str, visual: int, prompt: int, decode: int = 0):
-    """A plain (no plan) count, shared by the tests that read it (the full-size ones take seconds)."""
+    """A plain (no drop) count, shared by the tests that read it (the full-size ones take seconds)."""
     return count_llm(name, visual, prompt, decode_tokens=decode)
 
 
@@ -131,9 +131,9 @@ def test_eager_causal_attention_matches_sdpa(name):
 @pytest.mark.parametrize("name", TINY)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_meta_count_equals_real_execution(name, attn):
-    for plan in (None, fastv(get_llm(name).attention_layers[0], 0.5)):
-        meta = count_llm(name, 20, 5, decode_tokens=2, attn=attn, plan=plan)
-        real = count_llm(name, 20, 5, decode_tokens=2, attn=attn, plan=plan, shape_only=False)
+    for drop in (None, fastv(get_llm(name).attention_layers[0], 0.5)):
+        meta = count_llm(name, 20, 5, decode_tokens=2, attn=attn, drop=drop)
+        real = count_llm(name, 20, 5, decode_tokens=2, attn=attn, drop=drop, shape_only=False)
         assert meta.prefill.total == real.prefill.total
         assert meta.prefill.causal_skipped == real.prefill.causal_skipped
         assert [s.total for s in meta.decode_steps] == [s.total for s in real.decode_steps]
@@ -219,18 +219,18 @@ def test_recurrent_state_really_is_float32_in_a_bf16_run():
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_drop_nothing_counts_exactly_like_no_plan(name):
+def test_drop_nothing_counts_exactly_like_no_drop(name):
     k = get_llm(name).attention_layers[0]
     base = count_llm(name, 20, 5, decode_tokens=2)
-    for plan in (fastv(k, 0.0), DropPlan(()), pyramid_drop([k], 1.0)):
-        c = count_llm(name, 20, 5, decode_tokens=2, plan=plan)
+    for drop in (fastv(k, 0.0), Drop(()), pyramid_drop([k], 1.0)):
+        c = count_llm(name, 20, 5, decode_tokens=2, drop=drop)
         assert c.prefill.total == base.prefill.total  # integer-exact, every convention
         assert [s.total for s in c.decode_steps] == [s.total for s in base.decode_steps]
         assert c.cache_after_decode == base.cache_after_decode
 
 
 @pytest.mark.parametrize(
-    "name,plan",
+    "name,drop",
     [
         ("tiny-llm", fastv(0, 0.5)),
         ("tiny-llm", fastv(1, 0.9)),
@@ -241,12 +241,12 @@ def test_drop_nothing_counts_exactly_like_no_plan(name):
         pytest.param("qwen3-8b", pyramid_drop([7, 15, 23], 0.5), marks=pytest.mark.slow),
     ],
 )
-def test_dropping_changes_the_count_by_the_closed_form_difference(name, plan):
+def test_dropping_changes_the_count_by_the_closed_form_difference(name, drop):
     visual = 4900 if name == "qwen3-8b" else 20
     base = _count(name, visual, 64, 2)
-    dropped = count_llm(name, visual, 64, decode_tokens=2, plan=plan)
+    dropped = count_llm(name, visual, 64, decode_tokens=2, drop=drop)
     cf0 = closed_form(base.spec, visual, 64, 2)
-    cf1 = closed_form(base.spec, visual, 64, 2, plan=plan)
+    cf1 = closed_form(base.spec, visual, 64, 2, drop=drop)
     assert base.prefill_total() - dropped.prefill_total() == cf0.prefill - cf1.prefill > 0
     assert [a.total.macs - b.total.macs for a, b in zip(base.decode_steps, dropped.decode_steps)] == [
         x - y for x, y in zip(cf0.decode, cf1.decode)
@@ -257,16 +257,16 @@ def test_dropping_changes_the_count_by_the_closed_form_difference(name, plan):
 
 def test_ranking_cost_is_counted_only_when_ranking():
     # attention ranking at layer 0 of tiny-llm: the last query against 25 keys, 4 heads x 16 MACs
-    ranked = count_llm("tiny-llm", 20, 5, plan=fastv(0, 0.5))
-    fixed = count_llm("tiny-llm", 20, 5, plan=fastv(0, 0.5, select="first"))
+    ranked = count_llm("tiny-llm", 20, 5, drop=fastv(0, 0.5))
+    fixed = count_llm("tiny-llm", 20, 5, drop=fastv(0, 0.5, select="first"))
     assert ranked.prefill_total() - fixed.prefill_total() == 4 * 25 * 16
 
 
 def test_fastv_tokens_per_layer_and_kept_prefix_on_meta():
-    c = count_llm("tiny-llm", 20, 5, plan=fastv(0, 0.5))
+    c = count_llm("tiny-llm", 20, 5, drop=fastv(0, 0.5))
     assert c.tokens_per_layer == (25, 15, 15)  # layer 0 sees all, layers 1-2 keep 10 of 20 visual
     assert c.kept == (tuple(range(10)),)  # shapes only: the first ones
-    p = count_llm("tiny-llm", 20, 5, plan=pyramid_drop([0, 1], 0.5))
+    p = count_llm("tiny-llm", 20, 5, drop=pyramid_drop([0, 1], 0.5))
     assert p.tokens_per_layer == (25, 15, 10) and p.kept == (tuple(range(10)), tuple(range(5)))
 
 
@@ -277,7 +277,7 @@ def test_real_run_keeps_the_most_attended_visual_tokens():
     torch.manual_seed(0)
     model = spec.build("cpu")
     x = torch.randn(1, 25, spec.hidden)
-    c = count_llm(spec, 20, 5, plan=fastv(1, 0.5), shape_only=False, model=model, inputs_embeds=x)
+    c = count_llm(spec, 20, 5, drop=fastv(1, 0.5), shape_only=False, model=model, inputs_embeds=x)
     eager = spec.build("cpu", attn="eager")
     eager.load_state_dict(model.state_dict())
     with torch.no_grad():
@@ -300,18 +300,18 @@ def test_kept_count_rounding():
         (lambda: fastv(2, -0.1), "0 <= R < 1"),
         (lambda: DropStage(-1, 0.5), "integer >= 0"),
         (lambda: DropStage(2, 0.0), r"\(0, 1\]"),
-        (lambda: DropPlan((DropStage(5, 0.5), DropStage(3, 0.25))), "strictly increase"),
-        (lambda: DropPlan((DropStage(3, 0.25), DropStage(5, 0.5))), "cannot keep more"),
-        (lambda: DropPlan((DropStage(3, 0.5),), select="random"), "attention, first"),
+        (lambda: Drop((DropStage(5, 0.5), DropStage(3, 0.25))), "strictly increase"),
+        (lambda: Drop((DropStage(3, 0.25), DropStage(5, 0.5))), "cannot keep more"),
+        (lambda: Drop((DropStage(3, 0.5),), select="random"), "attention, first"),
         (lambda: pyramid_drop([8, 16], 0.0), "0 < ratio <= 1"),
-        (lambda: count_llm("tiny-llm", 20, 5, plan=fastv(2, 0.5)), "must be 0..1"),
-        (lambda: count_llm("minicpm-v-4.6-llm", 20, 5, plan=fastv(2, 0.5)), "valid layers: 3, 7, 11"),
-        (lambda: count_llm("tiny-llm", 20, 0, plan=fastv(0, 0.5)), "at least one prompt token"),
+        (lambda: count_llm("tiny-llm", 20, 5, drop=fastv(2, 0.5)), "must be 0..1"),
+        (lambda: count_llm("minicpm-v-4.6-llm", 20, 5, drop=fastv(2, 0.5)), "valid layers: 3, 7, 11"),
+        (lambda: count_llm("tiny-llm", 20, 0, drop=fastv(0, 0.5)), "at least one prompt token"),
         (lambda: count_llm("tiny-llm", -1, 5), "visual_tokens = -1"),
         (lambda: count_llm("tiny-llm", 0, 0), "at least one token"),
         (lambda: count_llm("tiny-llm", 20, 5, decode_tokens=1.5), "decode_tokens"),
         (lambda: count_llm("tiny-llm", 20, 5, lm_head="first"), "valid: last"),
-        (lambda: count_llm("tiny-llm", 20, 5, plan=0.5), "must be a DropPlan"),
+        (lambda: count_llm("tiny-llm", 20, 5, drop=0.5), "must be a Drop"),
         (lambda: count_llm("tiny-llm", 20, 5).prefill_total("macs", "half"), "valid: executed, dense"),
         (lambda: count_llm("tiny-llm", 20, 5).prefill_total("gflops"), "unknown convention"),
         (lambda: count_llm("nope", 20, 5), "valid LLMs"),
@@ -348,7 +348,7 @@ def test_textbook_options_against_hand_arithmetic():
     assert textbook(s, 20, 5, options=TextbookOptions(flops_per_mac=2)).total == 2 * 3 * 899_200
     # FastV K=0, R=0.5: layer 0 at n = 25, layers 1-2 at n = 15:
     # 4*15*4096 + 2*225*64 + 2*15*64*128 = 245,760 + 28,800 + 245,760 = 520,320
-    assert textbook(s, 20, 5, plan=fastv(0, 0.5)).per_layer == (899_200, 520_320, 520_320)
+    assert textbook(s, 20, 5, drop=fastv(0, 0.5)).per_layer == (899_200, 520_320, 520_320)
 
 
 @pytest.mark.parametrize("name", ["tiny-llm", "qwen3-8b", "llama-2-7b"])

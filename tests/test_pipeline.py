@@ -1,5 +1,5 @@
 """End to end: a pipeline's stages counted chained equal the parts counted alone, one chained forward
-equals the stage sum, closed forms pin the full-size stages, R = 0 equals no plan, the connector's
+equals the stage sum, closed forms pin the full-size stages, R = 0 equals no drop, the connector's
 width comes from the LLM, merges that do not divide the grid are refused as the released code does,
 compression positions, points and recipes with an LLM, stage timing."""
 
@@ -24,9 +24,9 @@ from uhd_profile.model.pipeline import (
     PipelineSpec,
     build_pipeline,
     design_variant,
-    parse_plan,
+    drop_text,
+    parse_drop,
     pipeline_inputs,
-    plan_text,
 )
 from uhd_profile.model.variants import VariantSpec
 from uhd_profile.run.recipe import load_recipe
@@ -136,13 +136,13 @@ def test_full_size_stages_equal_the_closed_forms():
 
 
 # --------------------------------------------------------------------------------------------
-# Plans
+# Drops
 
 
-def test_a_plan_that_drops_nothing_counts_like_no_plan():
+def test_a_drop_of_nothing_counts_like_no_drop():
     base = TINY_PIPELINES["baseline post16"]
-    zero = base.with_(plan="fastv:1:0")
-    assert zero.id != base.id and plan_text(zero.plan) == "fastv:1:0.0"
+    zero = base.with_(drop="fastv:1:0")
+    assert zero.id != base.id and drop_text(zero.drop) == "fastv:1:0.0"
     a, b = _count(base), count_pipeline(zero, memo=False)
     for c in CONVS:
         assert a.stages(c) == b.stages(c) and a.llm.prefill_total(c, "dense") == b.llm.prefill_total(c, "dense")
@@ -150,20 +150,20 @@ def test_a_plan_that_drops_nothing_counts_like_no_plan():
 
 
 @pytest.mark.slow
-def test_a_plan_that_drops_nothing_counts_like_no_plan_full_size():
+def test_a_drop_of_nothing_counts_like_no_drop_full_size():
     p = PipelineSpec(VariantSpec.alias("v4", resolution=448))
-    a, b = count_pipeline(p, memo=False), count_pipeline(p.with_(plan="fastv:2:0"), memo=False)
+    a, b = count_pipeline(p, memo=False), count_pipeline(p.with_(drop="fastv:2:0"), memo=False)
     assert all(a.stages(c) == b.stages(c) for c in CONVS)
 
 
-def test_a_plan_changes_the_llm_stages_only():
+def test_a_drop_changes_the_llm_stages_only():
     base = TINY_PIPELINES["baseline post16"]
-    p = base.with_(plan="fastv:1:0.5")
+    p = base.with_(drop="fastv:1:0.5")
     a, b = _count(base), count_pipeline(p, memo=False)
     for c in CONVS:
         assert a.stage("vision", c) == b.stage("vision", c) and a.stage("connector", c) == b.stage("connector", c)
         assert b.stage("prefill", c) < a.stage("prefill", c) and b.stage("decode", c) < a.stage("decode", c)
-    cf = closed_form(get_llm("tiny-llm"), p.visual_tokens, 8, 2, plan=p.plan)
+    cf = closed_form(get_llm("tiny-llm"), p.visual_tokens, 8, 2, drop=p.drop)
     assert b.stage("prefill", "macs") == cf.prefill and b.kv_cache_bytes() < a.kv_cache_bytes()
 
 
@@ -174,33 +174,33 @@ def test_a_plan_changes_the_llm_stages_only():
         (" fastv:2:0.75:first ", "fastv:2:0.75:first"),
         ("pyramid-drop:7,15,23:0.5", "pyramid-drop:7,15,23:0.5"),
         ("drop:3@0.5,9@0.2", "drop:3@0.5,9@0.2"),
-        ("drop:2@0.5", "fastv:2:0.5"),  # one plan, one text
+        ("drop:2@0.5", "fastv:2:0.5"),  # one drop, one text
         ("none", "none"),
     ],
 )
-def test_plan_text_round_trips(text, canonical):
-    plan = parse_plan(text)
-    assert plan_text(plan) == canonical
-    assert plan_text(parse_plan(canonical)) == canonical
-    if plan is not None:
+def test_drop_text_round_trips(text, canonical):
+    drop = parse_drop(text)
+    assert drop_text(drop) == canonical
+    assert drop_text(parse_drop(canonical)) == canonical
+    if drop is not None:
         spec = get_llm("qwen3-8b")
-        assert parse_plan(canonical).schedule(spec, 1000) == plan.schedule(spec, 1000)
+        assert parse_drop(canonical).schedule(spec, 1000) == drop.schedule(spec, 1000)
 
 
 @pytest.mark.parametrize(
     "text", ["fastv:2", "fastv:x:0.5", "fastv:2:1.5", "pyramid-drop:7:nan", "drop:3-0.5", "random:1:2", "fastv:-1:0.5"]
 )
-def test_bad_plan_text_is_one_line(text):
+def test_bad_drop_text_is_one_line(text):
     with pytest.raises(UhdProfileError) as e:
-        parse_plan(text)
+        parse_drop(text)
     assert "\n" not in str(e.value)
 
 
-def test_plan_checked_against_the_llm():
+def test_drop_checked_against_the_llm():
     with pytest.raises(UhdProfileError, match=r"after layer 2 on tiny-llm: must be 0..1"):
-        PipelineSpec(_tiny(), llm="tiny-llm", plan="fastv:2:0.5")
+        PipelineSpec(_tiny(), llm="tiny-llm", drop="fastv:2:0.5")
     with pytest.raises(UhdProfileError, match="at least one prompt token"):
-        PipelineSpec(_tiny(), llm="tiny-llm", prompt_tokens=0, plan="fastv:1:0.5")
+        PipelineSpec(_tiny(), llm="tiny-llm", prompt_tokens=0, drop="fastv:1:0.5")
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,11 +324,11 @@ def test_recipe_keys_for_the_llm(tmp_path):
     plain = _recipe(tmp_path)
     same = _recipe(tmp_path, extra='llms = ["none"]\nprompt_tokens = [3, 4]')
     assert [p.point_id for p in plain.points] == [p.point_id for p in same.points] and plain.hash == same.hash
-    r = _recipe(tmp_path, grid='llms = ["none", "tiny-llm"]\nprompt_tokens = [8, 16]\nllm_plans = ["none", "fastv:1:0.5"]')
+    r = _recipe(tmp_path, grid='llms = ["none", "tiny-llm"]\nprompt_tokens = [8, 16]\nllm_drops = ["none", "fastv:1:0.5"]')
     piped = [p for p in r.points if p.pipeline is not None]
     assert len(r.points) == 2 + 2 * 2 * 2 and len(piped) == 8
     assert {p.pipeline.prompt_tokens for p in piped} == {8, 16} and {p.spec.llm_hidden for p in piped} == {64}
-    assert {plan_text(p.pipeline.plan) for p in piped} == {"none", "fastv:1:0.5"}
+    assert {drop_text(p.pipeline.drop) for p in piped} == {"none", "fastv:1:0.5"}
 
 
 @pytest.mark.parametrize(
@@ -336,10 +336,11 @@ def test_recipe_keys_for_the_llm(tmp_path):
     [
         ('llms = ["gpt-5"]', r"llms: unknown LLM 'gpt-5'; valid: none, qwen3-8b"),
         ('llms = ["tiny-llm"]\nprompt_tokens = [-1]', r"prompt_tokens: -1 is not valid"),
-        ('llms = ["tiny-llm"]\nllm_plans = ["fastv:9"]', r"llm_plans: plan 'fastv:9' is not valid"),
-        ('llms = ["tiny-llm"]\nllm_plans = ["fastv:5:0.5"]', r"after layer 5 on tiny-llm"),
+        ('llms = ["tiny-llm"]\nllm_drops = ["fastv:9"]', r"llm_drops: drop 'fastv:9' is not valid"),
+        ('llms = ["tiny-llm"]\nllm_drops = ["fastv:5:0.5"]', r"after layer 5 on tiny-llm"),
+        ('llms = ["tiny-llm"]\nllm_plans = ["fastv:1:0.5"]', r"llm_plans: was renamed; write llm_drops = \[\.\.\.\] instead$"),
         ('llms = ["tiny-llm"]\nbatches = [2]', r"batch 2; points with an LLM run one image"),
-        ('llms = ["tiny-llm"]\nllm_plans = ["fastv:1:0.5"]\nmeasure = ["latency"]', r"timing an in-LLM dropping plan"),
+        ('llms = ["tiny-llm"]\nllm_drops = ["fastv:1:0.5"]\nmeasure = ["latency"]', r"timing an in-LLM drop"),
         ('llms = ["tiny-llm"]\nmeasure = ["energy"]', r"energy is not measured for points with an LLM"),
     ],
 )
@@ -386,7 +387,7 @@ def test_a_measured_pipeline_point_times_every_stage():
     assert m["llm_layers_timed"] == 2 < get_llm("tiny-llm").layers  # measured on 2 of 3 layers and scaled
     assert m["macs"] == count_metrics(_count(p), "fp32")["macs"] and "latency_median_s" not in m
     assert "vision_activation_mem_bytes" in m and "prefill_activation_mem_bytes" in m
-    with pytest.raises(UhdProfileError, match="timing an in-LLM dropping plan"):
+    with pytest.raises(UhdProfileError, match="timing an in-LLM drop"):
         point_metrics(
-            Point(p.variant, measure=("flops", "latency"), device="cpu", timing=timing, pipeline=p.with_(plan="fastv:1:0.5"))
+            Point(p.variant, measure=("flops", "latency"), device="cpu", timing=timing, pipeline=p.with_(drop="fastv:1:0.5"))
         )

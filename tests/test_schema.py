@@ -1,8 +1,9 @@
-"""The record schema: one name per metric everywhere, derived columns and gate fields, schema-1 upgrade,
-sizes written width x height everywhere."""
+"""The record schema: one name per metric everywhere, derived columns and gate fields, schema-1 and
+schema-2 upgrades, sizes written width x height everywhere."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from uhd_profile.measure.schema import (
     unregister_metric,
     upgrade_point_v1,
 )
+from uhd_profile.model.pipeline import PipelineSpec
 from uhd_profile.model.variants import VariantSpec
 from uhd_profile.run.recipe import load_recipe
-from uhd_profile.run.store import ResultStore, records
+from uhd_profile.run.store import ResultStore, merge, read_header, records
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -99,12 +101,12 @@ def test_docs_schema_table_is_the_registry():
 # schema 1 (uhd-profile 0.1) is read, upgraded
 
 
-def test_schema_1_run_loads_with_version_2_names_and_ids():
+def test_schema_1_run_loads_with_current_names_and_ids():
     df = load(GOLDEN / "paper-counts")
     assert len(df) == 11 and df["paper_flops"].notna().all() and (df["width_px"] == 980).all()
     recs = records(GOLDEN / "paper-counts")
     for r in recs:
-        assert r["point_id"] == Point.from_dict(r["point"]).point_id  # recomputed in the version-2 form
+        assert r["point_id"] == Point.from_dict(r["point"]).point_id  # recomputed in the current form
         assert "paper" not in r["metrics"] and "post_ratio" not in r["metrics"]
     base = df[df["compressor"].isna()].iloc[0]
     assert int(base["paper_flops"]) == 3_555_066_110_400  # what the paper-convention count was, now under its name
@@ -174,6 +176,76 @@ def test_resume_into_a_schema_1_run_is_refused_with_the_way_out(tmp_path):
     shutil.copytree(GOLDEN / "paper-counts", run)
     with pytest.raises(UhdProfileError, match="merge .* --out NEW_DIR"):
         ResultStore(run, "h", "paper", resume=True)
+
+
+# --------------------------------------------------------------------------------------------
+# schema 2 (development builds of 0.2: a pipeline's drop was called "plan") is read, upgraded
+
+
+def _v2_points() -> tuple[list[dict], list[dict]]:
+    """Current points (one plain, one with an LLM and a FastV drop) and the same in the version-2
+    form: ``pipeline.plan`` for ``pipeline.drop``, the point id hashed from that form."""
+    plain = Point(spec=VariantSpec(encoder="tiny", resolution=128)).to_dict()
+    pipe = PipelineSpec(VariantSpec(encoder="tiny", resolution=128), llm="tiny-llm", prompt_tokens=8, drop="fastv:1:0.5")
+    piped = Point(spec=pipe.variant, pipeline=pipe).to_dict()
+    old = {**piped, "pipeline": {("plan" if k == "drop" else k): v for k, v in piped["pipeline"].items()}}
+    identity = {k: old[k] for k in ("spec", "measure", "dtype", "batch", "device", "timing", "pipeline")}
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
+    old["point_id"] = hashlib.sha256(blob).hexdigest()[:16]
+    return [plain, piped], [plain, old]
+
+
+def _v2_run(run_dir: Path, points: list[dict]) -> Path:
+    run_dir.mkdir()
+    head = {"schema": "uhd-profile/results", "schema_version": 2, "recipe_hash": "h", "recipe_name": "old"}
+    lines = [json.dumps({**head, "uhd_profile_version": "0.2.0"})]
+    for p in points:
+        rec = make_record(p, "ok", {"macs": 1}, None, {"hostname": "x"}, "h", "old", "2026-11-30T00:00:00+00:00", 0.1)
+        lines.append(json.dumps({**rec, "schema_version": 2}))
+    (run_dir / "results.jsonl").write_text("\n".join(lines) + "\n")
+    return run_dir
+
+
+def test_schema_2_run_loads_with_the_drop_renamed(tmp_path):
+    (plain, piped), old = _v2_points()
+    assert old[1]["point_id"] != piped["point_id"]  # the renamed key is part of the id
+    run = _v2_run(tmp_path / "old", old)
+    recs = records(run)
+    assert [r["point_id"] for r in recs] == [plain["point_id"], piped["point_id"]]
+    assert [r["variant_id"] for r in recs] == [plain["variant_id"], piped["variant_id"]]  # ids keep their form
+    assert piped["variant_id"].endswith("/tiny-llm/p8/d0/fastv:1:0.5")
+    assert recs[1]["point"]["pipeline"] == {"llm": "tiny-llm", "prompt_tokens": 8, "decode_tokens": 0, "drop": "fastv:1:0.5"}
+    assert all(r["schema_version"] == 3 for r in recs)
+    df = load(run)
+    assert "llm_plan" not in df.columns and df["llm_drop"].isna().tolist() == [True, False]
+    assert df["llm_drop"].iloc[1] == "fastv:1:0.5"
+    assert merge([str(run)], str(tmp_path / "new")) == 2  # the way to a current run directory
+    assert read_header(tmp_path / "new")["schema_version"] == 3
+    assert [r["point_id"] for r in records(tmp_path / "new")] == [plain["point_id"], piped["point_id"]]
+
+
+def test_schema_2_baseline_is_upgraded_and_passes_against_a_current_run(tmp_path):
+    new, old = _v2_points()
+    run = _store(tmp_path / "run", new, [{"macs": 1}, {"macs": 1}])
+    current = baseline_from_run(run)
+    entries = [current["points"][p["point_id"]] for p in new]
+    v2 = {
+        **current,
+        "schema_version": 2,
+        "points": {o["point_id"]: {**e, "point": o} for o, e in zip(old, entries)},
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(v2))
+    b = load_baseline(path)
+    assert b["upgraded_from"] == 2 and set(b["points"]) == set(current["points"])
+    assert b["points"][new[1]["point_id"]]["point"]["pipeline"]["drop"] == "fastv:1:0.5"
+    assert check_run(run, b).verdict == "pass"
+
+
+def test_resume_into_a_schema_2_run_is_refused_with_the_way_out(tmp_path):
+    run = _v2_run(tmp_path / "old", _v2_points()[1])
+    with pytest.raises(UhdProfileError, match="schema-2 results .* merge .* --out NEW_DIR"):
+        ResultStore(run, "h", "old", resume=True)
 
 
 # --------------------------------------------------------------------------------------------

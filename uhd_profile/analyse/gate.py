@@ -42,13 +42,11 @@ from typing import Any
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.files import atomic_write_text, check_output_file
 from uhd_profile.measure.env import fingerprint_key, key_differences
-from uhd_profile.measure.schema import gated, upgrade_baseline_points_v1
+from uhd_profile.measure.schema import READABLE_VERSIONS, SCHEMA_VERSION, gated, upgrade_baseline_points
 from uhd_profile.run.store import read_header, records
 from uhd_profile.version import __version__
 
 SCHEMA = "uhd-profile/baseline"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, SCHEMA_VERSION)
 
 DEFAULT_FLOPS_TOLERANCE = 0.0
 DEFAULT_TIME_THRESHOLD = 0.10
@@ -275,8 +273,14 @@ def load_baseline(path: str | os.PathLike) -> dict:
     points = data.get("points")
     if not isinstance(points, dict) or not all(isinstance(v, dict) and "status" in v for v in points.values()):
         raise UhdProfileError(f"baseline {path}: 'points' must map point ids to entries with a status")
-    if data["schema_version"] == 1:
-        data = {**data, "schema_version": SCHEMA_VERSION, "points": upgrade_baseline_points_v1(points), "upgraded_from": 1}
+    version = data["schema_version"]
+    if version != SCHEMA_VERSION:
+        data = {
+            **data,
+            "schema_version": SCHEMA_VERSION,
+            "points": upgrade_baseline_points(points, version),
+            "upgraded_from": version,
+        }
     return data
 
 

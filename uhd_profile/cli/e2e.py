@@ -39,8 +39,8 @@ from uhd_profile.model.pipeline import (
     TTFT_STAGES,
     PipelineSpec,
     design_variant,
-    parse_plan,
-    plan_text,
+    drop_text,
+    parse_drop,
 )
 from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
 from uhd_profile.model.trunks import check_weights_dir
@@ -87,18 +87,18 @@ def pipeline_from_flags(
     spec = flags.base_spec(**kw)
     spec = design_variant(spec, spec.design_ratio if flags.ratio is None else flags.ratio)
     if fastv is not None and pyramid_drop is not None:
-        raise UhdProfileError("--fastv and --pyramid-drop both given; use one in-LLM plan")
-    plan = None
+        raise UhdProfileError("--fastv and --pyramid-drop both given; use one in-LLM drop")
+    drop = None
     for flag, kind, text in (("--fastv", "fastv", fastv), ("--pyramid-drop", "pyramid-drop", pyramid_drop)):
         if text is not None:
             try:
-                plan = parse_plan(f"{kind}:{text}")
+                drop = parse_drop(f"{kind}:{text}")
             except UhdProfileError as exc:
                 raise UhdProfileError(f"{flag} {text!r}: {exc}") from None
     for flag, n in (("--prompt-tokens", prompt_tokens), ("--decode-tokens", decode_tokens)):
         if n < 0:
             raise UhdProfileError(f"{flag} {n} is not valid; it must be an integer >= 0")
-    return PipelineSpec(spec, llm=llm, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, plan=plan)
+    return PipelineSpec(spec, llm=llm, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens, drop=drop)
 
 
 def _memory(pipeline: Any, pc: PipelineCount, mem: MemorySettings) -> list:
@@ -120,13 +120,13 @@ def _memory(pipeline: Any, pc: PipelineCount, mem: MemorySettings) -> list:
 
 def _with_weights(pc: PipelineCount, weights: str) -> dict[str, Any]:
     """The LLM stage of ``pc`` run for real on the CPU with the checkpoint's weights (random visual
-    embeddings: the vision side has no checkpoint here), so a dropping plan ranks tokens by real
+    embeddings: the vision side has no checkpoint here), so a drop ranks tokens by real
     attention: the kept positions, and whether the count equals the shape-only one."""
     c = pc.llm
     spec = get_llm(c.llm)
     model = spec.build("cpu", weights=weights, attn=c.attn)
     real = count_llm(
-        spec, c.visual_tokens, c.prompt_tokens, c.decode_tokens, c.lm_head, c.plan, c.attn, shape_only=False, model=model
+        spec, c.visual_tokens, c.prompt_tokens, c.decode_tokens, c.lm_head, c.drop, c.attn, shape_only=False, model=model
     )
     return {
         "path": str(weights),
@@ -150,7 +150,7 @@ def e2e_record(pc: PipelineCount, convention: str, kv_dtype: str) -> dict[str, A
         "llm": p.llm,
         "prompt_tokens": p.prompt_tokens,
         "decode_tokens": p.decode_tokens,
-        "plan": None if p.plan is None else plan_text(p.plan),
+        "drop": None if p.drop is None else drop_text(p.drop),
         "connector": p.connector_kind,
         "convention": convention,
         "unit": get_convention(convention).unit,
@@ -178,7 +178,7 @@ def _stage_table(pc: PipelineCount, convention: str, kv_dtype: str) -> Table:
         "vision": f"vision ({p.variant.encoder}, {p.variant.id_plan()}, connector excluded)",
         "connector": f"connector ({p.connector_kind})",
         "prefill": f"prefill ({p.llm}: {p.tokens['visual']:,} visual + {p.prompt_tokens} prompt"
-        + (f"; {plan_text(p.plan)}" if p.plan is not None else "")
+        + (f"; {drop_text(p.drop)}" if p.drop is not None else "")
         + ")",
         "decode": f"decode ({p.decode_tokens} tokens)",
     }
@@ -262,9 +262,9 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
 @click.option(
     "--decode-tokens", default=DEFAULT_DECODE_TOKENS, type=int, show_default=True, help="tokens generated after the first"
 )
-@click.option("--fastv", default=None, help="FastV-style plan K:R: after LLM layer K (0-based) drop R of the visual tokens")
+@click.option("--fastv", default=None, help="FastV-style drop K:R: after LLM layer K (0-based) drop R of the visual tokens")
 @click.option(
-    "--pyramid-drop", default=None, help="PyramidDrop-style plan LAYERS:RATIO, e.g. 7,15,23:0.5 (keep RATIO after each)"
+    "--pyramid-drop", default=None, help="PyramidDrop-style drop LAYERS:RATIO, e.g. 7,15,23:0.5 (keep RATIO after each)"
 )
 @dtype_option(default="bf16", what="dtype of the KV-cache bytes shown", flag="--kv-dtype")
 @convention_option
@@ -273,7 +273,7 @@ def _positions(pipeline: PipelineSpec, convention: str, as_json: bool) -> list[d
     default=None,
     metavar="DIR",
     help="a local checkpoint of --llm's geometry: also run the LLM stage for real on the CPU with its weights, so an "
-    "in-LLM plan keeps the tokens real attention ranks first (counts are unchanged)",
+    "in-LLM drop keeps the tokens real attention ranks first (counts are unchanged)",
 )
 @memory_options("per stage, both models resident")
 @click.option("--positions", is_flag=True, help="also count every position's compression options for this --image")
@@ -338,9 +338,9 @@ def e2e(
     out.print(_stage_table(pc, convention, kv_dtype))
     if mem is not None:
         print_memory(_memory(pipeline, pc, mem), mem)
-        if pipeline.plan is not None:
+        if pipeline.drop is not None:
             note(
-                "memory: the in-LLM plan is not modelled; the prediction keeps every visual token in every layer (an upper bound)"
+                "memory: the in-LLM drop is not modelled; the prediction keeps every visual token in every layer (an upper bound)"
             )
     if real is not None:
         same = "equal to" if real["prefill_macs_equal"] else "DIFFERENT from"

@@ -16,13 +16,13 @@ What one image costs inside the LLM:
   full square (see ``uhd_profile.count.flops``); ``LlmCount.prefill_total(causal="dense")`` gives
   the dense figure in any convention, next to the executed one.
 
-In-LLM token dropping (``DropPlan``; ``fastv`` and ``pyramid_drop`` build the two classic shapes):
+In-LLM token dropping (``Drop``; ``fastv`` and ``pyramid_drop`` build the two classic shapes):
 after layer K a fraction of the visual tokens is dropped, and every later layer runs, and caches,
 fewer tokens. In a real run the dropped tokens are the visual tokens the last token attends to
 least at layer K (its attention row averaged over heads); on ``meta`` there are no values, so the
 first ones are kept (the cost only depends on how many). The ranking row is recomputed from that
 layer's queries and keys (SDPA returns no attention weights) and is counted: heads·n·e MACs
-(on meta too, so a shape-only count equals a real one). A plan with ``select="first"`` keeps a
+(on meta too, so a shape-only count equals a real one). A drop with ``select="first"`` keeps a
 fixed prefix and ranks nothing.
 """
 
@@ -43,9 +43,9 @@ from uhd_profile.count.flops import FlopCount, count_module
 from uhd_profile.count.llm_formulas import TextbookOptions, textbook
 from uhd_profile.count.meta import meta_llm
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.llm_plans import (
+from uhd_profile.model.llm_drops import (
     LM_HEAD_CHOICES,
-    DropPlan,
+    Drop,
     DropStage,
     check_tokens,
     fastv,
@@ -59,12 +59,12 @@ CAUSAL_CHOICES = ("executed", "dense")
 
 
 # --------------------------------------------------------------------------------------------
-# Dropping plans
+# Drops
 # --------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------
-# Running with a plan: hooks on the real decoder layers
+# Running with a drop: hooks on the real decoder layers
 # --------------------------------------------------------------------------------------------
 
 _PROBE = "uhd_profile_rank_probe"
@@ -222,16 +222,16 @@ class _Dropping:
 
 @contextlib.contextmanager
 def dropping(
-    model: torch.nn.Module, spec: LlmSpec, visual_tokens: int, prompt_tokens: int, plan: DropPlan | None
+    model: torch.nn.Module, spec: LlmSpec, visual_tokens: int, prompt_tokens: int, drop: Drop | None
 ) -> Iterator[_Dropping | None]:
     """While open, forwards of ``model`` (a causal LM built from ``spec``) drop visual tokens per
-    ``plan``: first a prefill of ``visual_tokens + prompt_tokens`` embeddings (visual first), then
+    ``drop``: first a prefill of ``visual_tokens + prompt_tokens`` embeddings (visual first), then
     single-token decode forwards after setting ``.phase = "decode"`` on the yielded object. Yields
-    None when the plan drops nothing (no hooks at all)."""
-    if plan is None:
+    None when nothing is dropped (no hooks at all)."""
+    if drop is None:
         yield None
         return
-    _, active = plan.schedule(spec, visual_tokens)
+    _, active = drop.schedule(spec, visual_tokens)
     if not active:
         yield None
         return
@@ -240,7 +240,7 @@ def dropping(
             f"prompt_tokens = {prompt_tokens}: dropping ranks visual tokens by the last token's "
             "attention, so at least one prompt token must follow the image"
         )
-    runner = _Dropping(model, spec, visual_tokens, prompt_tokens, active, plan.select)
+    runner = _Dropping(model, spec, visual_tokens, prompt_tokens, active, drop.select)
     try:
         yield runner
     finally:
@@ -326,7 +326,7 @@ class LlmCount:
     decode_tokens: int
     lm_head: str
     attn: str
-    plan: DropPlan | None
+    drop: Drop | None
     prefill: FlopCount
     decode_steps: list[FlopCount]
     decode_context: tuple[int, ...]
@@ -388,7 +388,7 @@ class LlmCount:
 
     def textbook(self, **options):
         """The textbook per-layer formula for this configuration (see ``llm_formulas.textbook``)."""
-        return textbook(self.spec, self.visual_tokens, self.prompt_tokens, self.plan, TextbookOptions(**options))
+        return textbook(self.spec, self.visual_tokens, self.prompt_tokens, self.drop, TextbookOptions(**options))
 
     def as_dict(self) -> dict:
         """JSON-ready summary: counts in every convention, cache bytes per dtype, the textbook figure."""
@@ -401,12 +401,12 @@ class LlmCount:
             "decode_tokens": self.decode_tokens,
             "lm_head": self.lm_head,
             "attn": self.attn,
-            "plan": None
-            if self.plan is None
+            "drop": None
+            if self.drop is None
             else {
-                "name": self.plan.name,
-                "select": self.plan.select,
-                "stages": [[s.after_layer, s.keep] for s in self.plan.stages],
+                "name": self.drop.name,
+                "select": self.drop.select,
+                "stages": [[s.after_layer, s.keep] for s in self.drop.stages],
             },
             "tokens_per_layer": list(self.tokens_per_layer),
             "prefill": {c: self.prefill_total(c) for c in CONVENTIONS},
@@ -432,7 +432,7 @@ def count_llm(
     prompt_tokens: int = 64,
     decode_tokens: int = 0,
     lm_head: str = "last",
-    plan: DropPlan | None = None,
+    drop: Drop | None = None,
     attn: str = "sdpa",
     shape_only: bool = True,
     model: Any = None,
@@ -452,9 +452,9 @@ def count_llm(
     if lm_head not in LM_HEAD_CHOICES:
         raise UhdProfileError(f"lm_head = {lm_head!r}; valid: last (generation: last position only), all (every position)")
     check_attn(attn)
-    if plan is not None and not isinstance(plan, DropPlan):
-        raise UhdProfileError(f"plan = {plan!r}: must be a DropPlan (see fastv, pyramid_drop) or None")
-    per_layer_visual = plan.schedule(spec, visual_tokens)[0] if plan is not None else (visual_tokens,) * spec.layers
+    if drop is not None and not isinstance(drop, Drop):
+        raise UhdProfileError(f"drop = {drop!r}: must be a Drop (see fastv, pyramid_drop) or None")
+    per_layer_visual = drop.schedule(spec, visual_tokens)[0] if drop is not None else (visual_tokens,) * spec.layers
     from transformers import DynamicCache
 
     t0 = time.perf_counter()
@@ -469,7 +469,7 @@ def count_llm(
     cache = DynamicCache(config=model.config)
     steps: list[FlopCount] = []
     context = []
-    with dropping(model, spec, visual_tokens, prompt_tokens, plan) as runner:
+    with dropping(model, spec, visual_tokens, prompt_tokens, drop) as runner:
         x = embeds(n) if inputs_embeds is None else inputs_embeds
         if tuple(x.shape) != (1, n, d):
             raise UhdProfileError(
@@ -500,7 +500,7 @@ def count_llm(
         decode_tokens=decode_tokens,
         lm_head=lm_head,
         attn=attn,
-        plan=plan,
+        drop=drop,
         prefill=prefill,
         decode_steps=steps,
         decode_context=tuple(context),
@@ -516,7 +516,7 @@ def count_llm(
 __all__ = [
     "CAUSAL_CHOICES",
     "CacheSize",
-    "DropPlan",
+    "Drop",
     "DropStage",
     "LM_HEAD_CHOICES",
     "LlmCount",

@@ -26,7 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.llm_plans import LM_HEAD_CHOICES, DropPlan, check_tokens
+from uhd_profile.model.llm_drops import LM_HEAD_CHOICES, Drop, check_tokens
 from uhd_profile.model.llms import FULL, LlmSpec
 
 GDN_CHUNK = 64
@@ -103,14 +103,14 @@ def closed_form(
     prompt_tokens: int = 64,
     decode_tokens: int = 0,
     lm_head: str = "last",
-    plan: DropPlan | None = None,
+    drop: Drop | None = None,
 ) -> ClosedForm:
     """The ``macs`` ``count_llm`` must find for these arguments, from the geometry alone."""
     check_tokens(visual_tokens, prompt_tokens, decode_tokens)
     if lm_head not in LM_HEAD_CHOICES:
         raise UhdProfileError(f"lm_head = {lm_head!r}; valid: {', '.join(LM_HEAD_CHOICES)}")
-    if plan is not None:
-        visual, active = plan.schedule(spec, visual_tokens)
+    if drop is not None:
+        visual, active = drop.schedule(spec, visual_tokens)
     else:
         visual, active = (visual_tokens,) * spec.layers, ()
     tokens = tuple(v + prompt_tokens for v in visual)
@@ -124,7 +124,7 @@ def closed_form(
             prefill += layer
             dense += layer
     # the attention ranking recomputes the last query's row at each stage's layer: 1 x n_K x e per head
-    ranked = active if plan is not None and plan.select == "attention" else ()
+    ranked = active if drop is not None and drop.select == "attention" else ()
     ranking = sum(spec.heads * tokens[k] * spec.head_dim for k, _, _ in ranked)
     head = (1 if lm_head == "last" else tokens[-1]) * spec.hidden * spec.vocab
     decode = []
@@ -202,16 +202,16 @@ def textbook(
     spec: LlmSpec,
     visual_tokens: int,
     prompt_tokens: int = 64,
-    plan: DropPlan | None = None,
+    drop: Drop | None = None,
     options: TextbookOptions = TextbookOptions(),
 ) -> Textbook:
-    """The per-layer prefill formula papers print, for ``spec``, with a drop ``plan``'s token
+    """The per-layer prefill formula papers print, for ``spec``, with ``drop``'s token
     counts per layer. Every layer is treated as a softmax-attention layer with d = hidden and
     head_dim x heads as the attention width (a printed formula knows nothing of linear attention)."""
     check_tokens(visual_tokens, prompt_tokens, 0)
     if not isinstance(options, TextbookOptions):
         raise UhdProfileError(f"textbook options = {options!r}: must be a TextbookOptions")
-    visual = plan.schedule(spec, visual_tokens)[0] if plan is not None else (visual_tokens,) * spec.layers
+    visual = drop.schedule(spec, visual_tokens)[0] if drop is not None else (visual_tokens,) * spec.layers
     extra = prompt_tokens if options.scope == "sequence" else 0
     tokens = tuple(v + extra for v in visual)
     d, m, width = spec.hidden, spec.mlp, spec.heads * spec.head_dim

@@ -55,10 +55,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from uhd_profile.count.flops import module_group
-from uhd_profile.count.meta import meta_llm, meta_run
 from uhd_profile.count.llm import cache_size
+from uhd_profile.count.meta import meta_llm, meta_run
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.llm_plans import check_tokens
+from uhd_profile.model.llm_drops import check_tokens
 from uhd_profile.model.llms import LlmSpec, check_attn, get_llm
 from uhd_profile.model.variants import SLICING_DEFAULTS, VariantSpec, build_variant, example_input
 from uhd_profile.units import Size, parse_dtype, torch_dtype

@@ -8,7 +8,7 @@
   visual tokens, is concatenated with the prompt's embeddings and goes on to
 * **prefill** and **decode**: ``count_llm`` with that tensor as ``inputs_embeds`` (so the visual
   token count the LLM runs on is the one the connector produced, checked against the geometry),
-  the pipeline's plan, decode steps through the real KV cache.
+  the pipeline's drop, decode steps through the real KV cache.
 
 Every stage is counted in every convention (``macs``, ``flops``, ``paper``); causal attention in
 the prefill is charged as executed in ``macs``/``flops`` and dense in ``paper``, with the dense
@@ -38,7 +38,7 @@ from uhd_profile.count.llm import LlmCount, count_llm
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.model.encoders import DEFAULT_ENCODER, get_encoder
-from uhd_profile.model.llm_plans import fastv, pyramid_drop
+from uhd_profile.model.llm_drops import fastv, pyramid_drop
 from uhd_profile.model.llms import DEFAULT_LLM, get_llm
 from uhd_profile.model.pipeline import (
     DEFAULT_DECODE_TOKENS,
@@ -47,8 +47,8 @@ from uhd_profile.model.pipeline import (
     TTFT_STAGES,
     PipelineSpec,
     build_connector,
+    drop_text,
     pipeline_inputs,
-    plan_text,
 )
 from uhd_profile.model.slicing import MAX_SLICE_NUMS, SCALE_RESOLUTION
 from uhd_profile.model.variants import V4_COMPRESSOR, V4_DEPTH, VariantSpec, build_variant
@@ -245,7 +245,7 @@ def count_pipeline(pipeline: PipelineSpec, attn: str = "sdpa", memo: bool = True
             f"{pipeline.id}: the connector produced {tuple(visual.shape)}, the geometry says "
             f"(1, {pipeline.visual_tokens}, {pipeline.llm_spec.hidden})"
         )
-    lkey = (pipeline.llm, pipeline.visual_tokens, pipeline.prompt_tokens, pipeline.decode_tokens, plan_text(pipeline.plan), attn)
+    lkey = (pipeline.llm, pipeline.visual_tokens, pipeline.prompt_tokens, pipeline.decode_tokens, drop_text(pipeline.drop), attn)
     if memo and lkey in _LLM_MEMO:
         llm = _LLM_MEMO[lkey]
         reused.append("llm")
@@ -256,7 +256,7 @@ def count_pipeline(pipeline: PipelineSpec, attn: str = "sdpa", memo: bool = True
             pipeline.visual_tokens,
             pipeline.prompt_tokens,
             pipeline.decode_tokens,
-            plan=pipeline.plan,
+            drop=pipeline.drop,
             attn=attn,
             inputs_embeds=embeds,
         )
@@ -298,7 +298,7 @@ def position_of(p: PipelineSpec, ref: PipelineSpec) -> str | None:
         diffs.append(POSITIONS[2])
     if _connector_deviation(v) != _connector_deviation(r):
         diffs.append(POSITIONS[3])
-    if plan_text(p.plan) != plan_text(ref.plan):
+    if drop_text(p.drop) != drop_text(ref.drop):
         diffs.append(POSITIONS[4])
     return " + ".join(diffs) if diffs else POSITIONS[0]
 
@@ -314,7 +314,7 @@ class PositionOption:
     error: str | None = None
 
 
-def _llm_plans(llm: str) -> list[tuple[str, Any]]:
+def _llm_drops(llm: str) -> list[tuple[str, Any]]:
     spec = get_llm(llm)
     valid = [k for k in spec.attention_layers if k <= spec.layers - 2]
     out = []
@@ -355,9 +355,9 @@ def position_options(
     out = [PositionOption(POSITIONS[0], f"baseline, {encoding}, 16x connector", ref)]
 
     def add(position: str, option: str, **variant: Any) -> None:
-        plan = variant.pop("plan", None)
+        drop = variant.pop("drop", None)
         try:
-            p = ref.with_(variant=base.with_(**variant), plan=plan)
+            p = ref.with_(variant=base.with_(**variant), drop=drop)
         except UhdProfileError as exc:
             out.append(PositionOption(position, option, None, str(exc)))
             return
@@ -378,8 +378,8 @@ def position_options(
             add(POSITIONS[2], f"{V4_COMPRESSOR} at depth {k}", compressor=V4_COMPRESSOR, depth=k, post_ratio=4)
     add(POSITIONS[3], "4x connector", post_ratio=4)
     add(POSITIONS[3], "projector, no merge (1x)", post_ratio=1)
-    for label, plan in _llm_plans(llm):
-        add(POSITIONS[4], label, plan=plan)
+    for label, drop in _llm_drops(llm):
+        add(POSITIONS[4], label, drop=drop)
     return out
 
 

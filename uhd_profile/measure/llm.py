@@ -32,7 +32,7 @@ from uhd_profile.errors import UhdProfileError
 from uhd_profile.measure.devices import resolve_device
 from uhd_profile.measure.memory import MemoryStats, measure_memory
 from uhd_profile.measure.timing import LatencyStats, TimingSettings, time_forward
-from uhd_profile.model.llm_plans import check_tokens
+from uhd_profile.model.llm_drops import check_tokens
 from uhd_profile.model.llms import DEFAULT_LLM, FULL, LlmSpec, get_llm
 from uhd_profile.units import DTYPES
 

@@ -19,7 +19,7 @@
     the KV cache and the LLM weights are counted, not measured (exact, from the cache object's
     shapes and the parameter count).
 
-Not measured for pipelines: energy, and in-LLM dropping plans (a reduced-depth copy cannot be
+Not measured for pipelines: energy, and in-LLM drops (a reduced-depth copy cannot be
 scaled when later layers run fewer tokens); both are refused in one line.
 """
 
@@ -41,7 +41,7 @@ from uhd_profile.measure.memory import MemoryStats, measure_memory
 from uhd_profile.measure.schema import Point
 from uhd_profile.measure.timing import LatencyStats, TimingSettings, time_forward
 from uhd_profile.model.llms import FULL, LlmSpec
-from uhd_profile.model.pipeline import STAGES, PipelineSpec, build_connector, plan_text
+from uhd_profile.model.pipeline import STAGES, PipelineSpec, build_connector, drop_text
 from uhd_profile.model.variants import build_variant, example_input
 from uhd_profile.units import dtype_bytes, parse_dtype, torch_dtype
 
@@ -127,13 +127,13 @@ class PipelineTiming:
 
 
 def check_measurable(pipeline: PipelineSpec, measure: tuple[str, ...] = ("flops", "latency")) -> None:
-    """Refuse (one line) what pipeline timing does not do: dropping plans, energy."""
+    """Refuse (one line) what pipeline timing does not do: drops, energy."""
     if "energy" in measure:
         raise UhdProfileError(f"{pipeline.id}: energy is not measured for points with an LLM; measure flops, latency and memory")
-    if pipeline.plan is not None and pipeline.plan.schedule(pipeline.llm_spec, pipeline.visual_tokens)[1]:
+    if pipeline.drop is not None and pipeline.drop.schedule(pipeline.llm_spec, pipeline.visual_tokens)[1]:
         raise UhdProfileError(
-            f"{pipeline.id}: timing an in-LLM dropping plan ({plan_text(pipeline.plan)}) is not built (a reduced-depth "
-            "copy cannot be scaled when later layers run fewer tokens); count it, or time the pipeline without the plan"
+            f"{pipeline.id}: timing an in-LLM drop ({drop_text(pipeline.drop)}) is not built (a reduced-depth "
+            "copy cannot be scaled when later layers run fewer tokens); count it, or time the pipeline without the drop"
         )
 
 

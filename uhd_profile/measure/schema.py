@@ -13,10 +13,12 @@
 This module sits in the measurement layer because the probes fill it; the run layer (recipes,
 store, sweep) and the analysis layer (report, gate) read it.
 
-Schema history: version 2 (this one) writes sizes as ``width_px``/``height_px`` and names every
-metric as above; version 1 (uhd-profile 0.1) wrote ``resolution: [H, W]`` and ``paper`` for
-``paper_flops``. Version-1 records and baselines are upgraded when read (:func:`upgrade_record_v1`,
-:func:`upgrade_baseline_v1`); their point ids are recomputed in the version-2 form.
+Schema history: version 3 (this one) names a pipeline's in-LLM token drop ``drop``; version 2
+(development builds of uhd-profile 0.2) called it ``plan``, and already wrote sizes as
+``width_px``/``height_px`` and named every metric as above; version 1 (uhd-profile 0.1) wrote
+``resolution: [H, W]`` and ``paper`` for ``paper_flops``. Older records and baselines are upgraded
+when read (:func:`upgrade_record`, :func:`upgrade_baseline_points`); their point ids are recomputed
+in the version-3 form (a version-2 point changes only where it has an LLM).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from uhd_profile.measure.env import fingerprint_key
 from uhd_profile.model.pipeline import STAGES, PipelineSpec
 from uhd_profile.model.variants import VariantSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, SCHEMA_VERSION)
 STATUSES = ("ok", "oom", "error", "skipped")
 MEASURES = ("flops", "latency", "memory", "energy")
 GATES = ("exact", "latency", "memory")
@@ -335,7 +338,7 @@ POINT_COLUMNS: dict[str, str] = {
     "llm": "string",
     "prompt_tokens": "Int64",
     "decode_tokens": "Int64",
-    "llm_plan": "string",
+    "llm_drop": "string",
 }
 """``load()`` columns that describe the point (spec fields, then the settings, then the LLM side
 of a point with an LLM: null for the others)."""
@@ -363,7 +366,7 @@ def point_row(point: dict[str, Any]) -> dict[str, Any]:
         "llm": (point.get("pipeline") or {}).get("llm"),
         "prompt_tokens": (point.get("pipeline") or {}).get("prompt_tokens"),
         "decode_tokens": (point.get("pipeline") or {}).get("decode_tokens"),
-        "llm_plan": (point.get("pipeline") or {}).get("plan"),
+        "llm_drop": (point.get("pipeline") or {}).get("drop"),
     }
 
 
@@ -468,25 +471,80 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Version 1 (uhd-profile 0.1) -> version 2
+# Older versions -> this one
 # --------------------------------------------------------------------------------------------
+
+
+def upgrade_record(rec: dict[str, Any], version: int) -> dict[str, Any]:
+    """A record of schema ``version`` (``READABLE_VERSIONS``) in this version's form."""
+    if version == SCHEMA_VERSION:
+        return rec
+    return upgrade_record_v1(rec) if version == 1 else upgrade_record_v2(rec)
+
+
+def upgrade_baseline_points(points: dict[str, dict[str, Any]], version: int) -> dict[str, dict[str, Any]]:
+    """Baseline entries of schema ``version`` (``READABLE_VERSIONS``) in this version's form."""
+    if version == SCHEMA_VERSION:
+        return points
+    return upgrade_baseline_points_v1(points) if version == 1 else upgrade_baseline_points_v2(points)
+
+
+# Version 2 (development builds of uhd-profile 0.2) -> version 3: ``pipeline.plan`` is ``drop``
+
+
+def _drop_renamed(point: dict[str, Any]) -> dict[str, Any] | None:
+    """``point`` with its pipeline's ``plan`` named ``drop``; None when it has no ``plan``."""
+    pipe = point.get("pipeline")
+    if not isinstance(pipe, dict) or "plan" not in pipe:
+        return None
+    return {**point, "pipeline": {("drop" if k == "plan" else k): v for k, v in pipe.items()}}
+
+
+def upgrade_point_v2(point: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 point in the version-3 form: a pipeline's ``plan`` is ``drop``, ids recomputed.
+    A point without an LLM is returned as it is (its form and id did not change)."""
+    renamed = _drop_renamed(point)
+    return point if renamed is None else Point.from_dict(renamed).to_dict()
+
+
+def upgrade_record_v2(rec: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 record in the version-3 form (the point upgraded, its ids recomputed)."""
+    point = upgrade_point_v2(rec["point"])
+    out = {**rec, "point": point, "point_id": point["point_id"], "variant_id": point["variant_id"]}
+    return Record.from_json({**out, "schema_version": SCHEMA_VERSION}).to_json()
+
+
+def upgrade_baseline_points_v2(points: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Version-2 baseline entries keyed by their version-3 point ids (an entry with an LLM gets its
+    point upgraded and its id recomputed; the others are unchanged)."""
+    out: dict[str, dict[str, Any]] = {}
+    for pid, entry in points.items():
+        if isinstance(entry.get("point"), dict) and _drop_renamed(entry["point"]) is not None:
+            point = upgrade_point_v2(entry["point"])
+            entry, pid = {**entry, "point": point, "variant_id": point["variant_id"]}, point["point_id"]
+        out[pid] = entry
+    return out
+
+
+# Version 1 (uhd-profile 0.1) -> version 3
 
 _V1_METRIC_NAMES = {"paper": "paper_flops"}
 _V1_DROPPED_METRICS = ("post_ratio",)  # now in the point
 
 
 def upgrade_point_v1(point: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 point (``resolution: [H, W]``) in the version-2 form, ids recomputed."""
+    """A version-1 point (``resolution: [H, W]``) in this version's form, ids recomputed."""
     s = dict(point["spec"])
     h, w = s.pop("resolution")
     s["width_px"], s["height_px"] = int(w), int(h)
     if "scale_resolution" in s:
         s["scale_resolution_px"] = s.pop("scale_resolution")
-    return Point.from_dict({**point, "spec": s}).to_dict()
+    point = {**point, "spec": s}
+    return Point.from_dict(_drop_renamed(point) or point).to_dict()
 
 
 def upgrade_record_v1(rec: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 record in the version-2 form (point ids recomputed, metric names updated)."""
+    """A version-1 record in this version's form (point ids recomputed, metric names updated)."""
     point = upgrade_point_v1(rec["point"])
     metrics = rec.get("metrics")
     if metrics is not None:
@@ -517,7 +575,7 @@ _V1_BASELINE_LATENCY = {
 
 def upgrade_baseline_points_v1(points: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Version-1 baseline entries (``counts``/``latency``/``memory`` with their own names) as
-    version-2 entries (one ``metrics`` map named like the schema), keyed by recomputed point ids."""
+    entries of this version (one ``metrics`` map named like the schema), keyed by recomputed point ids."""
     out: dict[str, dict[str, Any]] = {}
     for entry in points.values():
         metrics: dict[str, Any] = {}

@@ -9,7 +9,7 @@ A :class:`PipelineSpec` is what one image costs the whole multimodal model:
    nothing (``compressors.Projector``, LLaVA-1.5's two-layer MLP). Class tokens are dropped before
    it, as in every connector here;
 3. **prefill**: the LLM over ``[visual | prompt]``, the connector's tokens then ``prompt_tokens``
-   text tokens, with an optional in-LLM dropping plan (``DropPlan``: FastV, PyramidDrop);
+   text tokens, with an optional in-LLM token drop (``Drop``: FastV, PyramidDrop);
 4. **decode**: ``decode_tokens`` generated tokens through the KV cache.
 
 The connector's output width is the LLM's hidden size: the pipeline derives the variant's
@@ -22,9 +22,9 @@ MiniCPM-V 4.6 code refuses them too (its merger's reshape fails on such a grid),
 processor never produces one, because it rounds every view side to a multiple of patch x 4 px
 (``ensure_divide``: 980 -> 1008). ``merge_misfit`` writes that line with the fixes.
 
-Plans have a text form shared by the command line, recipes and ids (``parse_plan``/``plan_text``):
+Drops have a text form shared by the command line, recipes and ids (``parse_drop``/``drop_text``):
 ``fastv:K:R`` (after layer K drop R of the visual tokens), ``pyramid-drop:K1,K2,...:RATIO`` (after
-each Ki keep RATIO of what is left), ``drop:K1@KEEP1,K2@KEEP2`` (any plan: keep fractions of the
+each Ki keep RATIO of what is left), ``drop:K1@KEEP1,K2@KEEP2`` (any drop: keep fractions of the
 original), each with an optional ``:first`` (keep a fixed prefix instead of ranking by attention).
 """
 
@@ -40,7 +40,7 @@ from torch import nn
 
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.compressors import CONNECTOR_KINDS, make_connector
-from uhd_profile.model.llm_plans import DropPlan, DropStage, check_tokens, fastv, pyramid_drop
+from uhd_profile.model.llm_drops import Drop, DropStage, check_tokens, fastv, pyramid_drop
 from uhd_profile.model.llms import DEFAULT_LLM, LlmSpec, get_llm
 from uhd_profile.model.variants import LLM_HIDDEN, VariantSpec, build_variant, example_input
 
@@ -50,11 +50,11 @@ STAGES = ("vision", "connector", "prefill", "decode")
 """The stages of a pipeline, in order; ``vision + connector + prefill`` is what runs before the
 first generated token (time to first token)."""
 TTFT_STAGES = STAGES[:3]
-PLAN_FORMS = "none, fastv:K:R, pyramid-drop:K1,K2,...:RATIO, drop:K1@KEEP1,K2@KEEP2 (each optionally :first)"
+DROP_FORMS = "none, fastv:K:R, pyramid-drop:K1,K2,...:RATIO, drop:K1@KEEP1,K2@KEEP2 (each optionally :first)"
 
 
 # --------------------------------------------------------------------------------------------
-# Plans as text
+# Drops as text
 # --------------------------------------------------------------------------------------------
 
 
@@ -62,28 +62,28 @@ def _frac(x: float) -> Fraction:
     return Fraction(x).limit_denominator(1_000_000)
 
 
-def _num(text: str, what: str, plan: str) -> float:
+def _num(text: str, what: str, drop: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise UhdProfileError(f"plan {plan!r}: {what} {text!r} is not a number; valid forms: {PLAN_FORMS}") from None
+        raise UhdProfileError(f"drop {drop!r}: {what} {text!r} is not a number; valid forms: {DROP_FORMS}") from None
     if not math.isfinite(v):
-        raise UhdProfileError(f"plan {plan!r}: {what} {text!r} is not finite; valid forms: {PLAN_FORMS}")
+        raise UhdProfileError(f"drop {drop!r}: {what} {text!r} is not finite; valid forms: {DROP_FORMS}")
     return v
 
 
-def _layer(text: str, plan: str) -> int:
+def _layer(text: str, drop: str) -> int:
     if not text.strip().isdigit():
-        raise UhdProfileError(f"plan {plan!r}: layer {text!r} is not a 0-based layer index; valid forms: {PLAN_FORMS}")
+        raise UhdProfileError(f"drop {drop!r}: layer {text!r} is not a 0-based layer index; valid forms: {DROP_FORMS}")
     return int(text)
 
 
-def parse_plan(text: str | None) -> DropPlan | None:
-    """The ``DropPlan`` of a plan's text form (``PLAN_FORMS``); None for ``"none"``/None."""
+def parse_drop(text: str | None) -> Drop | None:
+    """The ``Drop`` of a drop's text form (``DROP_FORMS``); None for ``"none"``/None."""
     if text is None:
         return None
     if not isinstance(text, str):
-        raise UhdProfileError(f"plan {text!r} must be text; valid forms: {PLAN_FORMS}")
+        raise UhdProfileError(f"drop {text!r} must be text; valid forms: {DROP_FORMS}")
     t = text.strip()
     if t in ("", "none"):
         return None
@@ -102,26 +102,26 @@ def parse_plan(text: str | None) -> DropPlan | None:
         for item in args[0].split(","):
             k, sep, keep = item.partition("@")
             if not sep:
-                raise UhdProfileError(f"plan {t!r}: stage {item!r} must be LAYER@KEEP; valid forms: {PLAN_FORMS}")
+                raise UhdProfileError(f"drop {t!r}: stage {item!r} must be LAYER@KEEP; valid forms: {DROP_FORMS}")
             stages.append(DropStage(_layer(k, t), _num(keep, "keep", t)))
-        return DropPlan(tuple(stages), name=t, select=select)
-    raise UhdProfileError(f"plan {t!r} is not valid; valid forms: {PLAN_FORMS}")
+        return Drop(tuple(stages), name=t, select=select)
+    raise UhdProfileError(f"drop {t!r} is not valid; valid forms: {DROP_FORMS}")
 
 
-def plan_text(plan: DropPlan | None) -> str:
-    """The canonical text form of ``plan`` (``"none"`` for None): ``parse_plan(plan_text(p))``
-    drops the same tokens as ``p``, and two spellings of one plan give one text."""
-    if plan is None:
+def drop_text(drop: Drop | None) -> str:
+    """The canonical text form of ``drop`` (``"none"`` for None): ``parse_drop(drop_text(d))``
+    drops the same tokens as ``d``, and two spellings of one drop give one text."""
+    if drop is None:
         return "none"
-    keeps = [_frac(s.keep) for s in plan.stages]
-    layers = [s.after_layer for s in plan.stages]
+    keeps = [_frac(s.keep) for s in drop.stages]
+    layers = [s.after_layer for s in drop.stages]
     if len(keeps) == 1:
         text = f"fastv:{layers[0]}:{float(1 - keeps[0])!r}"
     elif keeps and all(k == keeps[0] ** (i + 1) for i, k in enumerate(keeps)):
         text = f"pyramid-drop:{','.join(map(str, layers))}:{float(keeps[0])!r}"
     else:
         text = "drop:" + ",".join(f"{k}@{float(f)!r}" for k, f in zip(layers, keeps))
-    return text + (":first" if plan.select == "first" else "")
+    return text + (":first" if drop.select == "first" else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,14 +195,14 @@ class PipelineSpec:
     (``CONNECTOR_KINDS``) and its ``llm_hidden`` is derived from the LLM. ``llm``: an LLM preset
     name (``uhd_profile.model.llms.LLMS``). ``prompt_tokens``: text tokens after the image (default
     64). ``decode_tokens``: tokens generated after the first (default 0; the prefill yields the
-    first). ``plan``: in-LLM dropping (a ``DropPlan``, its text form, or None).
+    first). ``drop``: in-LLM token dropping (a ``Drop``, its text form, or None).
     """
 
     variant: VariantSpec
     llm: str = DEFAULT_LLM
     prompt_tokens: int = DEFAULT_PROMPT_TOKENS
     decode_tokens: int = DEFAULT_DECODE_TOKENS
-    plan: DropPlan | None = None
+    drop: Drop | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.variant, VariantSpec):
@@ -217,16 +217,16 @@ class PipelineSpec:
                     f"{spec.hidden}; leave llm_hidden at its default: the pipeline derives it from the LLM"
                 )
             object.__setattr__(self, "variant", self.variant.with_(llm_hidden=spec.hidden))
-        plan = parse_plan(self.plan) if isinstance(self.plan, str) else self.plan
-        if plan is not None and not isinstance(plan, DropPlan):
-            raise UhdProfileError(f"pipeline plan {plan!r} must be a DropPlan, its text form ({PLAN_FORMS}) or None")
-        object.__setattr__(self, "plan", plan)
+        drop = parse_drop(self.drop) if isinstance(self.drop, str) else self.drop
+        if drop is not None and not isinstance(drop, Drop):
+            raise UhdProfileError(f"pipeline drop {drop!r} must be a Drop, its text form ({DROP_FORMS}) or None")
+        object.__setattr__(self, "drop", drop)
         check_tokens(self.visual_tokens, self.prompt_tokens, self.decode_tokens)
-        if plan is not None:
-            _, active = plan.schedule(spec, self.visual_tokens)  # checks every stage against the LLM
+        if drop is not None:
+            _, active = drop.schedule(spec, self.visual_tokens)  # checks every stage against the LLM
             if active and self.prompt_tokens < 1:
                 raise UhdProfileError(
-                    f"plan {plan_text(plan)} with prompt_tokens = 0: dropping ranks visual tokens by the last token's "
+                    f"drop {drop_text(drop)} with prompt_tokens = 0: dropping ranks visual tokens by the last token's "
                     "attention, so at least one prompt token must follow the image"
                 )
 
@@ -275,24 +275,24 @@ class PipelineSpec:
 
     @property
     def id(self) -> str:
-        """``<variant id>/<llm>/p<prompt>/d<decode>[/<plan>]``, e.g.
+        """``<variant id>/<llm>/p<prompt>/d<decode>[/<drop>]``, e.g.
         ``siglip2-so400m-p14@448x448/window-attn-reused-mlp@6/post4/qwen3-8b/p64/d0``."""
         s = f"{self.variant.id}/{self.llm}/p{self.prompt_tokens}/d{self.decode_tokens}"
-        return s + (f"/{plan_text(self.plan)}" if self.plan is not None else "")
+        return s + (f"/{drop_text(self.drop)}" if self.drop is not None else "")
 
     def llm_dict(self) -> dict[str, Any]:
-        """The LLM side as JSON: ``llm``, ``prompt_tokens``, ``decode_tokens``, ``plan`` (text or None)."""
+        """The LLM side as JSON: ``llm``, ``prompt_tokens``, ``decode_tokens``, ``drop`` (text or None)."""
         return {
             "llm": self.llm,
             "prompt_tokens": self.prompt_tokens,
             "decode_tokens": self.decode_tokens,
-            "plan": None if self.plan is None else plan_text(self.plan),
+            "drop": None if self.drop is None else drop_text(self.drop),
         }
 
     @classmethod
     def from_parts(cls, variant: VariantSpec, llm: dict[str, Any]) -> PipelineSpec:
         """The pipeline of a variant and an ``llm_dict`` mapping (unknown keys refused)."""
-        keys = {"llm", "prompt_tokens", "decode_tokens", "plan"}
+        keys = {"llm", "prompt_tokens", "decode_tokens", "drop"}
         extra = set(llm) - keys
         if extra:
             raise UhdProfileError(f"pipeline has unknown fields {sorted(extra)}; valid: {sorted(keys)}")

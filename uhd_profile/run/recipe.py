@@ -22,7 +22,7 @@ A recipe file::
                                    # connector -> LLM prefill -> decode; uhd_profile.model.pipeline)
     prompt_tokens = [64]           # text tokens after the image (points with an LLM)
     decode_tokens = [0]            # generated tokens after the first (points with an LLM)
-    llm_plans = ["none"]           # in-LLM dropping: "fastv:K:R", "pyramid-drop:K1,K2:RATIO", ...
+    llm_drops = ["none"]           # in-LLM dropping: "fastv:K:R", "pyramid-drop:K1,K2:RATIO", ...
 
     [timing]                       # measurement settings (uhd_profile.measure.timing.TimingSettings fields)
     min_samples = 5
@@ -61,7 +61,7 @@ from uhd_profile.measure.timing import TimingSettings
 from uhd_profile.model.compressors import COMPRESSORS
 from uhd_profile.model.encoders import DEFAULT_ENCODER, ENCODERS
 from uhd_profile.model.llms import LLMS
-from uhd_profile.model.pipeline import DEFAULT_DECODE_TOKENS, DEFAULT_PROMPT_TOKENS, PLAN_FORMS, PipelineSpec, parse_plan
+from uhd_profile.model.pipeline import DEFAULT_DECODE_TOKENS, DEFAULT_PROMPT_TOKENS, DROP_FORMS, PipelineSpec, parse_drop
 from uhd_profile.model.variants import ENCODINGS, LLM_HIDDEN, POST_RATIOS, VariantSpec
 from uhd_profile.units import DTYPES, parse_dtype, parse_resolution
 
@@ -94,9 +94,11 @@ GRID_DEFAULTS: dict[str, Any] = {
     "llms": ["none"],
     "prompt_tokens": [DEFAULT_PROMPT_TOKENS],
     "decode_tokens": [DEFAULT_DECODE_TOKENS],
-    "llm_plans": ["none"],
+    "llm_drops": ["none"],
 }
 GRID_ONLY_KEYS = ("name", "when")
+#: keys an older uhd-profile read, by the key that replaced them (refused in one line naming it)
+RENAMED_KEYS = {"llm_plans": "llm_drops"}
 TOP_KEYS = ("recipe", "defaults", "timing", "grid", "when")
 TIMING_FIELDS = tuple(f.name for f in fields(TimingSettings))
 
@@ -150,6 +152,8 @@ def _check_keys(where: _Where, table: Any, allowed, key: str) -> None:
     if not isinstance(table, dict):
         raise where.error(key, f"must be a table, got {type(table).__name__}")
     for k in table:
+        if k in RENAMED_KEYS and RENAMED_KEYS[k] in allowed:
+            raise where.error(f"{key}.{k}" if key else k, f"was renamed; write {RENAMED_KEYS[k]} = [...] instead")
         if k not in allowed:
             raise where.error(f"{key}.{k}" if key else k, "unknown key", ", ".join(allowed))
 
@@ -353,25 +357,25 @@ def _lists(where: _Where, gkey: str, block: dict) -> dict[str, list]:
         for n in lists[key]:
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise where.error(f"{gkey}.{key}", f"{n!r} is not valid", "integers >= 0")
-    plans = []
-    for text in lists["llm_plans"]:
+    drops = []
+    for text in lists["llm_drops"]:
         try:
-            plans.append(parse_plan(text))
+            drops.append(parse_drop(text))
         except UhdProfileError as exc:
-            raise where.error(f"{gkey}.llm_plans", str(exc), PLAN_FORMS) from None
-    lists["llm_plans"] = plans
+            raise where.error(f"{gkey}.llm_drops", str(exc), DROP_FORMS) from None
+    lists["llm_drops"] = drops
     return lists
 
 
 def _llm_sides(lists: dict[str, list]) -> list[tuple]:
-    """(llm, prompt tokens, decode tokens, plan) of each point's LLM side; ("none", ...) for none."""
+    """(llm, prompt tokens, decode tokens, drop) of each point's LLM side; ("none", ...) for none."""
     return [
-        (name, pt, dt_, plan)
+        (name, pt, dt_, drop)
         for name in lists["llms"]
-        for pt, dt_, plan in (
+        for pt, dt_, drop in (
             [(None, None, None)]
             if name == "none"
-            else itertools.product(lists["prompt_tokens"], lists["decode_tokens"], lists["llm_plans"])
+            else itertools.product(lists["prompt_tokens"], lists["decode_tokens"], lists["llm_drops"])
         )
     ]
 
@@ -439,12 +443,12 @@ def _expand(
                 except UhdProfileError as exc:
                     raise where.error(gkey, str(exc)) from None
                 specs[skey] = spec
-            for name, pt, dt_, plan in llm_sides:
+            for name, pt, dt_, drop in llm_sides:
                 pipeline = None
                 if name != "none":
                     try:
                         assert pt is not None and dt_ is not None  # set for every side with an LLM
-                        pipeline = PipelineSpec(spec, llm=name, prompt_tokens=pt, decode_tokens=dt_, plan=plan)
+                        pipeline = PipelineSpec(spec, llm=name, prompt_tokens=pt, decode_tokens=dt_, drop=drop)
                         if b != 1:
                             raise UhdProfileError(f"{pipeline.id}: batch {b}; points with an LLM run one image (batch 1)")
                         if measured:

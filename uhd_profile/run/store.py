@@ -12,7 +12,8 @@ it needs every record. ``recipe.toml`` beside it is the recipe as written.
 their units (``_s`` seconds, ``_bytes``, ``_j`` joules, ``_px`` pixels; FLOP counts are integers in
 the convention their name gives: ``macs``, ``flops``, ``paper_flops``). Records, columns and dtypes
 come from the record schema (``uhd_profile.measure.schema``). Runs written by schema version 1
-(uhd-profile 0.1) are read too, upgraded in memory; only ``--resume`` into them is refused.
+(uhd-profile 0.1) or 2 (development builds of 0.2) are read too, upgraded in memory; only
+``--resume`` into them is refused.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from typing import TYPE_CHECKING
 
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.files import atomic_write_text, check_output_dir, output_error
-from uhd_profile.measure.schema import SCHEMA_VERSION, columns, make_record, record_row, upgrade_record_v1
+from uhd_profile.measure.schema import READABLE_VERSIONS, SCHEMA_VERSION, columns, make_record, record_row, upgrade_record
 from uhd_profile.run.lock import RunLock, active_writer
 from uhd_profile.version import __version__
 
 SCHEMA = "uhd-profile/results"
-READABLE_VERSIONS = (1, SCHEMA_VERSION)
 RESULTS_FILE = "results.jsonl"
 RECIPE_FILE = "recipe.toml"
 
@@ -322,18 +322,18 @@ class ResultStore:
 
 
 def read_run(run_dir: str | os.PathLike) -> tuple[dict, list[dict], list[LineIssue]]:
-    """The header, the records in the current schema (schema-1 records upgraded in memory) and the
+    """The header, the records in the current schema (older records upgraded in memory) and the
     lines that are not whole records (see ``LineIssue``), without judging them."""
     head = read_header(run_dir)
     scan = _scan(Path(run_dir, RESULTS_FILE))
     recs = scan.records
-    if head.get("schema_version") == 1:
-        recs = [upgrade_record_v1(r) for r in recs]
+    if head.get("schema_version") != SCHEMA_VERSION:
+        recs = [upgrade_record(r, head["schema_version"]) for r in recs]
     return head, recs, scan.issues
 
 
 def records(run_dir: str | os.PathLike, allow_partial: bool = True) -> list[dict]:
-    """The records of a run directory in the current schema (header checked; schema-1 records
+    """The records of a run directory in the current schema (header checked; older records
     upgraded in memory). A torn or corrupt line is skipped with a one-line ``PartialRunWarning``
     naming the file and the line, or, when not ``allow_partial``, refused (``PartialRunError``)."""
     _, recs, issues = read_run(run_dir)

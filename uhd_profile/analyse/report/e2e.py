@@ -29,7 +29,7 @@ from uhd_profile.count.pipeline import PipelineCount, count_pipeline, position_o
 from uhd_profile.measure.pipeline import count_metrics
 from uhd_profile.measure.schema import Point
 from uhd_profile.model.llms import DEFAULT_LLM
-from uhd_profile.model.pipeline import STAGES, TTFT_STAGES, PipelineSpec, plan_text
+from uhd_profile.model.pipeline import STAGES, TTFT_STAGES, PipelineSpec, drop_text
 from uhd_profile.model.variants import V4_COMPRESSOR, V4_DEPTH, VariantSpec
 from uhd_profile.units import Size, format_bytes
 
@@ -72,8 +72,8 @@ def _label(p: PipelineSpec) -> str:
         s += f" post{v.ratio}"
     if v.encoding != "view" and (v.max_slices, v.scale_resolution, v.packing) != (9, 448, "batched"):
         s += f" [{v.id_encoding()}]"
-    if p.plan is not None:
-        s += f" + {plan_text(p.plan)}"
+    if p.drop is not None:
+        s += f" + {drop_text(p.drop)}"
     return s
 
 
@@ -99,7 +99,7 @@ def _row(p: PipelineSpec, metrics: dict[str, Any], source: str) -> dict[str, Any
         "llm": p.llm,
         "prompt_tokens": p.prompt_tokens,
         "decode_tokens": p.decode_tokens,
-        "plan": None if p.plan is None else plan_text(p.plan),
+        "drop": None if p.drop is None else drop_text(p.drop),
         "views": len(p.variant.view_sizes),
         "vit_tokens": p.tokens["vision"],
         "visual_tokens": p.tokens["visual"],
@@ -153,17 +153,17 @@ def e2e_table(records: list[dict], recount: bool = True) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     t = pd.DataFrame(rows)
-    # position: against the image's reference (baseline, the design's connector, no plan; sliced first)
+    # position: against the image's reference (baseline, the design's connector, no drop; sliced first)
     order = {"sliced": 0, "view": 1, "global": 2}
     refs: dict[tuple, PipelineSpec] = {}
     for p in sorted(specs, key=lambda q: order.get(q.variant.encoding, 3)):
         v = p.variant
         key = (v.encoder, v.size, p.llm, p.prompt_tokens, p.decode_tokens)
-        if key not in refs and v.compressor is None and p.plan is None and v.ratio == 16 and v.packing == "batched":
+        if key not in refs and v.compressor is None and p.drop is None and v.ratio == 16 and v.packing == "batched":
             refs[key] = p
     keys = [(p.variant.encoder, p.variant.size, p.llm, p.prompt_tokens, p.decode_tokens) for p in specs]
     t["position"] = [position_of(p, refs[k]) if k in refs else None for p, k in zip(specs, keys)]
-    # reduction against the baseline of the same setting (same image, encoding, LLM side; no plan)
+    # reduction against the baseline of the same setting (same image, encoding, LLM side; no drop)
     for c in CONVENTIONS.values():
         col = f"ttft_{c.column}"
         base = {}
@@ -276,7 +276,7 @@ def headline_sentence(t: pd.DataFrame, vit_only: float | None, vit_only_source: 
     parts = []
     for setting, g in t.groupby("setting", sort=False):
         b = g[g["variant"] == "baseline"]
-        v = g[(g["compressor"] == V4_COMPRESSOR) & g["design_ratio"] & g["plan"].isna()]
+        v = g[(g["compressor"] == V4_COMPRESSOR) & g["design_ratio"] & g["drop"].isna()]
         if not len(b) or not len(v):
             continue
         depths = sorted(int(d) for d in v["depth"])

@@ -1,4 +1,4 @@
-"""What the LLM runs: in-LLM visual-token dropping plans (FastV- and PyramidDrop-style) and the
+"""What the LLM runs: in-LLM visual-token drops (FastV- and PyramidDrop-style schedules) and the
 inputs of the LLM stage. Pure descriptions, like ``VariantSpec`` for the vision side; the count
 layer (``uhd_profile.count.llm``) runs them."""
 
@@ -47,12 +47,12 @@ class DropStage:
 
 
 @dataclass(frozen=True)
-class DropPlan:
+class Drop:
     """Stages of in-LLM visual-token dropping, by increasing layer and non-increasing ``keep``.
 
     ``select``: how a real run picks the visual tokens to keep: ``"attention"`` (those the last
     token attends to most at the stage's layer, averaged over heads) or ``"first"`` (a fixed
-    prefix, what shape-only counting does anyway). ``name`` labels the plan in reports.
+    prefix, what shape-only counting does anyway). ``name`` labels the drop in reports.
     """
 
     stages: tuple[DropStage, ...] = ()
@@ -64,18 +64,18 @@ class DropPlan:
         object.__setattr__(self, "stages", stages)
         for s in stages:
             if not isinstance(s, DropStage):
-                raise UhdProfileError(f"drop plan stage {s!r}: must be a DropStage(after_layer, keep)")
+                raise UhdProfileError(f"drop stage {s!r}: must be a DropStage(after_layer, keep)")
         for a, b in zip(stages, stages[1:]):
             if b.after_layer <= a.after_layer:
                 raise UhdProfileError(
-                    f"drop plan stages after layers {a.after_layer} then {b.after_layer}: layers must strictly increase"
+                    f"drop stages after layers {a.after_layer} then {b.after_layer}: layers must strictly increase"
                 )
             if b.keep > a.keep:
                 raise UhdProfileError(
-                    f"drop plan keeps {a.keep} then {b.keep}: a later stage cannot keep more visual tokens than an earlier one"
+                    f"drop keeps {a.keep} then {b.keep}: a later stage cannot keep more visual tokens than an earlier one"
                 )
         if self.select not in SELECT_CHOICES:
-            raise UhdProfileError(f"drop plan select = {self.select!r}; valid: {', '.join(SELECT_CHOICES)}")
+            raise UhdProfileError(f"drop select = {self.select!r}; valid: {', '.join(SELECT_CHOICES)}")
 
     def check(self, spec: LlmSpec) -> None:
         """Every stage must leave layers after it, and rank from a softmax-attention layer."""
@@ -96,7 +96,7 @@ class DropPlan:
         """(visual tokens each layer runs on, active stages as (layer, visual before, after)).
 
         A stage that would drop nothing (keep 1, or rounding) is inactive: it adds no ranking and
-        no work, so a plan that drops nothing counts exactly like no plan."""
+        no work, so a drop that drops nothing counts exactly like no drop."""
         self.check(spec)
         at = {s.after_layer: s for s in self.stages}
         v, per_layer, active = visual, [], []
@@ -110,15 +110,15 @@ class DropPlan:
         return tuple(per_layer), tuple(active)
 
 
-def fastv(k: int, r: float, select: str = "attention") -> DropPlan:
+def fastv(k: int, r: float, select: str = "attention") -> Drop:
     """FastV-style: after layer ``k`` (0-based) drop a fraction ``r`` (0 <= r < 1) of the visual tokens."""
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
         raise UhdProfileError(f"FastV drop ratio R = {r!r}: must be 0 <= R < 1")
     keep = float(1 - Fraction(r).limit_denominator(1_000_000))
-    return DropPlan((DropStage(k, keep),), name=f"fastv(K={k},R={r:g})", select=select)
+    return Drop((DropStage(k, keep),), name=f"fastv(K={k},R={r:g})", select=select)
 
 
-def pyramid_drop(layers: Sequence[int], ratio: float, select: str = "attention") -> DropPlan:
+def pyramid_drop(layers: Sequence[int], ratio: float, select: str = "attention") -> Drop:
     """PyramidDrop-style: after each of ``layers`` keep ``ratio`` of the visual tokens left by the
     previous stage (0 < ratio <= 1), i.e. ratio, ratio^2, ... of the original."""
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
@@ -126,7 +126,7 @@ def pyramid_drop(layers: Sequence[int], ratio: float, select: str = "attention")
     layers = list(layers)
     frac = Fraction(ratio).limit_denominator(1_000_000)
     stages = tuple(DropStage(k, float(frac ** (i + 1))) for i, k in enumerate(layers))
-    return DropPlan(stages, name=f"pyramid_drop({','.join(map(str, layers))};{ratio:g})", select=select)
+    return Drop(stages, name=f"pyramid_drop({','.join(map(str, layers))};{ratio:g})", select=select)
 
 
 def check_tokens(visual_tokens, prompt_tokens, decode_tokens) -> None:
