@@ -15,11 +15,14 @@ One parser per unit, so the same text means the same thing wherever it is typed:
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
-
-import torch
+import sys
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from uhd_profile.errors import UhdProfileError
+
+if TYPE_CHECKING:  # torch is imported on first use of a torch dtype: parsing names needs none (a light command line)
+    import torch
 
 # --------------------------------------------------------------------------------------------
 # Sizes
@@ -105,8 +108,33 @@ def parse_resolution(value: Any, what: str = "resolution") -> Size | None:
 # Dtypes
 # --------------------------------------------------------------------------------------------
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-"""Canonical dtype name -> torch dtype."""
+
+class _TorchDtypes(Mapping[str, "torch.dtype"]):
+    """Canonical dtype name -> torch dtype; the names are known without importing torch, which is
+    imported when a torch dtype is first looked up."""
+
+    _ATTRS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+    def __getitem__(self, name: str) -> torch.dtype:
+        import torch
+
+        return getattr(torch, self._ATTRS[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ATTRS)
+
+    def __len__(self) -> int:
+        return len(self._ATTRS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ATTRS
+
+    def __repr__(self) -> str:
+        return f"DTYPES({', '.join(self._ATTRS)})"
+
+
+DTYPES: Mapping[str, torch.dtype] = _TorchDtypes()
+"""Canonical dtype name -> torch dtype (fp32, bf16, fp16)."""
 DTYPE_ALIASES: dict[str, str] = {
     "fp32": "fp32",
     "float32": "fp32",
@@ -138,7 +166,8 @@ def parse_dtype(value: Any, what: str = "dtype", *, auto: bool = False, tf32: bo
     (GPU peaks). Anything else is a one-line ``UhdProfileError`` naming ``what``, the value and the
     valid names.
     """
-    if isinstance(value, torch.dtype):
+    loaded = sys.modules.get("torch")  # a torch.dtype exists only once torch is imported
+    if loaded is not None and isinstance(value, loaded.dtype):
         for name, dt in DTYPES.items():
             if dt == value:
                 return name
@@ -161,6 +190,8 @@ def torch_dtype(value: Any) -> torch.dtype:
 
 def dtype_bytes(value: Any) -> int:
     """Bytes per element of a dtype given by name or alias."""
+    import torch
+
     return torch.empty((), dtype=torch_dtype(value)).element_size()
 
 

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model import trunks
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,8 @@ class EncoderSpec:
         """Build the trunk adapter (or, for the released preset, the whole HF model)."""
         if attn not in ("sdpa", "eager"):
             raise UhdProfileError(f"unknown attention backend {attn!r}; valid: sdpa, eager")
+        from uhd_profile.model import trunks  # torch and transformers: only to build, not to list the presets
+
         factory = getattr(trunks, self.trunk, None)
         if factory is None:
             raise UhdProfileError(f"encoder {self.name!r} needs trunk adapter {self.trunk}, which this version does not have")

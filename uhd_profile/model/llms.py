@@ -23,12 +23,12 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.trunks import check_weights_dir, hf_geometry, load_pretrained
+
+if TYPE_CHECKING:  # torch (and the trunks, which import it) only where a model is built
+    import torch
 
 FAMILIES: dict[str, tuple[str, str]] = {
     # family -> (config class, causal-LM class), both importable from ``transformers``
@@ -118,6 +118,8 @@ class LlmSpec:
     # -- building ---------------------------------------------------------------------------------
     def config(self, attn: str = "sdpa"):
         """The ``transformers`` config of this geometry (``attn``: ``"sdpa"`` or ``"eager"``)."""
+        from uhd_profile.model.trunks import hf_geometry
+
         check_attn(attn)
         import transformers
 
@@ -155,7 +157,10 @@ class LlmSpec:
         """The causal LM in eval mode on ``device`` (``"meta"``: shapes only), random weights from
         ``config()``, or a local checkpoint (``weights``) whose geometry must match this spec (a
         reduced-depth spec loads only its first ``layers`` layers). ``dtype`` defaults to fp32."""
+        import torch
         import transformers
+
+        from uhd_profile.model.trunks import check_weights_dir, load_pretrained
 
         cls = getattr(transformers, FAMILIES[self.family][1])
         if weights is None:
@@ -211,6 +216,8 @@ def _default_dtype(dtype: torch.dtype | None) -> Iterator[None]:
     if dtype is None:
         yield
         return
+    import torch
+
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -270,6 +277,8 @@ _MODEL_TYPES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3_5_t
 def llm_spec_from_config(path: str | os.PathLike, name: str | None = None) -> LlmSpec:
     """An ``LlmSpec`` read from a local checkpoint's ``config.json`` (a plain causal LM, or a VLM
     whose ``text_config`` is one of the supported families). Local files only."""
+    from uhd_profile.model.trunks import check_weights_dir
+
     p = check_weights_dir(path, "weights")
     from transformers import AutoConfig
 
