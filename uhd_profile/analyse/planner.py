@@ -136,7 +136,8 @@ def ratio_size(ratio: tuple[int, int], long_side: int) -> Size:
 
 
 def parse_ratios(text: str | None) -> tuple[tuple[int, int], ...]:
-    """``"1:1,16:9"`` -> ((1, 1), (16, 9)); None -> ``RATIOS``."""
+    """``"1:1,16:9"`` -> ((1, 1), (16, 9)), each in lowest terms; None -> ``RATIOS``. A ratio
+    given twice (``1:1,2:2``) is refused in one line."""
     if text is None:
         return RATIOS
     out: list[tuple[int, int]] = []
@@ -144,8 +145,13 @@ def parse_ratios(text: str | None) -> tuple[tuple[int, int], ...]:
         a, sep, b = item.strip().partition(":")
         if not sep or not a.isdigit() or not b.isdigit() or int(a) < 1 or int(b) < 1:
             raise UhdProfileError(f"--ratios {text!r} is not valid; give W:H pairs separated by commas, e.g. 1:1,16:9,9:16")
-        out.append((int(a), int(b)))
-    return tuple(dict.fromkeys(out))
+        w, h = int(a), int(b)
+        g = math.gcd(w, h)
+        same = next((r for r in out if r == (w // g, h // g)), None)
+        if same is not None:
+            raise UhdProfileError(f"--ratios {text!r}: {w}:{h} is the ratio {same[0]}:{same[1]} again; give each ratio once")
+        out.append((w // g, h // g))
+    return tuple(out)
 
 
 def ratio_text(ratio: tuple[int, int]) -> str:

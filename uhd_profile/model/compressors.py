@@ -49,7 +49,7 @@ def check_grid(grid: tuple[int, int], where: str) -> None:
     h, w = grid
     if h % 2 or w % 2:
         raise UhdProfileError(
-            f"{where} needs an even token grid for 2x2 windows, got {h}x{w} tokens; "
+            f"{where} needs an even token grid for 2x2 windows, got {w}x{h} tokens (width x height); "
             f"choose a resolution that is a multiple of 2 x the patch size"
         )
 

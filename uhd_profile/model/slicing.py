@@ -24,6 +24,7 @@ from uhd_profile.units import Size
 
 SCALE_RESOLUTION = 448  #: S, the area target of one slice is S^2 px
 MAX_SLICE_NUMS = 9  #: M, the most slices (and the global-encoding budget, M * S^2 px)
+SLICES_LIMIT = 1024  #: the most slices costed (the grid search and the views grow with it)
 ALIGN = 56  #: u, every view side is a multiple of this (patch 14 x 4)
 
 
@@ -86,9 +87,10 @@ def check_image_size(w, h) -> Size:
 
 def check_params(max_slice_nums, scale_resolution, align) -> None:
     """Validate the policy parameters (one-line UhdProfileError naming the value and the rule)."""
-    if isinstance(max_slice_nums, bool) or not isinstance(max_slice_nums, int) or max_slice_nums < 1:
+    if isinstance(max_slice_nums, bool) or not isinstance(max_slice_nums, int) or not 1 <= max_slice_nums <= SLICES_LIMIT:
         raise UhdProfileError(
-            f"max slices {max_slice_nums!r} is not valid; it must be an integer >= 1 (default {MAX_SLICE_NUMS})"
+            f"max slices {max_slice_nums!r} is not valid; it must be an integer from 1 to {SLICES_LIMIT} "
+            f"(default {MAX_SLICE_NUMS})"
         )
     _positive_int("alignment", align)
     if (

@@ -48,6 +48,10 @@ POST_RATIOS = (1, 4, 16)
 ENCODINGS = ("view", "global", "sliced")
 PACKINGS = ("batched", "packed")
 LLM_HIDDEN = 4096  # Qwen3-8B, the paper's LLM
+MAX_VIEW_SIDE = 1 << 20
+"""The longest view side a variant takes (px): 1,048,576 px a side is 10^12 pixels, already far
+past any device's memory (which the measuring paths say in one line); much past it the pixel
+tensor's size overflows a tensor's storage arithmetic."""
 SLICING_DEFAULTS = {"packing": "batched", "max_slices": MAX_SLICE_NUMS, "scale_resolution": SCALE_RESOLUTION}
 """Defaults of the several-view fields: a spec names them only where it differs."""
 _DICT_KEY = {"scale_resolution": "scale_resolution_px"}  # attribute -> key in to_dict (unit in the name)
@@ -158,10 +162,16 @@ class VariantSpec:
         self._check_connector()
 
     def _check_view(self, view: Size, label: str) -> None:
-        """One view: at least one patch per side; an exact multiple of the patch (and of the trunk's
-        grid unit) where the tower's patch embedding does not floor; the trunk's grid multiple before
-        and after the in-ViT compressor."""
+        """One view: at most ``MAX_VIEW_SIDE`` px a side (a larger input tensor cannot be made);
+        at least one patch per side; an exact multiple of the patch (and of the trunk's grid unit)
+        where the tower's patch embedding does not floor; the trunk's grid multiple before and
+        after the in-ViT compressor."""
         enc = self.enc
+        if max(view) > MAX_VIEW_SIDE:
+            raise UhdProfileError(
+                f"{label}: a view of {view} px cannot be built (its input tensor would be too large to address); "
+                f"each side must be at most {MAX_VIEW_SIDE:,} px"
+            )
         for side, name in ((view.width, "width"), (view.height, "height")):
             if side < enc.patch:
                 raise UhdProfileError(

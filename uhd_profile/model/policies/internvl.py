@@ -17,6 +17,7 @@ it) at 448 px, and the processor's ``<img>`` + 256 x views + ``</img>`` expansio
 
 from __future__ import annotations
 
+from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.encoders import get_encoder
 from uhd_profile.model.policies.base import (
     Extra,
@@ -37,11 +38,13 @@ TILE = get_encoder(ENCODER).image_size  # 448
 MERGE = 4  # pixel shuffle 0.5: 2x2 patches per LLM token
 MIN_TILES = 1  #: processor default (``min_patches``)
 MAX_TILES = 12  #: processor default (``max_patches``)
+TILES_LIMIT = 1024  #: the most tiles costed (1024 x 448^2 px is ~205 M pixels); more is refused in one line
 
 
 def candidate_grids(min_tiles: int, max_tiles: int) -> list[Grid]:
-    """(cols, rows) with min_tiles <= cols*rows <= max_tiles, by tile count, fewer columns first."""
-    grids = [(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if min_tiles <= c * r <= max_tiles]
+    """(cols, rows) with min_tiles <= cols*rows <= max_tiles, by tile count, fewer columns first.
+    Only the grids in range are made (about max_tiles x ln(max_tiles) of them, not max_tiles^2)."""
+    grids = [(c, r) for c in range(1, max_tiles + 1) for r in range(max(1, -(-min_tiles // c)), max_tiles // c + 1)]
     return sorted(grids, key=lambda g: g[0] * g[1])  # stable: keeps fewer columns first within a count
 
 
@@ -61,6 +64,11 @@ def best_grid(width: int, height: int, min_tiles: int, max_tiles: int, tile: int
 def _rule(width: int, height: int, *, min_tiles: int, max_tiles: int) -> ImageViews:
     need_int(NAME, "min_tiles", min_tiles, 1)
     need_int(NAME, "max_tiles", max_tiles, min_tiles, f"it must be an integer >= min_tiles ({min_tiles})")
+    if max_tiles > TILES_LIMIT:
+        raise UhdProfileError(
+            f"{NAME} parameter max_tiles {max_tiles} is not valid; at most {TILES_LIMIT} tiles are costed "
+            f"(the processor's default is {MAX_TILES})"
+        )
     patch, prefix = tower(ENCODER)
     per_view = (TILE // patch) ** 2 // MERGE  # 256
     cols, rows = best_grid(width, height, min_tiles, max_tiles)
