@@ -32,7 +32,7 @@ import contextlib
 import copy
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,6 +307,27 @@ def cache_size(cache) -> CacheSize:
 # The count
 # --------------------------------------------------------------------------------------------
 
+EXACT_DECODE_STEPS = 8
+"""Up to this many decode forwards are each run and counted; past it, three are, and the sum over
+every step is exact in closed form (``DecodeSeries``): ``--decode-tokens 100000`` costs what 8 do."""
+
+
+@dataclass(frozen=True)
+class DecodeSeries:
+    """The cost of decode step ``t`` (0-based) is ``first + t x step`` per convention: ``first``
+    and ``step`` map convention -> int, from the counted first steps; ``steps`` decode forwards."""
+
+    first: dict[str, int]
+    step: dict[str, int]
+    steps: int
+
+    def at(self, t: int, convention: str) -> int:
+        return self.first[convention] + t * self.step[convention]
+
+    def total(self, convention: str) -> int:
+        n = self.steps
+        return n * self.first[convention] + self.step[convention] * n * (n - 1) // 2
+
 
 @dataclass
 class LlmCount:
@@ -318,7 +339,13 @@ class LlmCount:
     ``tokens_per_layer``: tokens each decoder layer ran on during the prefill;
     ``cache_after_prefill`` / ``cache_after_decode``: cache sizes; ``kept``: per active drop stage,
     the original positions (0-based, visual tokens first) of the visual tokens it kept (on meta
-    always a prefix); ``seconds``: wall time of the counting (all forwards)."""
+    always a prefix); ``seconds``: wall time of the counting (all forwards).
+
+    ``decode_series``: set when more than ``EXACT_DECODE_STEPS`` tokens are decoded. Step t's cost
+    is then ``first + t x step`` exactly (every layer's cache grows by one token per step, a
+    softmax-attention layer's cost is affine in its cache length, a linear-attention layer's is
+    constant), so only the first steps are run (``decode_steps`` holds them) and the rest is summed
+    in closed form; ``decode_context`` is then a ``range``."""
 
     llm: str
     visual_tokens: int
@@ -329,13 +356,14 @@ class LlmCount:
     drop: Drop | None
     prefill: FlopCount
     decode_steps: list[FlopCount]
-    decode_context: tuple[int, ...]
+    decode_context: Sequence[int]
     tokens_per_layer: tuple[int, ...]
     cache_after_prefill: CacheSize
     cache_after_decode: CacheSize
     kept: tuple[tuple[int, ...], ...] = ()
     spec: LlmSpec | None = field(repr=False, default=None)
     seconds: float = 0.0
+    decode_series: DecodeSeries | None = None
 
     @property
     def tokens_in(self) -> int:
@@ -344,10 +372,14 @@ class LlmCount:
 
     @property
     def uncounted_ops(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for fc in (self.prefill, *self.decode_steps):
+        out: dict[str, int] = dict(self.prefill.uncounted_ops)
+        # every decode step runs the same ops; in closed form the first step stands for all of them
+        steps = (
+            [(fc, 1) for fc in self.decode_steps] if self.decode_series is None else [(self.decode_steps[0], self.decode_tokens)]
+        )
+        for fc, times in steps:
             for k, v in fc.uncounted_ops.items():
-                out[k] = out.get(k, 0) + v
+                out[k] = out.get(k, 0) + v * times
         return out
 
     def prefill_total(self, convention: str = "macs", causal: str = "executed") -> int:
@@ -371,12 +403,17 @@ class LlmCount:
 
     def decode_total(self, convention: str = "macs") -> int:
         check_convention(convention)
+        if self.decode_series is not None:
+            return self.decode_series.total(convention)
         return sum(fc.total.get(convention) for fc in self.decode_steps)
 
     def decode_per_token(self, convention: str = "macs") -> dict[str, float | int | None]:
         """Cost of one decode forward: ``first``, ``last`` (ints) and ``mean`` (a float); None
         without decode forwards."""
         check_convention(convention)
+        if self.decode_series is not None:
+            d = self.decode_series
+            return {"first": d.at(0, convention), "last": d.at(d.steps - 1, convention), "mean": d.total(convention) / d.steps}
         costs = [fc.total.get(convention) for fc in self.decode_steps]
         if not costs:
             return {"first": None, "last": None, "mean": None}
@@ -486,13 +523,21 @@ def count_llm(
         after_prefill = cache_size(cache)
         if runner is not None:
             runner.phase = "decode"
-        for t in range(decode_tokens):
+        closed = decode_tokens > EXACT_DECODE_STEPS
+        sizes = []
+        for t in range(3 if closed else decode_tokens):
             steps.append(
                 count_module(model, inputs_embeds=embeds(1), cache=cache, use_cache=True, logits_to_keep=1, shape_only=shape_only)
             )
             context.append(n + t + 1)
+            sizes.append(cache_size(cache))
         after_decode = cache_size(cache)
         kept = tuple(runner.kept) if runner is not None else ()
+    series = None
+    decode_context: Sequence[int] = tuple(context)
+    if closed:
+        series, after_decode = _closed_form(spec.name, steps, sizes, decode_tokens)
+        decode_context = range(n + 1, n + decode_tokens + 1)
     return LlmCount(
         llm=spec.name,
         visual_tokens=visual_tokens,
@@ -503,17 +548,44 @@ def count_llm(
         drop=drop,
         prefill=prefill,
         decode_steps=steps,
-        decode_context=tuple(context),
+        decode_context=decode_context,
         tokens_per_layer=tuple(v + prompt_tokens for v in per_layer_visual),
         cache_after_prefill=after_prefill,
         cache_after_decode=after_decode,
         kept=kept,
         spec=spec,
         seconds=time.perf_counter() - t0,
+        decode_series=series,
     )
 
 
+def _closed_form(llm: str, steps: list[FlopCount], sizes: list[CacheSize], n: int) -> tuple[DecodeSeries, CacheSize]:
+    """The ``DecodeSeries`` of ``n`` decode steps from the first three counted ones, and the cache
+    after all of them. The first two give each convention's slope, the third checks it: a model
+    whose step cost is not affine in the cache length is refused rather than summed wrongly."""
+    first = {c: steps[0].total.get(c) for c in CONVENTIONS}
+    step = {c: steps[1].total.get(c) - first[c] for c in CONVENTIONS}
+    for c in CONVENTIONS:
+        if steps[2].total.get(c) - steps[1].total.get(c) != step[c]:
+            raise UhdProfileError(
+                f"{llm}: a decode step's cost is not affine in the cache length ({c} steps "
+                f"{first[c]:,}, {steps[1].total.get(c):,}, {steps[2].total.get(c):,}), so {n:,} decode tokens cannot be "
+                f"summed in closed form; give --decode-tokens {EXACT_DECODE_STEPS} or fewer"
+            )
+    a, b = sizes[1], sizes[2]
+    grow = n - len(sizes)
+    after = CacheSize(
+        kv_tokens=tuple(t + grow for t in b.kv_tokens),
+        kv_elems=b.kv_elems + grow * (b.kv_elems - a.kv_elems),
+        conv_elems=b.conv_elems,
+        recurrent_elems=b.recurrent_elems,
+    )
+    return DecodeSeries(first, step, n), after
+
+
 __all__ = [
+    "EXACT_DECODE_STEPS",
+    "DecodeSeries",
     "CAUSAL_CHOICES",
     "CacheSize",
     "Drop",
