@@ -34,7 +34,9 @@ def tiny_tokenizer(specials: list[str], **named: str) -> Any:
 def count_ids(batch: Any, tokenizer: Any, token: str) -> int:
     """How many times ``token``'s id stands in the first row of ``batch["input_ids"]``."""
     tid = tokenizer.convert_tokens_to_ids(token)
-    return int((batch["input_ids"][0] == tid).sum()) if hasattr(batch["input_ids"][0], "sum") else batch["input_ids"][0].count(tid)
+    return (
+        int((batch["input_ids"][0] == tid).sum()) if hasattr(batch["input_ids"][0], "sum") else batch["input_ids"][0].count(tid)
+    )
 
 
 def build_processor(cls: Any, **parts: Any) -> Any:

@@ -160,7 +160,22 @@ def _blank(w: int, h: int):
 
 
 def test_registry():
-    assert set(POLICIES) == {"minicpm-v-4.6", "qwen2.5-vl", "llava-next", "internvl", "llava-1.5"}
+    assert set(POLICIES) == {
+        "minicpm-v-4.6",
+        "qwen2.5-vl",
+        "llava-next",
+        "internvl",
+        "llava-1.5",
+        "gemma-4",
+        "llava-onevision",
+        "smolvlm2",
+        "idefics3",
+        "qwen3-vl",
+        "qwen3.5",
+        "internvl3",
+        "phi-4-multimodal",
+        "minicpm-v-4.7",
+    }
     assert DEFAULT_POLICY == "minicpm-v-4.6" and get_policy(DEFAULT_POLICY) is POLICIES[DEFAULT_POLICY]
     for name, p in POLICIES.items():
         assert p.name == name and p.description and "\n" not in p.description
@@ -179,7 +194,10 @@ def test_views_are_consistent(name):
         assert v.image == (w, h) and v.policy == name and v.views
         for view in v.views:
             cols, rows = view.patches
-            assert view.size == (cols * p.patch, rows * p.patch)
+            if enc.floors_input:  # a stride-patch convolution floors the grid (LLaVA-OneVision: 384 px at patch 14 is 27x27)
+                assert (view.size[0] // p.patch, view.size[1] // p.patch) == (cols, rows)
+            else:
+                assert view.size == (cols * p.patch, rows * p.patch)
             assert view.vit_tokens == cols * rows + enc.prefix_tokens
             assert 0 <= view.llm_tokens <= cols * rows // p.merge
         if v.grid is not None:
@@ -204,7 +222,10 @@ def test_token_fields_add_up(name):
             assert f["llm_tokens"] == f["placeholder_tokens"] + f["special_tokens"] + f["text_tokens"] > 0
             assert f["placeholder_tokens"] == v.view_llm_tokens + sum(e.count for e in v.extras if e.kind == "embedding")
             assert f["special_tokens"] == sum(e.count for e in v.extras if e.kind == "special")
-            assert f["vit_tokens"] == sum(x.seq_len for x in v.views) and f["vit_padding_tokens"] == 0
+            assert f["vit_tokens"] == sum(x.seq_len for x in v.views)
+            assert (
+                f["vit_padding_tokens"] == sum(x.padding for x in v.views) == f["vit_tokens"] - sum(x.vit_tokens for x in v.views)
+            )
             assert v.to_dict()["placeholder_tokens"] == f["placeholder_tokens"]
 
 

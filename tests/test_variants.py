@@ -193,9 +193,13 @@ def test_the_design_ratio_is_the_tower_familys_in_every_entry_point():
 
     assert {n: e.default_post_ratio for n, e in ENCODERS.items() if e.default_post_ratio != 16} == {
         "qwen2.5-vl-vit": 4,
+        "qwen3-vl-vit": 4,
         "internvit-300m-448": 4,
+        "internvit-6b-448": 4,
+        "phi4-mm-siglip-448": 4,
         "clip-vit-l14-336": 1,
         "siglip-so400m-p14-384": 1,
+        "siglip-so400m-p14-364": 4,  # Idefics3: pixel shuffle 2 (siglip-b16-512, SmolVLM2: 16, the default)
     }
     assert VariantSpec(encoder="qwen2.5-vl-vit", resolution=448).ratio == 4
     assert VariantSpec(encoder="clip-vit-l14-336").ratio == 1

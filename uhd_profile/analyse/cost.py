@@ -23,6 +23,7 @@ The token fields of every result (``placeholder_tokens``, ``special_tokens``, ``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -39,9 +40,10 @@ from uhd_profile.count.memory_model import (
     vision_stage,
 )
 from uhd_profile.errors import UhdProfileError
+from uhd_profile.model.encoders import get_encoder
 from uhd_profile.model.llms import get_llm
 from uhd_profile.model.policies import DEFAULT_POLICY, ImageViews, get_policy
-from uhd_profile.model.policies.base import jsonable
+from uhd_profile.model.policies.base import View, jsonable
 from uhd_profile.model.slicing import check_image_size
 from uhd_profile.model.variants import ALIASES, VariantSpec
 from uhd_profile.units import Size, parse_dtype
@@ -144,18 +146,33 @@ def count_call(encoder: str, variant: str, size: Size, views: int, depth: int | 
     return {c.column: fc.get(c.name) for c in CONVENTIONS.values()}
 
 
+def padded_input(tokens: int, patch: int) -> Size:
+    """The tower input a view padded to ``tokens`` grid tokens is counted on: the most nearly square
+    ``cols x rows`` patch grid with ``cols * rows == tokens`` (rows the largest divisor <= sqrt),
+    ``patch`` px per patch. A ViT's FLOPs, time and memory over N tokens do not depend on how the N
+    tokens lie in 2D (its position embeddings aside), so this counts the padded sequence the tower
+    really runs (Gemma 4: 2520 patches, 56x45, whatever the image's own grid)."""
+    rows = max(d for d in range(1, math.isqrt(tokens) + 1) if tokens % d == 0)
+    return Size(tokens // rows * patch, rows * patch)
+
+
+def call_size(views: ImageViews, view: View) -> Size:
+    """The tower input of ``view``'s forward call: its own size, or for a view the tower runs padded
+    (``View.padding`` > 0) a ``padded_input`` of its ``seq_len`` tokens (class tokens aside)."""
+    if not view.padding:
+        return Size(*view.size)
+    spec = get_encoder(get_policy(views.policy).encoder)
+    return padded_input(view.seq_len - spec.prefix_tokens, spec.patch)
+
+
 def view_calls(views: ImageViews) -> list[tuple[int, Size]]:
-    """The forward calls of an item's views: equal sizes batched into one call (first appearance
-    first), as the variants' batched layout runs them. A view the tower runs padded to a longer
-    sequence is refused until the tower can run it so (its FLOPs would be the unpadded ones)."""
-    padded = [v for v in views.views if v.padding]
-    if padded:
-        raise UhdProfileError(
-            f"policy {views.policy}: {len(padded)} views run padded to a token budget, which the towers here cannot run yet"
-        )
+    """The forward calls of an item's views: equal tower inputs (``call_size``) batched into one
+    call (first appearance first), as the variants' batched layout runs them. A view padded to a
+    token budget is counted on its padded length: every FLOPs, latency and memory figure of the
+    tower follows the sequence the tower runs, not the real patches alone."""
     groups: dict[Size, int] = {}
     for v in views.views:
-        size = Size(*v.size)
+        size = call_size(views, v)
         groups[size] = groups.get(size, 0) + 1
     return [(k, size) for size, k in groups.items()]
 
@@ -447,7 +464,7 @@ def cost_item(
         views=views,
         calls=calls,
         counts=counts,
-        view_counts=[per_size[Size(*v.size)] for v in views.views],
+        view_counts=[per_size[call_size(views, v)] for v in views.views],
         variant_ids=ids,
         notes=notes,
         llm_settings=llm,
@@ -513,5 +530,7 @@ __all__ = [
     "llm_stage_counts",
     "variant_spec",
     "view_calls",
+    "call_size",
+    "padded_input",
     "views_memory",
 ]

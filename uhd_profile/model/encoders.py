@@ -143,6 +143,89 @@ _PRESETS = [
         released=True,
     ),
     EncoderSpec(
+        "internvit-6b-448",
+        45,
+        3200,
+        12800,
+        25,
+        14,
+        448,
+        "InternVitTrunk",
+        "InternViT-6B at 448 px (class token, layer scale, RMSNorm, qk-norm, no qkv bias): InternVL2.5/3-38B/78B's tower; "
+        "geometry of the released InternViT-6B-448px-V2_5 config",
+        prefix_tokens=1,
+        mlp_kind="gelu",
+        norm="rmsnorm",
+        floors_input=True,
+        default_post_ratio=4,  # InternVL: pixel shuffle 0.5 (2x2 patches per token)
+    ),
+    EncoderSpec(
+        "gemma4-vision",
+        16,
+        768,
+        4608,  # 1.5 x 3072: the two-matrix GELU MLP with the gated MLP's MACs and weights (see description)
+        12,
+        16,
+        768,
+        "SiglipTrunk",
+        "Gemma 4 vision tower, transformers Gemma4VisionConfig defaults (16 layers, d 768, 12 heads x 64, patch 16; "
+        "the E2B/E4B tower): its gated GELU MLP (3 x 768x3072) is run as SigLIP's two-matrix MLP of width 4608, "
+        "same MACs and weights; not modelled: RMSNorm sandwich norms, q/k/v norms, 2D RoPE and the x/y position "
+        "tables (a 48x48 interpolated table instead), the 3x3 average pooling (the policy's merge); the 31B model's "
+        "tower (27 layers, d 1152) is larger",
+        mlp_kind="gelu_tanh",
+        norm="layernorm",
+    ),
+    EncoderSpec(
+        "siglip-so400m-p14-364",
+        *_SO400M,
+        14,
+        364,
+        "SiglipTrunk",
+        "SigLIP so400m/14 at 364 px (26x26 grid, position table resized from 384): Idefics3's tower "
+        "(Idefics3-8B-Llama3 vision_config); the pixel-shuffle connector is not modelled",
+        floors_input=True,
+        default_post_ratio=4,  # Idefics3: pixel shuffle scale_factor 2 (2x2 patches per token)
+    ),
+    EncoderSpec(
+        "siglip-b16-512",
+        12,
+        768,
+        3072,
+        12,
+        16,
+        512,
+        "SiglipTrunk",
+        "SigLIP base/16 at 512 px (32x32 grid): SmolVLM2-256M/500M's tower; the pixel-shuffle connector is not modelled",
+        floors_input=True,
+        default_post_ratio=16,  # SmolVLM2-256M/500M: pixel shuffle scale_factor 4 (4x4 patches per token)
+    ),
+    EncoderSpec(
+        "phi4-mm-siglip-448",
+        *_SO400M,
+        14,
+        448,
+        "SiglipTrunk",
+        "Phi-4-multimodal's SigLIP so400m/14 at 448 px (Phi4MultimodalVisionConfig defaults; all 27 layers run, "
+        "features taken from layer -2); its patch attention mask and the pooling head it also runs not modelled",
+        floors_input=True,
+        default_post_ratio=4,  # Phi-4-multimodal: 2x2 average pooling
+    ),
+    EncoderSpec(
+        "qwen3-vl-vit",
+        *_SO400M,
+        16,
+        768,
+        "SiglipTrunk",
+        "Qwen3-VL ViT, transformers Qwen3VLVisionConfig defaults (27 layers, d 1152, MLP 4304, 16 heads, patch 16; "
+        "Qwen3.5's tower too), run as a SigLIP-style pre-LN ViT at patch 16 (same matmuls per token); not modelled: "
+        "2D RoPE, the temporal patch of 2 (one image is repeated), the 48x48 bilinear position table (SigLIP's "
+        "bicubic resize instead), SigLIP's post-LN in place of the merger's LN, the 2x2 merger MLP and the three "
+        "DeepStack mergers on layers 8/16/24 (their FLOPs are not counted in the tower)",
+        grid_multiple=2,
+        default_post_ratio=4,  # Qwen3-VL: the merger joins 2x2 patches
+    ),
+    EncoderSpec(
         "tiny",
         4,
         64,

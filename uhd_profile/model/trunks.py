@@ -247,7 +247,8 @@ class InternVitTrunk(Trunk):
     """InternViT-300M (InternVL's small tower) through ``InternVLVisionModel``: conv patch
     embedding, class token, learned position table (bicubically interpolated by the embeddings
     whenever the grid is not the native one), pre-LN layers with layer scale (lambda_1, lambda_2),
-    exact-GELU MLP, qkv biases, no qk-norm.
+    exact-GELU MLP, qkv biases, no qk-norm. A preset with ``norm="rmsnorm"`` is InternViT-6B: RMSNorm
+    layers, RMS qk-norm over the full width, no qkv biases (its released config's values).
 
     The 300M tower has no final norm (``use_mean_pooling=True`` makes ``layernorm`` an identity;
     InternVL's projector starts with its own LayerNorm), so ``post_norm`` is ``nn.Identity``.
@@ -259,13 +260,15 @@ class InternVitTrunk(Trunk):
         super().__init__(spec)
         from transformers.models.internvl import InternVLVisionConfig, InternVLVisionModel
 
-        # the values of OpenGVLab's InternViT-300M-448px as converted to transformers
+        # the values of OpenGVLab's InternViT-300M-448px as converted to transformers; a preset with
+        # norm="rmsnorm" is InternViT-6B (RMSNorm, qk-norm over the full width, no qkv bias)
+        six_b = spec.norm == "rmsnorm"
         settings = dict(
             image_size=spec.image_size,
             hidden_act="gelu",
-            attention_bias=True,
-            use_qk_norm=False,
-            norm_type="layer_norm",
+            attention_bias=not six_b,
+            use_qk_norm=six_b,
+            norm_type="rms_norm" if six_b else "layer_norm",
             layer_norm_eps=1e-6,
             layer_scale_init_value=0.1,
             use_mean_pooling=True,
@@ -298,7 +301,7 @@ class InternVitTrunk(Trunk):
             fc1=mlp.fc1,
             fc2=fc2,
             act=mlp.activation_fn,
-            eps=layer.layernorm_before.eps,
+            eps=getattr(layer.layernorm_before, "eps", None) or layer.layernorm_before.variance_epsilon,
         )
 
 

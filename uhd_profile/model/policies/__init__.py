@@ -16,7 +16,18 @@ reproduces the view sizes and token counts of that family's image processor in `
 from __future__ import annotations
 
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.model.policies import internvl, llava_1_5, llava_next, minicpm_v, qwen2_5_vl
+from uhd_profile.model.policies import (
+    gemma4,
+    internvl,
+    llava_1_5,
+    llava_next,
+    llava_onevision,
+    minicpm_v,
+    phi4_multimodal,
+    qwen2_5_vl,
+    qwen3_vl,
+    smolvlm,
+)
 from uhd_profile.model.policies.base import Extra, ImageViews, Param, Policy, View
 
 POLICIES: dict[str, Policy] = {
@@ -24,9 +35,18 @@ POLICIES: dict[str, Policy] = {
     for p in (
         minicpm_v.POLICY,
         qwen2_5_vl.POLICY,
+        qwen3_vl.POLICY,
+        qwen3_vl.POLICY_3_5,
         llava_next.POLICY,
         internvl.POLICY,
+        internvl.POLICY_V3,
+        phi4_multimodal.POLICY,
+        minicpm_v.POLICY_V47,
         llava_1_5.POLICY,
+        gemma4.POLICY,
+        llava_onevision.POLICY,
+        smolvlm.POLICY_SMOLVLM2,
+        smolvlm.POLICY_IDEFICS3,
     )
 }
 DEFAULT_POLICY = "minicpm-v-4.6"

@@ -21,7 +21,7 @@ Conventions: sizes are ``(width, height)`` px, grids ``(cols, rows)``, positions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,25 @@ class ImageViews:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Size(*value))
+
+    @classmethod
+    def tiled(
+        cls,
+        policy: str,
+        image: tuple[int, int],
+        views: Sequence[View],
+        grid: Grid | None,
+        canvas: tuple[int, int] | None,
+        content: tuple[int, int] | None,
+        extras: Sequence[Extra],
+        params: Mapping[str, Any],
+        notes: Sequence[str],
+    ) -> ImageViews:
+        """The views of an image cut into a ``grid`` of tiles or crops on a ``canvas`` (None for a
+        family that did not cut this one): ``content`` is the scaled image on the canvas, kept only
+        where it does not fill it (the rest is padding)."""
+        kept = None if content is None or canvas is None or tuple(content) == tuple(canvas) else content
+        return cls(policy, image, tuple(views), grid, canvas, kept, tuple(extras), params, tuple(notes))
 
     @property
     def sizes(self) -> tuple[Size, ...]:
@@ -284,7 +303,6 @@ class Policy:
     name: str
     description: str
     encoder: str
-    patch: int
     merge: int
     params: tuple[Param, ...]
     rule: Callable[..., ImageViews] = field(repr=False, compare=False)
@@ -299,6 +317,11 @@ class Policy:
     def defaults(self) -> dict[str, Any]:
         """Parameter name -> the processor's default."""
         return {p.name: p.default for p in self.params}
+
+    @property
+    def patch(self) -> int:
+        """The patch size (px) of the policy's own tower."""
+        return get_encoder(self.encoder).patch
 
     def tower(self, encoder: str | None = None) -> str:
         """The tower the views are encoded by: ``encoder`` where the policy lets it be swapped,

@@ -13,26 +13,23 @@
 
 Reproduces ``GotOcr2ImageProcessorPil`` with ``crop_to_patches`` (as ``InternVLProcessor`` calls
 it) at 448 px, and the processor's ``<img>`` + 256 x views + ``</img>`` expansion.
+
+Two names share this rule: ``internvl`` (InternVL 2.5 / 3: both tile the same way, 1-12 tiles plus a
+thumbnail) and ``internvl3`` (InternVL3, the version ``transformers``' InternVL classes are written
+for: OpenGVLab/InternVL3-*-hf, ``min_patches=1``, ``max_patches=12``, 448 px, ``image_seq_length=256``,
+checked against a real ``InternVLProcessor`` in tests/test_policy_internvl3.py).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.encoders import get_encoder
-from uhd_profile.model.policies.base import (
-    Extra,
-    Grid,
-    ImageViews,
-    Knob,
-    Param,
-    Policy,
-    make_view,
-    need_int,
-    parse_int,
-    tower,
-)
+from uhd_profile.model.policies.base import Extra, Grid, ImageViews, Knob, Param, Policy, make_view, need_int, parse_int, tower
 
 NAME = "internvl"
+NAME_V3 = "internvl3"
 ENCODER = "internvit-300m-448"
 TILE = get_encoder(ENCODER).image_size  # 448
 MERGE = 4  # pixel shuffle 0.5: 2x2 patches per LLM token
@@ -61,12 +58,12 @@ def best_grid(width: int, height: int, min_tiles: int, max_tiles: int, tile: int
     return best
 
 
-def _rule(width: int, height: int, *, min_tiles: int, max_tiles: int) -> ImageViews:
-    need_int(NAME, "min_tiles", min_tiles, 1)
-    need_int(NAME, "max_tiles", max_tiles, min_tiles, f"it must be an integer >= min_tiles ({min_tiles})")
+def _rule(width: int, height: int, *, min_tiles: int, max_tiles: int, name: str = NAME) -> ImageViews:
+    need_int(name, "min_tiles", min_tiles, 1)
+    need_int(name, "max_tiles", max_tiles, min_tiles, f"it must be an integer >= min_tiles ({min_tiles})")
     if max_tiles > TILES_LIMIT:
         raise UhdProfileError(
-            f"{NAME} parameter max_tiles {max_tiles} is not valid; at most {TILES_LIMIT} tiles are costed "
+            f"{name} parameter max_tiles {max_tiles} is not valid; at most {TILES_LIMIT} tiles are costed "
             f"(the processor's default is {MAX_TILES})"
         )
     patch, prefix = tower(ENCODER)
@@ -89,36 +86,46 @@ def _rule(width: int, height: int, *, min_tiles: int, max_tiles: int) -> ImageVi
     notes: tuple[str, ...] = (note + "; nothing is cropped or padded",)
     if len(views) > 1:
         notes += (f"thumbnail: whole image squashed to {TILE}x{TILE}",)
-    return ImageViews(
-        policy=NAME,
-        image=(width, height),
-        views=tuple(views),
-        grid=(cols, rows),
-        canvas=canvas,
-        content=None,
-        extras=extras,
-        params={"min_tiles": min_tiles, "max_tiles": max_tiles},
-        notes=notes,
+    return ImageViews.tiled(
+        name, (width, height), views, (cols, rows), canvas, None, extras, {"min_tiles": min_tiles, "max_tiles": max_tiles}, notes
     )
 
+
+_PARAMS = (
+    Param("min_tiles", MIN_TILES, "fewest 448 px tiles (count; the processor's min_patches)", parse_int("min_tiles")),
+    Param(
+        "max_tiles",
+        MAX_TILES,
+        "most 448 px tiles, thumbnail not counted (count; the processor's max_patches)",
+        parse_int("max_tiles"),
+    ),
+)
+_KNOB = Knob("max_tiles", 1, 64, 1, "most 448 px tiles per image")
 
 POLICY = Policy(
     name=NAME,
     description="InternVL: 1-12 tiles of 448 px chosen by aspect ratio + a thumbnail, pixel shuffle 0.5 "
     "(256 LLM tokens per view)",
     encoder=ENCODER,
-    patch=tower(ENCODER)[0],
     merge=MERGE,
     llm="qwen2.5-7b",  # InternVL3-8B's LLM (InternVL2.5-8B's InternLM2.5-7B is close in size)
-    knob=Knob("max_tiles", 1, 64, 1, "most 448 px tiles per image"),
-    params=(
-        Param("min_tiles", MIN_TILES, "fewest 448 px tiles (count; the processor's min_patches)", parse_int("min_tiles")),
-        Param(
-            "max_tiles",
-            MAX_TILES,
-            "most 448 px tiles, thumbnail not counted (count; the processor's max_patches)",
-            parse_int("max_tiles"),
-        ),
-    ),
+    knob=_KNOB,
+    params=_PARAMS,
     rule=_rule,
+)
+
+#: InternVL3 (OpenGVLab/InternVL3-*-hf): the same preprocessing as ``internvl`` (its released
+#: preprocessor values are the GotOcr2 class defaults: 1-12 tiles of 448 px, thumbnail on), so the
+#: same rule; the InternViT-300M tower of InternVL3-1B..14B (InternVL3-38B/78B use InternViT-6B,
+#: preset ``internvit-6b-448``, with the same views and tokens).
+POLICY_V3 = Policy(
+    name=NAME_V3,
+    description="InternVL3: 1-12 tiles of 448 px chosen by aspect ratio + a thumbnail, pixel shuffle 0.5 "
+    "(256 LLM tokens per view)",
+    encoder=ENCODER,
+    merge=MERGE,
+    llm="qwen2.5-7b",  # InternVL3-8B's LLM is Qwen2.5-7B
+    knob=_KNOB,
+    params=_PARAMS,
+    rule=partial(_rule, name=NAME_V3),
 )

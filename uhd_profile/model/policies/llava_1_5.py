@@ -67,7 +67,6 @@ POLICY = Policy(
     name=NAME,
     description="LLaVA-1.5: one 336 px view (short side to 336 px, centre crop; or padded to a square), 576 LLM tokens",
     encoder=ENCODER,
-    patch=tower(ENCODER)[0],
     merge=MERGE,
     llm="llama-2-7b",  # Vicuna-7B (Llama-2-7B geometry), LLaVA-1.5-7B's LLM
     params=(

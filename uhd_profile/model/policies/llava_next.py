@@ -26,16 +26,7 @@ import math
 
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.encoders import get_encoder
-from uhd_profile.model.policies.base import (
-    Extra,
-    ImageViews,
-    Param,
-    Policy,
-    Size,
-    make_view,
-    parse_sizes,
-    tower,
-)
+from uhd_profile.model.policies.base import Extra, ImageViews, Param, Policy, Size, make_view, parse_sizes, tower
 
 NAME = "llava-next"
 ENCODER = "clip-vit-l14-336"
@@ -84,10 +75,21 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
     return max(0, min(a1, b1) - max(a0, b0))
 
 
-def _check_pinpoints(pinpoints) -> tuple[Size, ...]:
+def padding_text(canvas: tuple[int, int], content: tuple[int, int]) -> str:
+    """How the scaled image sits on its canvas: it fills it, or the zero padding either side."""
+    pad_x, pad_y = canvas[0] - content[0], canvas[1] - content[1]
+    if pad_x:
+        return f"{pad_x} px of zero padding left+right"
+    return f"{pad_y} px of zero padding top+bottom" if pad_y else "it fills the canvas"
+
+
+def check_pinpoints(pinpoints, name: str = NAME, tile: int = TILE) -> tuple[Size, ...]:
+    """``grid_pinpoints`` as a tuple of (width, height) ``Size``: non-empty, every side a positive
+    multiple of ``tile`` px, else a one-line error naming the policy ``name``."""
     error = UhdProfileError(
-        f"{NAME} parameter grid_pinpoints {pinpoints!r} is not valid; it must be a non-empty list of "
-        f"(width, height) canvases whose sides are positive multiples of {TILE} px, e.g. 672x336,336x672,672x672"
+        f"{name} parameter grid_pinpoints {pinpoints!r} is not valid; it must be a non-empty list of "
+        f"(width, height) canvases whose sides are positive multiples of {tile} px, "
+        f"e.g. {2 * tile}x{tile},{tile}x{2 * tile},{2 * tile}x{2 * tile}"
     )
     if isinstance(pinpoints, (str, bytes)) or not hasattr(pinpoints, "__iter__"):
         raise error
@@ -97,7 +99,7 @@ def _check_pinpoints(pinpoints) -> tuple[Size, ...]:
             w, h = point
         except (TypeError, ValueError):
             raise error from None
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < TILE or v % TILE for v in (w, h)):
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < tile or v % tile for v in (w, h)):
             raise error
         pts.append(Size(w, h))
     if not pts:
@@ -106,7 +108,7 @@ def _check_pinpoints(pinpoints) -> tuple[Size, ...]:
 
 
 def _rule(width: int, height: int, *, grid_pinpoints) -> ImageViews:
-    pinpoints = _check_pinpoints(grid_pinpoints)
+    pinpoints = check_pinpoints(grid_pinpoints)
     patch, prefix = tower(ENCODER)
     side = TILE // patch  # feature positions per tile side (24)
     canvas = best_canvas(width, height, pinpoints)
@@ -129,30 +131,15 @@ def _rule(width: int, height: int, *, grid_pinpoints) -> ImageViews:
             "the model's learned newline vector after each kept row of the tiles' feature map",
         ),
     )
-    pad_x, pad_y = canvas[0] - content[0], canvas[1] - content[1]
-    padding = (
-        "it fills the canvas"
-        if not (pad_x or pad_y)
-        else f"{pad_x} px of zero padding left+right"
-        if pad_x
-        else f"{pad_y} px of zero padding top+bottom"
-    )
+    padding = padding_text(canvas, content)
     notes = (
         f"base view: whole image squashed to {TILE}x{TILE} (aspect ratio not kept)",
         f"tiles: image scaled to {content[0]}x{content[1]} (aspect kept) and centred on the "
         f"{canvas[0]}x{canvas[1]} canvas, {padding}; unpadding keeps {right - left}x{kept_rows} of "
         f"{cols * side}x{rows * side} feature positions",
     )
-    return ImageViews(
-        policy=NAME,
-        image=(width, height),
-        views=tuple(views),
-        grid=(cols, rows),
-        canvas=canvas,
-        content=content if content != canvas else None,
-        extras=extras,
-        params={"grid_pinpoints": pinpoints},
-        notes=notes,
+    return ImageViews.tiled(
+        NAME, (width, height), views, (cols, rows), canvas, content, extras, {"grid_pinpoints": pinpoints}, notes
     )
 
 
@@ -161,7 +148,6 @@ POLICY = Policy(
     description="LLaVA-NeXT any-resolution: base view + 336 px tiles of the best pinpoint canvas, "
     "padding unpadded, a newline per row",
     encoder=ENCODER,
-    patch=tower(ENCODER)[0],
     merge=MERGE,
     llm="llama-2-7b",  # Vicuna-7B (Llama-2-7B geometry), LLaVA-NeXT-7B's LLM
     params=(

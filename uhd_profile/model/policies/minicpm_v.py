@@ -9,9 +9,18 @@ patches become one LLM token (a 2x2 merge inside the ViT, another 2x2 in the con
 This is the policy of the paper, so it is costed under the paper's designs (``baseline``, ``v4``
 at any depth, or the tower alone, ``vit``), on the paper's SigLIP-2 so400m/14 by default or any
 other tower preset (the views then align to that tower's patch x 4).
+
+MiniCPM-V 4.7 (``minicpm-v-4.7``) is a second policy on the same rule: ``transformers`` gives it
+the same image processor class (``MiniCPMV4_6ImageProcessorPil``: 9 slices, 448 px, patch 14,
+16x, image ids on) and a processor (``MiniCPMV4_7Processor``) whose image placeholder expansion is
+4.6's; what 4.7 changes is in the model (canvas M-RoPE positions for the markers, no
+``drop_vision_last_layer``) and in video prompts (no image-id tags), none of which moves a count
+here. It is costed on its tower alone (``vit``), processor encoding only.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model import slicing
@@ -44,10 +53,11 @@ def _rule(
     max_slice_nums: int,
     scale_resolution: int,
     use_image_id: bool,
+    name: str = NAME,
 ) -> ImageViews:
-    need_bool(NAME, "use_image_id", use_image_id)
+    need_bool(name, "use_image_id", use_image_id)
     if encoding not in ENCODINGS:
-        raise UhdProfileError(f"{NAME} parameter encoding {encoding!r} is not valid; valid: {', '.join(ENCODINGS)}")
+        raise UhdProfileError(f"{name} parameter encoding {encoding!r} is not valid; valid: {', '.join(ENCODINGS)}")
     patch, prefix = tower(encoder)
     align = patch * 4
     slicing.check_params(max_slice_nums, scale_resolution, align)
@@ -66,7 +76,7 @@ def _rule(
     if encoding == "global":
         g = slicing.global_resize(width, height, max_slice_nums, scale_resolution, align)
         return ImageViews(
-            policy=NAME,
+            policy=name,
             image=(width, height),
             views=(make_view("global", g.size, patch, prefix, llm(g.size)),),
             grid=None,
@@ -104,7 +114,7 @@ def _rule(
         ]
     extras += id_extras
     return ImageViews(
-        policy=NAME,
+        policy=name,
         image=(width, height),
         views=tuple(views),
         grid=s.grid,
@@ -143,7 +153,6 @@ POLICY = Policy(
     name=NAME,
     description="MiniCPM-V 4.6 / LLaVA-UHD v4: thumbnail + best grid of up to 9 slices of ~448^2 px, 16x to the LLM",
     encoder=ENCODER,
-    patch=tower(ENCODER)[0],
     merge=MERGE,
     llm="qwen3-8b",  # the LLaVA-UHD v4 paper's Qwen3-8B (the released checkpoint's LLM is smaller)
     knob=Knob("max_slice_nums", 1, 64, 1, "most slices per image"),
@@ -173,4 +182,28 @@ POLICY = Policy(
         ),
     ),
     rule=_rule,
+)
+
+
+NAME_V47 = "minicpm-v-4.7"
+
+
+def _rule_v47(width: int, height: int, **params) -> ImageViews:
+    """4.6's sliced rule under 4.7's name; ``encoding`` is not one of its parameters."""
+    v = _rule(width, height, encoder=ENCODER, encoding="sliced", name=NAME_V47, **params)
+    return dataclasses.replace(v, params={k: x for k, x in v.params.items() if k != "encoding"})
+
+
+#: MiniCPM-V 4.7: the 4.6 rule at the same processor defaults, sliced encoding only, costed on the
+#: tower alone. The tower preset is 4.6's (MiniCPMV4_7VisionConfig is MiniCPMV4_6VisionConfig).
+POLICY_V47 = Policy(
+    name=NAME_V47,
+    description="MiniCPM-V 4.7: thumbnail + best grid of up to 9 slices of ~448^2 px, 16x to the LLM (4.6's image rule)",
+    encoder=ENCODER,
+    merge=MERGE,
+    # MiniCPMV4_7Config ships the same default text model (qwen3_5_text) as MiniCPMV4_6Config
+    llm="minicpm-v-4.6-llm",
+    knob=Knob("max_slice_nums", 1, 64, 1, "most slices per image"),
+    params=tuple(p for p in POLICY.params if p.name != "encoding"),
+    rule=_rule_v47,
 )

@@ -45,63 +45,87 @@ def native_size(width: int, height: int, unit: int, min_pixels: int, max_pixels:
     return w, h
 
 
-def _rule(width: int, height: int, *, min_pixels: int, max_pixels: int) -> ImageViews:
-    patch, prefix = tower(ENCODER)
+def native_policy(
+    name: str,
+    encoder: str,
+    description: str,
+    llm: str,
+    min_pixels: int,
+    max_pixels: int,
+    knob_low: int,
+) -> Policy:
+    """The Policy of a Qwen-VL-style family: one view of the image at about its own size, sides
+    multiples of patch x 2 (``native_size``), area within [min_pixels, max_pixels] (the processor's
+    defaults), a 2x2 merge to the LLM, vision start/end specials from the chat template, images
+    past ``MAX_ASPECT``:1 refused as the processor refuses them. Qwen2.5-VL and Qwen3-VL differ
+    only in the tower (its patch), the pixel bounds and the LLM."""
+    patch, prefix = tower(encoder)
     unit = patch * MERGE_SIDE
-    need_int(NAME, "min_pixels", min_pixels, 1, "it must be a positive integer (pixels)")
-    need_int(
-        NAME,
-        "max_pixels",
-        max_pixels,
-        max(min_pixels, unit * unit),
-        f"it must be an integer >= min_pixels ({min_pixels}) and >= {unit * unit} (one {unit}x{unit} merge unit)",
-    )
-    if max(width, height) / min(width, height) > MAX_ASPECT:
-        raise UhdProfileError(
-            f"image size {width}x{height} is not valid for {NAME}: its aspect ratio "
-            f"{max(width, height) / min(width, height):.4g}:1 exceeds {MAX_ASPECT}:1, which the processor refuses"
-        )
-    size = native_size(width, height, unit, min_pixels, max_pixels)
-    patches = (size[0] // patch) * (size[1] // patch)
-    view = make_view("image", size, patch, prefix, patches // MERGE)
-    extras = (
-        Extra("vision_start", 1, "special", "chat template", "<|vision_start|> before the image's tokens"),
-        Extra("vision_end", 1, "special", "chat template", "<|vision_end|> after the image's tokens"),
-    )
-    sx, sy = size[0] / width, size[1] / height
-    return ImageViews(
-        policy=NAME,
-        image=(width, height),
-        views=(view,),
-        grid=None,
-        canvas=None,
-        content=None,
-        extras=extras,
-        params={"min_pixels": min_pixels, "max_pixels": max_pixels},
-        notes=(
-            f"aspect ratio kept approximately: scaled x{sx:.3g} wide, x{sy:.3g} high to multiples of {unit} px; "
-            f"nothing is cropped or padded",
-        ),
-    )
 
-
-POLICY = Policy(
-    name=NAME,
-    description="Qwen2.5-VL: native resolution, sides to multiples of 28 px within [min_pixels, max_pixels], "
-    "2x2 merge to the LLM",
-    encoder=ENCODER,
-    patch=tower(ENCODER)[0],
-    merge=MERGE,
-    llm="qwen2.5-7b",  # Qwen2.5-VL-7B's own text model
-    knob=Knob("max_pixels", 3136, 8192 * 8192, 28 * 28, "most pixels of the resized image (28x28 merge units)"),
-    params=(
-        Param("min_pixels", MIN_PIXELS, "smallest area the image is scaled up to (px)", parse_int("min_pixels")),
-        Param(
+    def rule(width: int, height: int, *, min_pixels: int, max_pixels: int) -> ImageViews:
+        need_int(name, "min_pixels", min_pixels, 1, "it must be a positive integer (pixels)")
+        need_int(
+            name,
             "max_pixels",
-            MAX_PIXELS,
-            "largest area the image is scaled down to (px; 784 px per LLM token)",
-            parse_int("max_pixels"),
+            max_pixels,
+            max(min_pixels, unit * unit),
+            f"it must be an integer >= min_pixels ({min_pixels}) and >= {unit * unit} (one {unit}x{unit} merge unit)",
+        )
+        if max(width, height) / min(width, height) > MAX_ASPECT:
+            raise UhdProfileError(
+                f"image size {width}x{height} is not valid for {name}: its aspect ratio "
+                f"{max(width, height) / min(width, height):.4g}:1 exceeds {MAX_ASPECT}:1, which the processor refuses"
+            )
+        size = native_size(width, height, unit, min_pixels, max_pixels)
+        patches = (size[0] // patch) * (size[1] // patch)
+        sx, sy = size[0] / width, size[1] / height
+        return ImageViews(
+            policy=name,
+            image=(width, height),
+            views=(make_view("image", size, patch, prefix, patches // MERGE),),
+            grid=None,
+            canvas=None,
+            content=None,
+            extras=(
+                Extra("vision_start", 1, "special", "chat template", "<|vision_start|> before the image's tokens"),
+                Extra("vision_end", 1, "special", "chat template", "<|vision_end|> after the image's tokens"),
+            ),
+            params={"min_pixels": min_pixels, "max_pixels": max_pixels},
+            notes=(
+                f"aspect ratio kept approximately: scaled x{sx:.3g} wide, x{sy:.3g} high to multiples of {unit} px; "
+                f"nothing is cropped or padded",
+            ),
+        )
+
+    per_token = unit * unit
+    return Policy(
+        name=name,
+        description=description,
+        encoder=encoder,
+        merge=MERGE,
+        llm=llm,
+        knob=Knob(
+            "max_pixels", knob_low, 8192 * 8192, per_token, f"most pixels of the resized image ({unit}x{unit} merge units)"
         ),
-    ),
-    rule=_rule,
+        params=(
+            Param("min_pixels", min_pixels, "smallest area the image is scaled up to (px)", parse_int("min_pixels")),
+            Param(
+                "max_pixels",
+                max_pixels,
+                f"largest area the image is scaled down to (px; {per_token} px per LLM token)",
+                parse_int("max_pixels"),
+            ),
+        ),
+        rule=rule,
+    )
+
+
+POLICY = native_policy(
+    NAME,
+    ENCODER,
+    "Qwen2.5-VL: native resolution, sides to multiples of 28 px within [min_pixels, max_pixels], 2x2 merge to the LLM",
+    "qwen2.5-7b",  # Qwen2.5-VL-7B's own text model
+    MIN_PIXELS,
+    MAX_PIXELS,
+    3136,
 )
