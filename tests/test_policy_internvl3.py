@@ -11,47 +11,16 @@ are compared with each policy. The grid is not in the processor's output: it is 
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
-from tests.processors import build_processor, count_ids, tiny_tokenizer
+from tests.processors import EDGE_SIZES_448, build_processor, count_ids, sampled_sizes, tiny_tokenizer
 from uhd_profile.model.policies import get_policy
 
 NAMES = ("internvl3", "internvl")
-FIXED = [
-    (1, 1),
-    (5, 3),
-    (30, 400),
-    (400, 30),
-    (1, 20),
-    (20, 1),
-    (448, 448),
-    (449, 448),
-    (896, 448),
-    (1000, 1000),
-    (1920, 1080),
-    (3840, 2160),
-    (2160, 3840),
-    (8000, 6000),
-    (8000, 400),
-    (400, 8000),
-]
+FIXED = EDGE_SIZES_448
 
 
-def _sizes(n: int, seed: int) -> list[tuple[int, int]]:
-    """Log-uniform area (1 px .. ~50 Mpx) and aspect ratio 1:20 .. 20:1."""
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        area, ratio = 10 ** rng.uniform(0, 7.7), 20 ** rng.uniform(-1, 1)
-        w, h = max(1, round((area * ratio) ** 0.5)), max(1, round((area / ratio) ** 0.5))
-        if w <= 9000 and h <= 9000:
-            out.append((w, h))
-    return out
-
-
-SIZES = FIXED + _sizes(20, seed=3)
+SIZES = FIXED + sampled_sizes(20, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +78,7 @@ def test_real_processor_other_tile_limits(proc):
 
 @pytest.mark.slow
 def test_real_processor_sweep(proc):
-    for w, h in _sizes(200, seed=11):
+    for w, h in sampled_sizes(200, seed=11):
         _check(proc, w, h)
 
 

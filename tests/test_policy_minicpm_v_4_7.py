@@ -13,54 +13,23 @@ policy, and 4.7's views are checked equal to 4.6's (its behaviour unchanged).
 
 from __future__ import annotations
 
-import random
 import types
 
 import pytest
 
-from tests.processors import count_ids, tiny_tokenizer
+from tests.processors import EDGE_SIZES_448, build_processor, count_ids, sampled_sizes, tiny_tokenizer
 from uhd_profile.model.policies import get_policy
 
 NAME = "minicpm-v-4.7"
 SPECIALS = ["<unk>", "<image>", "</image>", "<slice>", "</slice>", "<image_id>", "</image_id>", "<video>"]
-FIXED = [
-    (1, 1),
-    (5, 3),
-    (30, 400),
-    (400, 30),
-    (1, 20),
-    (20, 1),
-    (448, 448),
-    (449, 448),
-    (896, 448),
-    (1000, 1000),
-    (1920, 1080),
-    (3840, 2160),
-    (2160, 3840),
-    (8000, 6000),
-    (8000, 400),
-    (400, 8000),
-]
+FIXED = EDGE_SIZES_448
 
 
-def _sizes(n: int, seed: int) -> list[tuple[int, int]]:
-    """Log-uniform area (1 px .. ~50 Mpx) and aspect ratio 1:20 .. 20:1."""
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        area, ratio = 10 ** rng.uniform(0, 7.7), 20 ** rng.uniform(-1, 1)
-        w, h = max(1, round((area * ratio) ** 0.5)), max(1, round((area / ratio) ** 0.5))
-        if w <= 9000 and h <= 9000:
-            out.append((w, h))
-    return out
-
-
-SIZES = FIXED + _sizes(20, seed=7)
+SIZES = FIXED + sampled_sizes(20, seed=7)
 
 
 @pytest.fixture(scope="module")
 def proc():
-    import transformers.processing_utils as pu
     from transformers.models.minicpmv4_6.image_processing_pil_minicpmv4_6 import MiniCPMV4_6ImageProcessorPil
     from transformers.models.minicpmv4_7.processing_minicpmv4_7 import MiniCPMV4_7Processor
 
@@ -69,6 +38,7 @@ def proc():
     assert (ip.use_image_id, ip.slice_mode) == (True, True)
     tok = tiny_tokenizer(
         SPECIALS,
+        keep_newlines=True,  # the processor's "\n" between slice rows stays a token to count
         image_token="<unk>",
         video_token="<video>",
         image_start_token="<image>",
@@ -78,25 +48,10 @@ def proc():
         image_id_start_token="<image_id>",
         image_id_end_token="</image_id>",
     )
-    # split on spaces only, so the processor's "\n" between slice rows stays a token to count
-    from tokenizers import pre_tokenizers
-
-    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", "removed")
     tok.image_token_id = tok.convert_tokens_to_ids("<unk>")
     tok.video_token_id = tok.convert_tokens_to_ids("<video>")
     video = types.SimpleNamespace(slice_mode=True, downsample_mode="16x")  # never called: images only
-
-    original = pu.ProcessorMixin.check_argument_for_proper_class
-
-    def check(self, name, arg):
-        return None if arg is video else original(self, name, arg)
-
-    pu.ProcessorMixin.check_argument_for_proper_class = check
-    try:
-        p = MiniCPMV4_7Processor(image_processor=ip, video_processor=video, tokenizer=tok, chat_template=None)
-    finally:
-        pu.ProcessorMixin.check_argument_for_proper_class = original
-    return p
+    return build_processor(MiniCPMV4_7Processor, image_processor=ip, video_processor=video, tokenizer=tok)
 
 
 def _check(proc, w, h, **params):
@@ -143,7 +98,7 @@ def test_real_processor_other_values(proc):
 
 @pytest.mark.slow
 def test_real_processor_sweep(proc):
-    for w, h in _sizes(200, seed=17):
+    for w, h in sampled_sizes(200, seed=17):
         _check(proc, w, h)
 
 

@@ -16,34 +16,18 @@ Values: the class defaults, which are microsoft/Phi-4-multimodal-instruct's (448
 
 from __future__ import annotations
 
-import random
 import sys
 import types
 
 import pytest
 
-from tests.processors import count_ids, tiny_tokenizer
+from tests.processors import EDGE_SIZES_448, count_ids, sampled_sizes, tiny_tokenizer
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.policies import get_policy
 
 NAME = "phi-4-multimodal"
 FIXED = [
-    (1, 1),
-    (5, 3),
-    (30, 400),
-    (400, 30),
-    (1, 20),
-    (20, 1),
-    (448, 448),
-    (449, 448),
-    (896, 448),
-    (1000, 1000),
-    (1920, 1080),
-    (3840, 2160),
-    (2160, 3840),
-    (8000, 6000),
-    (8000, 400),
-    (400, 8000),
+    *EDGE_SIZES_448,
     (1, 200),  # refused: scales to 2 x 448
     (300, 6),  # refused: 448 x 8
     (300, 7),  # kept: 448 x 10
@@ -52,19 +36,7 @@ FIXED = [
 ]
 
 
-def _sizes(n: int, seed: int) -> list[tuple[int, int]]:
-    """Log-uniform area (1 px .. ~50 Mpx) and aspect ratio 1:20 .. 20:1."""
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        area, ratio = 10 ** rng.uniform(0, 7.7), 20 ** rng.uniform(-1, 1)
-        w, h = max(1, round((area * ratio) ** 0.5)), max(1, round((area / ratio) ** 0.5))
-        if w <= 9000 and h <= 9000:
-            out.append((w, h))
-    return out
-
-
-SIZES = FIXED + _sizes(20, seed=5)
+SIZES = FIXED + sampled_sizes(20, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +154,7 @@ def test_processor_other_crop_limits(ip, proc):
 
 @pytest.mark.slow
 def test_processor_sweep(ip, proc):
-    for w, h in _sizes(200, seed=13):
+    for w, h in sampled_sizes(200, seed=13):
         _check(ip, proc, w, h)
 
 

@@ -18,12 +18,11 @@ accounted for by ``llm_tokens``; and the views are what ``pixel_values`` holds.
 
 from __future__ import annotations
 
-import random
 import types
 
 import pytest
 
-from tests.processors import build_processor, count_ids, tiny_tokenizer
+from tests.processors import build_processor, count_ids, sampled_sizes, tiny_tokenizer
 from uhd_profile.model.policies import get_policy
 
 PIL = pytest.importorskip("PIL.Image")
@@ -32,24 +31,11 @@ FIXED = [(1, 1), (5, 3), (3, 5), (30, 400), (400, 30), (1, 20), (20, 1), (20, 40
 FIXED += [(448, 448), (449, 448), (672, 336), (896, 448), (1000, 1000), (1920, 1080), (3840, 2160), (8000, 6000), (8000, 400)]
 
 
-def _sizes(n: int, seed: int, max_log_area: float = 7.7) -> list[tuple[int, int]]:
-    """Distinct sizes not in FIXED: log-uniform area (1 px .. 10**max_log_area px) and aspect ratio
-    1:20 .. 20:1, sides at most 9000 px."""
-    rng = random.Random(seed)
-    out: list[tuple[int, int]] = []
-    while len(out) < n:
-        area, ratio = 10 ** rng.uniform(0, max_log_area), 20 ** rng.uniform(-1, 1)
-        w, h = max(1, round((area * ratio) ** 0.5)), max(1, round((area / ratio) ** 0.5))
-        if w <= 9000 and h <= 9000 and (w, h) not in FIXED + out:
-            out.append((w, h))
-    return out
-
-
 # the default run: every fixed edge and 12 random sizes up to 2 Mpx (each 8000x6000 call costs ~2 s);
 # the slow sweep: 150 more up to ~50 Mpx, and the large edges left out here
-SIZES = FIXED + _sizes(12, seed=5, max_log_area=6.3)
+SIZES = FIXED + sampled_sizes(12, seed=5, max_log_area=6.3, exclude=FIXED)
 IDS = [f"{w}x{h}" for w, h in SIZES]
-SWEEP = [(2160, 3840), (400, 8000), (6000, 8000), (7680, 4320), (9000, 450)] + _sizes(150, seed=23)
+SWEEP = [(2160, 3840), (400, 8000), (6000, 8000), (7680, 4320), (9000, 450)] + sampled_sizes(150, seed=23, exclude=FIXED)
 PROMPT = "describe the image "  # two words before the placeholder: 2 ids that are not the image's
 
 
@@ -78,8 +64,6 @@ MINICPM_SPECIALS = ["<image>", "</image>", "<slice>", "</slice>", "<image_id>", 
 
 @pytest.fixture(scope="module")
 def minicpm():
-    import transformers.processing_utils as pu
-    from tokenizers import pre_tokenizers
     from transformers.models.minicpmv4_6.image_processing_pil_minicpmv4_6 import MiniCPMV4_6ImageProcessorPil
     from transformers.models.minicpmv4_6.processing_minicpmv4_6 import MiniCPMV4_6Processor
 
@@ -88,20 +72,15 @@ def minicpm():
     names = ("image_start", "image_end", "slice_start", "slice_end", "image_id_start", "image_id_end")
     tok = tiny_tokenizer(
         ["<unk>", *MINICPM_SPECIALS, "<video>"],
+        keep_newlines=True,  # the "\n" between slice rows stays a token
         image_token="<unk>",
         video_token="<video>",
         **{f"{n}_token": s for n, s in zip(names, MINICPM_SPECIALS)},
     )
-    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", "removed")  # keeps "\n" between slice rows a token
     tok.image_token_id, tok.video_token_id = tok.convert_tokens_to_ids("<unk>"), tok.convert_tokens_to_ids("<video>")
     # the video processor needs torchvision: a stand-in with the two attributes __init__ reads (no video is processed)
     video = types.SimpleNamespace(slice_mode=True, downsample_mode="16x")
-    original = pu.ProcessorMixin.check_argument_for_proper_class
-    pu.ProcessorMixin.check_argument_for_proper_class = lambda self, n, arg: None if arg is video else original(self, n, arg)
-    try:
-        return build_processor(MiniCPMV4_6Processor, image_processor=ip, video_processor=video, tokenizer=tok)
-    finally:
-        pu.ProcessorMixin.check_argument_for_proper_class = original
+    return build_processor(MiniCPMV4_6Processor, image_processor=ip, video_processor=video, tokenizer=tok)
 
 
 def _check_minicpm(proc, w, h):
