@@ -156,23 +156,25 @@ def padded_input(tokens: int, patch: int) -> Size:
     return Size(tokens // rows * patch, rows * patch)
 
 
-def call_size(views: ImageViews, view: View) -> Size:
+def call_size(views: ImageViews, view: View, encoder: str | None = None) -> Size:
     """The tower input of ``view``'s forward call: its own size, or for a view the tower runs padded
-    (``View.padding`` > 0) a ``padded_input`` of its ``seq_len`` tokens (class tokens aside)."""
+    (``View.padding`` > 0) a ``padded_input`` of its ``seq_len`` tokens (class tokens aside) on
+    ``encoder`` (None: the policy's own tower)."""
     if not view.padding:
         return Size(*view.size)
-    spec = get_encoder(get_policy(views.policy).encoder)
+    spec = get_encoder(encoder or get_policy(views.policy).encoder)
     return padded_input(view.seq_len - spec.prefix_tokens, spec.patch)
 
 
-def view_calls(views: ImageViews) -> list[tuple[int, Size]]:
-    """The forward calls of an item's views: equal tower inputs (``call_size``) batched into one
-    call (first appearance first), as the variants' batched layout runs them. A view padded to a
-    token budget is counted on its padded length: every FLOPs, latency and memory figure of the
-    tower follows the sequence the tower runs, not the real patches alone."""
+def view_calls(views: ImageViews, encoder: str | None = None) -> list[tuple[int, Size]]:
+    """The forward calls of an item's views on ``encoder`` (None: the policy's own tower): equal
+    tower inputs (``call_size``) batched into one call (first appearance first), as the variants'
+    batched layout runs them. A view padded to a token budget is counted on its padded length:
+    every FLOPs, latency and memory figure of the tower follows the sequence the tower runs, not
+    the real patches alone."""
     groups: dict[Size, int] = {}
     for v in views.views:
-        size = call_size(views, v)
+        size = call_size(views, v, encoder)
         groups[size] = groups.get(size, 0) + 1
     return [(k, size) for size, k in groups.items()]
 
@@ -235,7 +237,7 @@ def views_memory(
     s = settings
     calls = tuple(
         vision_stage(variant_spec(encoder, variant, size, depth), s.dtype, k, s.attn, s.device_kind)
-        for k, size in view_calls(views)
+        for k, size in view_calls(views, encoder)
     )
     vision = max(calls, key=lambda c: c.held_bytes + c.activation_bytes)
     stages = [vision]
@@ -402,6 +404,15 @@ def check_item(
     """The variants and tower ``cost_item`` will use, with every setting checked and nothing
     counted: bad names, parameters, variants, towers and depths are one line here, before any
     file is read. ``depth`` applies to v4 only, and must be a layer the tower has."""
+    variants, tower = _variants_and_tower(policy, variants, encoder, depth)
+    get_policy(policy).views(448, 448, encoder=encoder, **(params or {}))
+    return variants, tower
+
+
+def _variants_and_tower(
+    policy: str, variants: tuple[str, ...] | None, encoder: str | None, depth: int | None
+) -> tuple[tuple[str, ...], str]:
+    """``check_item`` less the parameters, which the policy's own ``views`` checks."""
     pol = get_policy(policy)
     variants = pol.check_variants(variants)
     if depth is not None and "v4" not in variants:
@@ -410,7 +421,6 @@ def check_item(
             "add --variant v4 (minicpm-v-4.6) or drop --depth"
         )
     tower = pol.tower(encoder)
-    pol.views(448, 448, encoder=encoder, **(params or {}))
     if depth is not None:
         variant_spec(tower, "v4", Size(448, 448), depth)
     return variants, tower
@@ -434,9 +444,9 @@ def cost_item(
     with ``llm`` its LLM stages, with ``memory`` its predicted memory per variant."""
     size = check_image_size(width, height)
     pol = get_policy(policy)
-    variants, tower = check_item(policy, params, variants, encoder, depth)
+    variants, tower = _variants_and_tower(policy, variants, encoder, depth)
     views = pol.views(size.width, size.height, encoder=encoder, **(params or {}))
-    calls = view_calls(views)
+    calls = view_calls(views, tower)
     counts = {p: dict.fromkeys(COUNT_COLUMNS, 0) for p in variants}
     per_size: dict[Size, dict[str, dict[str, float]]] = {}
     ids: dict[str, list[str]] = {p: [] for p in variants}
@@ -464,7 +474,7 @@ def cost_item(
         views=views,
         calls=calls,
         counts=counts,
-        view_counts=[per_size[call_size(views, v)] for v in views.views],
+        view_counts=[per_size[call_size(views, v, tower)] for v in views.views],
         variant_ids=ids,
         notes=notes,
         llm_settings=llm,
