@@ -14,7 +14,7 @@ from uhd_profile.analyse.cost import MemorySettings
 from uhd_profile.analyse.planner import CEILING_PX, Budget, Planner, has_designs, parse_budget, parse_ratios, plan_policy
 from uhd_profile.cli.console import err, out, say
 from uhd_profile.cli.options import attn_option, convention_option, depth_option, dtype_option, llm_option, policy_option
-from uhd_profile.cli.policy_options import policy_param_values
+from uhd_profile.cli.policy_options import policy_param_option, policy_param_values
 from uhd_profile.count.conventions import get_convention
 from uhd_profile.errors import UhdProfileError
 from uhd_profile.model.policies import DEFAULT_POLICY, POLICIES, get_policy
@@ -37,13 +37,7 @@ def _size(v) -> str:
 
 @click.command()
 @policy_option(multiple=True)
-@click.option(
-    "--policy-param",
-    "policy_params",
-    multiple=True,
-    metavar="[POLICY:]NAME=VALUE",
-    help="a parameter of the policy, over its processor default (uhd-profile list policies); repeatable",
-)
+@policy_param_option(several_policies=True)
 @click.option("--max-memory", default=None, help="memory budget, e.g. 24GiB or 80GB: the predicted peak, every model resident")
 @click.option("--max-gflops", default=None, help="compute budget: the vision stage's count / 1e9 in --convention")
 @click.option("--max-llm-tokens", default=None, help="token budget: everything the LLM sees for the image")

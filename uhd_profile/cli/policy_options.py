@@ -46,19 +46,25 @@ def _add(f, opts):
     return f
 
 
+def policy_param_option(several_policies: bool):
+    """--policy-param ``[POLICY:]NAME=VALUE`` (``POLICY:`` where several policies may be given),
+    read by ``policy_param_values``."""
+    return click.option(
+        "--policy-param",
+        "policy_params",
+        multiple=True,
+        metavar="[POLICY:]NAME=VALUE" if several_policies else "NAME=VALUE",
+        help="a parameter of the policy over its processor default (uhd-profile list policies), e.g. "
+        "max_pixels=12845056; repeatable",
+    )
+
+
 def item_options(several_policies: bool):
     """--policy (repeatable when ``several_policies``), --policy-param, --encoding, --max-slices,
     --scale-resolution, --variant, --encoder, --depth and --exif-transpose."""
     opts = [
         policy_option(multiple=several_policies),
-        click.option(
-            "--policy-param",
-            "policy_params",
-            multiple=True,
-            metavar="[POLICY:]NAME=VALUE" if several_policies else "NAME=VALUE",
-            help="a parameter of the policy over its processor default (uhd-profile list policies), e.g. "
-            "max_pixels=12845056; repeatable",
-        ),
+        policy_param_option(several_policies),
         click.option(
             "--encoding",
             default=None,
