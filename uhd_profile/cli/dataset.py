@@ -8,6 +8,7 @@ Thin: parse, call the API, write the four files, render. User mistakes raise ``U
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from uhd_profile.cli.policy_options import item_options, llm_options, llm_settin
 from uhd_profile.cli.render import print_dataset_llm, summary_table
 from uhd_profile.count.conventions import get_convention
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.files import check_output_dir, output_error
+from uhd_profile.files import atomic_write_bytes, check_output_dir
 
 
 @contextlib.contextmanager
@@ -53,14 +54,18 @@ def dataset(directory, out_dir, convention, llm, prompt_tokens, decode_tokens, *
         rows, skipped = cost_dataset(files, items, item["exif_transpose"], stages, advance)
     summary = summarize(rows)
     meta = summary_json(str(directory), items, rows, skipped, summary, stages)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        frame(rows).to_csv(dest / "per_image.csv", index=False)
-        summary.to_csv(dest / "summary.csv", index=False)
-        (dest / "summary.json").write_text(json.dumps(meta, indent=1))
-        histogram(rows, convention).savefig(dest / "histogram.png", dpi=110)
-    except OSError as exc:
-        raise output_error(exc, dest, "--out", kept="files written there before may be incomplete") from None
+    # every file is rendered first, then each written whole (a temporary file renamed over it): a
+    # killed or failed write leaves each file as it was or as it is now, never torn
+    figure = io.BytesIO()
+    histogram(rows, convention).savefig(figure, format="png", dpi=110)
+    files = {
+        "per_image.csv": frame(rows).to_csv(index=False).encode(),
+        "summary.csv": summary.to_csv(index=False).encode(),
+        "summary.json": json.dumps(meta, indent=1).encode(),
+        "histogram.png": figure.getvalue(),
+    }
+    for name, data in files.items():
+        atomic_write_bytes(dest / name, data, "--out", kept="the files already there are whole")
     unit = get_convention(convention).giga
     names = ", ".join(dict.fromkeys(it.policy for it in items))
     title = f"{meta['images']} images in {directory} under {names} ({unit}, {convention} convention)"

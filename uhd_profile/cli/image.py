@@ -6,6 +6,7 @@ printed by ``cli.main``).
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from uhd_profile.cli.options import convention_option, memory_options
 from uhd_profile.cli.policy_options import item_options, llm_options, llm_settings, memory_settings, policy_choices, target
 from uhd_profile.cli.render import memory_entries, print_item, print_llm, print_memory
 from uhd_profile.errors import UhdProfileError
-from uhd_profile.files import check_output_file
+from uhd_profile.files import atomic_write_bytes, check_output_file
 from uhd_profile.model.policies import get_policy
 
 
@@ -33,11 +34,11 @@ def _draw(draw_path: str, drawn: list, exif_transpose: bool) -> None:
             tag = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
             dest = base.with_name(f"{base.stem}-{tag}{base.suffix or '.png'}")
         try:
-            picture = draw_views(path, views, exif_transpose=exif_transpose)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            picture.save(dest, format="PNG")
+            png = io.BytesIO()
+            draw_views(path, views, exif_transpose=exif_transpose).save(png, format="PNG")
         except OSError as exc:
-            raise UhdProfileError(f"--draw: could not draw {path} into {dest}: {str(exc).splitlines()[0]}") from None
+            raise UhdProfileError(f"--draw: could not draw {path}: {str(exc).splitlines()[0]}") from None
+        atomic_write_bytes(dest, png.getvalue(), "--draw")  # whole or not at all
         err.print(f"wrote {dest}", markup=False, highlight=False)
 
 
